@@ -1,0 +1,1 @@
+"""Pattern file readers and writers (one module per format family)."""

@@ -1,0 +1,1 @@
+"""Batched, differentiable powder-diffraction forward model."""

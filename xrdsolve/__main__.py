@@ -1,0 +1,5 @@
+"""``python -m xrdsolve`` runs the command line."""
+
+from xrdsolve.cli import run
+
+run()
