@@ -16,7 +16,7 @@ from .errors import MissingWavelengthError, PatternDataError
 COUNT_SIGMA_FLOOR = 1.0
 
 
-class SigmaSource(str, enum.Enum):
+class SigmaSource(enum.StrEnum):
     """Where the σ of a pattern came from."""
 
     FILE = "file"  #: given in the file (third column, ESD bank, ...)
@@ -70,7 +70,9 @@ class Pattern:
                 f"2θ must increase strictly: point {i + 1} ({tt[i + 1]:.6g}°) follows {tt[i]:.6g}°"
             )
         if (s <= 0).any():
-            raise PatternDataError(f"sigma must be > 0, got {s[int(np.argmax(s <= 0))]} at point {int(np.argmax(s <= 0))}")
+            raise PatternDataError(
+                f"sigma must be > 0, got {s[int(np.argmax(s <= 0))]} at point {int(np.argmax(s <= 0))}"
+            )
         for arr in (tt, y, s):
             arr.setflags(write=False)
         object.__setattr__(self, "two_theta", tt)
@@ -201,8 +203,10 @@ def estimate_sigma(intensity: np.ndarray, *, counts: bool | None = None) -> tupl
     y = np.asarray(intensity, dtype=np.float64)
     if counts is None:
         finite = y[np.isfinite(y)]
-        counts = bool(finite.size) and bool((finite >= 0).all()) and bool(
-            np.allclose(finite, np.round(finite), atol=1e-6) or finite.max() > 50
+        counts = (
+            bool(finite.size)
+            and bool((finite >= 0).all())
+            and bool(np.allclose(finite, np.round(finite), atol=1e-6) or finite.max() > 50)
         )
     if counts:
         return np.sqrt(np.maximum(y, COUNT_SIGMA_FLOOR)), SigmaSource.COUNTING

@@ -13,14 +13,14 @@ import numpy as np
 from .errors import RadiationError
 
 
-class Probe(str, enum.Enum):
+class Probe(enum.StrEnum):
     """What scatters: X-rays (electron density, form factors) or neutrons (nuclear scattering lengths)."""
 
     XRAY = "xray"
     NEUTRON = "neutron"
 
 
-class Geometry(str, enum.Enum):
+class Geometry(enum.StrEnum):
     """Diffractometer geometry, which sets the Lorentz–polarisation correction."""
 
     BRAGG_BRENTANO = "bragg-brentano"
@@ -193,7 +193,7 @@ class Radiation:
         return cls(
             tuple(d["wavelengths"]),  # type: ignore[arg-type]
             tuple(d.get("weights", (1.0,))),  # type: ignore[arg-type]
-            Probe(d.get("probe", "xray")),
+            Probe(str(d.get("probe", "xray"))),
             d.get("name"),  # type: ignore[arg-type]
         )
 

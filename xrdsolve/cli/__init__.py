@@ -12,8 +12,12 @@ import logging
 import os
 import sys
 
-import click
 import typer
+
+try:  # typer ≥ 0.20 vendors click as typer._click; older typer uses click itself
+    from typer._click import exceptions as _click_exc  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover
+    from click import exceptions as _click_exc  # type: ignore[no-redef]
 
 app = typer.Typer(
     name="xrdsolve",
@@ -33,6 +37,9 @@ app.add_typer(bench_app, name="bench")
 COMMAND_MODULES = (
     "xrdsolve.cli.pattern_commands",
     "xrdsolve.cli.simulate_command",
+    "xrdsolve.cli.refine_command",
+    "xrdsolve.cli.train_command",
+    "xrdsolve.cli.generate_command",
 )
 
 
@@ -61,12 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     prog = "xrdsolve"
     try:
         app(args=argv, prog_name=prog, standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return int(exc.exit_code)
-    except click.ClickException as exc:
+    except _click_exc.ClickException as exc:
         exc.show()
         return 2
-    except click.exceptions.Abort:
+    except typer.Abort:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
