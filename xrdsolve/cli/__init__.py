@@ -40,6 +40,11 @@ COMMAND_MODULES = (
     "xrdsolve.cli.refine_command",
     "xrdsolve.cli.train_command",
     "xrdsolve.cli.generate_command",
+    "xrdsolve.cli.index_command",
+    "xrdsolve.cli.solve_command",
+    "xrdsolve.cli.batch_command",
+    "xrdsolve.cli.bench_forward",
+    "xrdsolve.cli.bench_refine",
 )
 
 

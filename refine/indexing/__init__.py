@@ -1,0 +1,1 @@
+"""Powder indexing: unit cells from peak positions, figures of merit, space-group hints."""

@@ -1,0 +1,1 @@
+"""Batch analysis of many patterns: resumable, fault-tolerant, on a process pool or Dask."""

@@ -1,0 +1,1 @@
+"""The PXRD-conditioned diffusion generator: denoiser, diffusion, sampler, training, shipped weights."""
