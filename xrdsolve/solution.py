@@ -1,0 +1,212 @@
+"""The answer of a solve: ranked, refined candidate structures with their fit statistics."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pymatgen.core import Structure
+from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+
+def spacegroup_symbol(structure: Structure, symprec: float = 0.1) -> tuple[str, int]:
+    """Hermann–Mauguin symbol and number of ``structure``'s space group (tolerance Å)."""
+    try:
+        sga = SpacegroupAnalyzer(structure, symprec=symprec)
+        return sga.get_space_group_symbol(), int(sga.get_space_group_number())
+    except Exception:  # spglib can fail on degenerate cells
+        return "P1", 1
+
+
+@dataclass
+class Candidate:
+    """One ranked candidate.
+
+    Attributes
+    ----------
+    structure : the refined structure.
+    rwp, rp, gof : fit statistics as fractions (Rwp 0.1 = 10 %).
+    provenance : where the starting structure came from (``source`` generator/random/indexing, seed, …).
+    result : the full refinement result (refine.RefinementResult) when kept.
+    """
+
+    rank: int
+    structure: Structure
+    rwp: float
+    rp: float
+    gof: float
+    provenance: dict[str, Any] = field(default_factory=dict)
+    score: float = math.nan
+    result: Any = None
+
+    @property
+    def formula(self) -> str:
+        return self.structure.composition.reduced_formula
+
+    @property
+    def spacegroup(self) -> str:
+        return spacegroup_symbol(self.structure)[0]
+
+    def lattice_dict(self) -> dict[str, float]:
+        lat = self.structure.lattice
+        return {
+            "a": lat.a,
+            "b": lat.b,
+            "c": lat.c,
+            "alpha": lat.alpha,
+            "beta": lat.beta,
+            "gamma": lat.gamma,
+            "volume": lat.volume,
+        }
+
+    def to_dict(self, cif: str | None = None) -> dict[str, Any]:
+        symbol, number = spacegroup_symbol(self.structure)
+        return {
+            "rank": self.rank,
+            "formula": self.formula,
+            "spacegroup": symbol,
+            "spacegroup_number": number,
+            "lattice": self.lattice_dict(),
+            "natoms": len(self.structure),
+            "rwp": _finite(self.rwp),
+            "rp": _finite(self.rp),
+            "gof": _finite(self.gof),
+            "score": _finite(self.score),
+            "provenance": self.provenance,
+            "cif": cif,
+        }
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if x is not None and math.isfinite(x) else None
+
+
+@dataclass
+class Solution:
+    """Ranked candidates for one pattern, with what was tried.
+
+    ``candidates`` are in rank order (best first). ``tried`` records the pipeline's stages
+    (indexing results, Z values, candidate counts, timings); ``messages`` says what went wrong
+    or what to be careful about (e.g. "no peaks found"). An empty ``candidates`` list is a valid
+    answer: it means nothing fitted, and ``messages`` says why.
+    """
+
+    pattern: Any
+    candidates: list[Candidate]
+    tried: dict[str, Any] = field(default_factory=dict)
+    messages: list[str] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def best(self) -> Candidate | None:
+        return self.candidates[0] if self.candidates else None
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready summary (the content of summary.json without CIF paths)."""
+        return {
+            "source": str(getattr(self.pattern, "meta", {}).get("source", "")),
+            "candidates": [c.to_dict() for c in self.candidates],
+            "tried": self.tried,
+            "messages": self.messages,
+            "options": self.options,
+        }
+
+    def to_cif(self, directory: str | Path, top: int | None = None) -> list[Path]:
+        """Write ``rank01.cif``, ``rank02.cif``, … into ``directory``; returns the paths."""
+        from pymatgen.io.cif import CifWriter
+
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for cand in self.candidates[: top or len(self.candidates)]:
+            path = out / f"rank{cand.rank:02d}.cif"
+            CifWriter(cand.structure, symprec=0.1).write_file(str(path))
+            paths.append(path)
+        return paths
+
+    def write(self, directory: str | Path, *, plot: bool = True) -> Path:
+        """Write summary.json, the ranked CIFs and fit.png (best candidate) into ``directory``."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        cif_paths = self.to_cif(out)
+        summary = self.summary()
+        for entry, path in zip(summary["candidates"], cif_paths, strict=False):
+            entry["cif"] = path.name
+        tmp = out / "summary.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2, default=_json_default))
+        tmp.replace(out / "summary.json")
+        if plot and self.best is not None and self.best.result is not None:
+            fig = self._figure()
+            fig.savefig(out / "fit.png", dpi=150)
+        return out / "summary.json"
+
+    def _figure(self):  # -> matplotlib Figure
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(8, 5), layout="constrained")
+        ax = fig.add_subplot()
+        self.plot(ax=ax)
+        return fig
+
+    def plot(self, ax=None, rank: int = 1):  # -> matplotlib Axes
+        """The observed/calculated/difference plot of one candidate (default the best)."""
+        cand = self.candidates[rank - 1]
+        if cand.result is None:
+            raise ValueError("this candidate kept no refinement result to plot")
+        return cand.result.plot(ax=ax)
+
+    def table(self, top: int = 10) -> str:
+        """The ranked candidates as a plain-text table."""
+        lines = [
+            f"{'rank':>4}  {'formula':<12} {'space group':<12} {'a':>8} {'b':>8} {'c':>8}  {'Rwp %':>7}  {'GoF':>6}  source"
+        ]
+        for c in self.candidates[:top]:
+            lat = c.structure.lattice
+            lines.append(
+                f"{c.rank:>4}  {c.formula:<12} {c.spacegroup:<12} {lat.a:8.4f} {lat.b:8.4f} {lat.c:8.4f}"
+                f"  {100 * c.rwp:7.2f}  {c.gof:6.2f}  {c.provenance.get('source', '?')}"
+            )
+        if not self.candidates:
+            lines.append(
+                "  (no candidate fitted: " + "; ".join(self.messages or ["no reason recorded"]) + ")"
+            )
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            "<tr>"
+            f"<td>{c.rank}</td><td>{html.escape(c.formula)}</td><td>{html.escape(c.spacegroup)}</td>"
+            f"<td>{c.structure.lattice.a:.4f}</td><td>{c.structure.lattice.b:.4f}</td>"
+            f"<td>{c.structure.lattice.c:.4f}</td><td>{100 * c.rwp:.2f}</td><td>{c.gof:.2f}</td>"
+            f"<td>{html.escape(str(c.provenance.get('source', '?')))}</td></tr>"
+            for c in self.candidates[:20]
+        )
+        img = ""
+        if self.best is not None and self.best.result is not None:
+            buf = io.BytesIO()
+            self._figure().savefig(buf, format="png", dpi=90)
+            img = '<img src="data:image/png;base64,' + base64.b64encode(buf.getvalue()).decode() + '"/>'
+        msgs = "".join(f"<li>{html.escape(m)}</li>" for m in self.messages)
+        return (
+            "<div><b>xrdsolve Solution</b>"
+            "<table><tr><th>rank</th><th>formula</th><th>space group</th><th>a (Å)</th><th>b (Å)</th>"
+            f"<th>c (Å)</th><th>Rwp %</th><th>GoF</th><th>source</th></tr>{rows}</table>"
+            f"{img}<ul>{msgs}</ul></div>"
+        )
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    return str(obj)
