@@ -1,0 +1,86 @@
+"""Composition parsing, Z candidates and the random symmetric baseline."""
+
+from __future__ import annotations
+
+import pytest
+from pymatgen.core import Composition
+
+from xrdsolve.composition import (
+    estimated_volume_per_formula,
+    parse_composition,
+    parse_elements,
+    reduced_formula_and_units,
+    z_candidates,
+)
+from xrdsolve.errors import UsageError
+from xrdsolve.random_candidates import crystal_system_of, random_symmetric_structures, spacegroup_prior
+
+
+def test_parse_plain_and_mixed_formulas() -> None:
+    assert parse_composition("Fe2O3") == Composition("Fe2O3")
+    mixed = parse_composition("(Mn,Fe)3O4")
+    assert mixed["Mn"] == pytest.approx(1.5) and mixed["Fe"] == pytest.approx(1.5) and mixed["O"] == 4
+    assert parse_composition("Li0.6CoO2")["Li"] == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "Xx2O3", "12"])
+def test_bad_formulas_raise_usage_error(bad: str) -> None:
+    with pytest.raises(UsageError):
+        parse_composition(bad)
+
+
+def test_parse_elements() -> None:
+    assert [e.symbol for e in parse_elements("Li, Mn,O")] == ["Li", "Mn", "O"]
+    with pytest.raises(UsageError, match="Qq"):
+        parse_elements("Li,Qq")
+
+
+def test_reduced_formula_units() -> None:
+    reduced, units = reduced_formula_and_units(Composition("Ti2O4"))
+    assert reduced == Composition("TiO2") and units == 2
+
+
+def test_z_candidates_follow_cell_volume() -> None:
+    tio2 = Composition("TiO2")
+    # rutile: V = 62.4 Å3 with Z = 2; anatase: V = 136.3 Å3 with Z = 4
+    assert 2 in z_candidates(tio2, 62.4)[:2]
+    assert 4 in z_candidates(tio2, 136.3)[:2]
+    assert all(z * 3 <= 64 for z in z_candidates(tio2))
+    with pytest.raises(UsageError, match="atoms"):
+        z_candidates(Composition("C61H40"))
+
+
+def test_volume_estimate_is_within_a_factor_of_two_of_real_cells() -> None:
+    for formula, volume_per_fu in [("TiO2", 31.2), ("NaCl", 44.9), ("Al2O3", 42.5), ("LaB6", 71.9)]:
+        est = estimated_volume_per_formula(Composition(formula))
+        assert 0.5 < est / volume_per_fu < 2.0, formula
+
+
+def test_spacegroup_prior_restricts_to_crystal_system() -> None:
+    prior = spacegroup_prior(["tetragonal"])
+    assert set(prior) == set(range(75, 143))
+    assert sum(prior.values()) == pytest.approx(1.0)
+    assert max(prior, key=prior.__getitem__) == 139  # I4/mmm is the most common tetragonal group
+    assert crystal_system_of(225) == "cubic" and crystal_system_of(1) == "triclinic"
+
+
+def test_random_candidates_have_composition_symmetry_and_reproduce() -> None:
+    comp = Composition("TiO2")
+    first = random_symmetric_structures(comp, [2, 4], 6, seed=3, crystal_systems=["tetragonal"])
+    again = random_symmetric_structures(comp, [2, 4], 6, seed=3, crystal_systems=["tetragonal"])
+    assert len(first) == 6
+    for (s1, spec1), (s2, spec2) in zip(first, again, strict=True):
+        assert spec1 == spec2
+        assert s1.composition.reduced_composition == comp
+        assert len(s1) == 3 * spec1.z
+        assert 75 <= spec1.spacegroup <= 142
+        assert s1.lattice.abc == pytest.approx(s2.lattice.abc)
+
+
+def test_random_candidates_in_a_given_cell() -> None:
+    cell = (4.59, 4.59, 2.96, 90.0, 90.0, 90.0)
+    out = random_symmetric_structures(Composition("TiO2"), [2], 4, seed=0, spacegroups=[136], lattice=cell)
+    assert out, "pyxtal should place TiO2 (Z=2) in P4_2/mnm"
+    for structure, spec in out:
+        assert spec.lattice_given and spec.spacegroup == 136
+        assert structure.lattice.abc == pytest.approx(cell[:3], abs=1e-6)
