@@ -1,0 +1,234 @@
+"""Batched Levenberg–Marquardt least squares with bounds, per-candidate damping and divergence detection.
+
+Minimises ``χ²_b = Σ_i r_bi(θ_b)²`` independently for every candidate b of a batch, in one tensor program:
+``residual_fn(theta (B,P)) -> (B,M)`` returns *weighted* residuals ((obs − calc)/σ, zero where a point is
+excluded). Candidates must be independent (r_b depends only on θ_b); the Jacobian is then obtained with one
+forward-mode product per parameter column for the whole batch.
+
+Bounds are enforced by projection; a parameter pinned at a bound is dropped from that step's normal matrix.
+A candidate whose χ² becomes NaN/inf, or whose Jacobian is not finite, is frozen at its last good values and
+flagged ``diverged``; it never affects the others.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+ResidualFn = Callable[[Tensor], Tensor]
+
+
+@dataclass
+class LMResult:
+    """Outcome per candidate. ``covariance`` is (JᵀJ)⁻¹ × GoF² on the free parameters (zero rows elsewhere)."""
+
+    theta: Tensor  # (B,P)
+    chi2: Tensor  # (B,)
+    chi2_start: Tensor  # (B,)
+    n_obs: Tensor  # (B,) number of observations
+    n_free: Tensor  # (B,) number of refined parameters
+    iterations: Tensor  # (B,) long
+    converged: Tensor  # (B,) bool
+    diverged: Tensor  # (B,) bool
+    singular: Tensor  # (B,) bool — normal matrix (numerically) singular at the end
+    covariance: Tensor  # (B,P,P)
+    esd: Tensor  # (B,P)
+    correlation: Tensor  # (B,P,P)
+
+    @property
+    def gof(self) -> Tensor:
+        """Goodness of fit √(χ²/(N−P)) per candidate."""
+        dof = (self.n_obs - self.n_free).clamp_min(1).to(self.chi2.dtype)
+        return (self.chi2 / dof).sqrt()
+
+    def status(self, b: int) -> str:
+        if bool(self.diverged[b]):
+            return "diverged"
+        if bool(self.singular[b]):
+            return "singular"
+        return "converged" if bool(self.converged[b]) else "max_iter"
+
+
+def jacobian(
+    residual_fn: ResidualFn, theta: Tensor, columns: Tensor | None = None, method: str = "forward"
+) -> Tensor:
+    """(B,M,P) Jacobian of the weighted residuals w.r.t. theta (B,P) for independent candidates.
+
+    ``columns`` (P,) bool limits the work to the parameters that are free in at least one candidate.
+    ``method``: "forward" (forward-mode AD, one product per column, batched over candidates),
+    or "central" (central finite differences, relative step 1e-6).
+    """
+    bsz, p = theta.shape
+    cols = torch.arange(p) if columns is None else torch.nonzero(columns).flatten()
+    out: Tensor | None = None
+    for k in cols.tolist():
+        tangent = torch.zeros_like(theta)
+        tangent[:, k] = 1.0
+        if method == "forward":
+            _, col = torch.func.jvp(residual_fn, (theta,), (tangent,))
+        elif method == "central":
+            h = 1e-6 * theta[:, k].abs().clamp_min(1e-3)
+            step = tangent * h[:, None]
+            col = (residual_fn(theta + step) - residual_fn(theta - step)) / (2 * h[:, None])
+        else:
+            raise ValueError(f"unknown Jacobian method {method!r}")
+        if out is None:
+            out = torch.zeros(bsz, col.shape[1], p, dtype=theta.dtype)
+        out[:, :, k] = col.detach()
+    if out is None:
+        r = residual_fn(theta)
+        return torch.zeros(bsz, r.shape[1], p, dtype=theta.dtype)
+    return out
+
+
+def _chi2(residual_fn: ResidualFn, theta: Tensor) -> tuple[Tensor, Tensor]:
+    with torch.no_grad():
+        r = residual_fn(theta)
+    chi2 = (r * r).sum(dim=1)
+    chi2 = torch.where(torch.isfinite(chi2), chi2, torch.full_like(chi2, float("inf")))
+    return chi2, r
+
+
+def _solve(a: Tensor, g: Tensor) -> Tensor:
+    """Solve a δ = g per candidate; falls back to least squares where Cholesky fails."""
+    chol, info = torch.linalg.cholesky_ex(a)
+    delta = torch.cholesky_solve(g.unsqueeze(-1), chol).squeeze(-1)
+    bad = info != 0
+    if bool(bad.any()):
+        delta[bad] = torch.linalg.lstsq(a[bad], g[bad].unsqueeze(-1), driver="gelsd").solution.squeeze(-1)
+    return delta
+
+
+def levenberg_marquardt(
+    residual_fn: ResidualFn,
+    theta0: Tensor,
+    free: Tensor | None = None,
+    lower: Tensor | None = None,
+    upper: Tensor | None = None,
+    n_obs: Tensor | None = None,
+    max_iter: int = 50,
+    lambda0: float = 1e-3,
+    ftol: float = 1e-6,
+    xtol: float = 1e-9,
+    max_tries: int = 8,
+    jacobian_method: str = "forward",
+) -> LMResult:
+    """Batched bounded Levenberg–Marquardt (Marquardt diagonal scaling, projection onto bounds).
+
+    theta0 (B,P); free (B,P) bool (default all); lower/upper (B,P) (default ±inf); n_obs (B,) observation
+    counts for GoF (default: M). Converges when the relative χ² decrease of an accepted step is below ``ftol``,
+    when the step is below ``xtol`` relative to the parameters, or when no damping gives a decrease.
+    """
+    theta = theta0.detach().clone()
+    bsz, p = theta.shape
+    dtype = theta.dtype
+    free = torch.ones(bsz, p, dtype=torch.bool) if free is None else free.clone()
+    lower = torch.full_like(theta, -torch.inf) if lower is None else lower.to(dtype)
+    upper = torch.full_like(theta, torch.inf) if upper is None else upper.to(dtype)
+    theta = torch.minimum(torch.maximum(theta, lower), upper)
+    chi2, r0 = _chi2(residual_fn, theta)
+    chi2_start = chi2.clone()
+    if n_obs is None:
+        n_obs = torch.full((bsz,), r0.shape[1], dtype=torch.long)
+    lam = torch.full((bsz,), lambda0, dtype=dtype)
+    diverged = ~torch.isfinite(chi2)
+    converged = torch.zeros(bsz, dtype=torch.bool)
+    iterations = torch.zeros(bsz, dtype=torch.long)
+
+    for _ in range(max_iter):
+        active = ~(converged | diverged)
+        if not bool(active.any()):
+            break
+        cols = (free & active[:, None]).any(dim=0)
+        jac = jacobian(residual_fn, theta, cols, jacobian_method)
+        jac_ok = torch.isfinite(jac).flatten(1).all(dim=1)
+        newly_bad = active & ~jac_ok
+        if bool(newly_bad.any()):
+            log.info("LM: %d candidate(s) with non-finite Jacobian frozen", int(newly_bad.sum()))
+            diverged |= newly_bad
+            active &= ~newly_bad
+        jac = torch.nan_to_num(jac, nan=0.0, posinf=0.0, neginf=0.0)
+        _, r = _chi2(residual_fn, theta)
+        r = torch.nan_to_num(r, nan=0.0, posinf=0.0, neginf=0.0)
+        g = torch.einsum("bmp,bm->bp", jac, r)
+        # parameters pinned at a bound with the gradient pushing outwards are held this step
+        at_low = (theta <= lower) & (g > 0)
+        at_high = (theta >= upper) & (g < 0)
+        step_free = free & ~at_low & ~at_high & active[:, None]
+        jac = jac * step_free[:, None, :]
+        a = torch.einsum("bmp,bmq->bpq", jac, jac)
+        g = g * step_free
+        diag = torch.diagonal(a, dim1=-2, dim2=-1)
+        dscale = torch.maximum(diag, 1e-12 * diag.amax(dim=1, keepdim=True).clamp_min(1e-30))
+        dscale = torch.where(step_free, dscale, torch.ones_like(dscale))
+        a_fixed = torch.diag_embed((~step_free).to(dtype))
+        pending = active.clone()
+        iterations += active.long()
+        for _try in range(max_tries):
+            if not bool(pending.any()):
+                break
+            damped = a + torch.diag_embed(lam[:, None] * dscale) * step_free[:, :, None] + a_fixed
+            delta = -_solve(damped, g)
+            delta = torch.nan_to_num(delta) * step_free
+            trial = torch.minimum(torch.maximum(theta + delta, lower), upper)
+            trial = torch.where(pending[:, None], trial, theta)
+            chi2_new, _ = _chi2(residual_fn, trial)
+            ok = pending & (chi2_new < chi2)
+            if bool(ok.any()):
+                rel = (chi2[ok] - chi2_new[ok]) / chi2[ok].clamp_min(1e-300)
+                step = (trial[ok] - theta[ok]).abs()
+                scale = theta[ok].abs() + 1e-6
+                small_step = ((step / scale).amax(dim=1) < xtol) | (rel < ftol)
+                theta[ok] = trial[ok]
+                chi2[ok] = chi2_new[ok]
+                lam[ok] = (lam[ok] / 5.0).clamp_min(1e-9)
+                idx = torch.nonzero(ok).flatten()
+                converged[idx[small_step]] = True
+            rejected = pending & ~ok
+            lam[rejected] = lam[rejected] * 8.0
+            pending = rejected & (lam < 1e12)
+        # no damping gave a decrease: we are at a (local) minimum within numerical precision
+        stuck = active & ~converged & (lam >= 1e12)
+        converged |= stuck
+
+    # covariance at the solution
+    cols = free.any(dim=0)
+    jac = torch.nan_to_num(jacobian(residual_fn, theta, cols, jacobian_method)) * free[:, None, :]
+    a = torch.einsum("bmp,bmq->bpq", jac, jac)
+    n_free = free.sum(dim=1)
+    dof = (n_obs - n_free).clamp_min(1).to(dtype)
+    gof2 = chi2 / dof
+    diag = torch.diagonal(a, dim1=-2, dim2=-1)
+    norm = torch.where(free & (diag > 0), diag.clamp_min(1e-300).rsqrt(), torch.zeros_like(diag))
+    a_n = a * norm[:, :, None] * norm[:, None, :] + torch.diag_embed((~free | (diag <= 0)).to(dtype))
+    evals = torch.linalg.eigvalsh(a_n)
+    singular = (evals[:, 0] < 1e-12 * evals[:, -1].clamp_min(1e-300)) | (free & (diag <= 0)).any(dim=1)
+    inv_n = torch.linalg.pinv(a_n, hermitian=True, rtol=1e-12)
+    cov = inv_n * norm[:, :, None] * norm[:, None, :]
+    cov = cov * free[:, :, None] * free[:, None, :] * gof2[:, None, None]
+    esd = torch.diagonal(cov, dim1=-2, dim2=-1).clamp_min(0).sqrt()
+    denom = esd[:, :, None] * esd[:, None, :]
+    corr = torch.where(denom > 0, cov / denom.clamp_min(1e-300), torch.zeros_like(cov))
+    corr = corr + torch.diag_embed((esd == 0).to(dtype))
+    if bool(singular.any()):
+        log.info("LM: %d candidate(s) have a singular normal matrix", int(singular.sum()))
+    return LMResult(
+        theta=theta,
+        chi2=chi2,
+        chi2_start=chi2_start,
+        n_obs=n_obs,
+        n_free=n_free,
+        iterations=iterations,
+        converged=converged & ~diverged,
+        diverged=diverged,
+        singular=singular & ~diverged,
+        covariance=cov,
+        esd=esd,
+        correlation=corr,
+    )

@@ -1,0 +1,120 @@
+"""Batched Levenberg–Marquardt on toy problems with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from xrdsolve.refine.lm import levenberg_marquardt
+
+
+def _exp_problem(bsz: int, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.linspace(0, 4, 200, dtype=torch.float64)
+    true = torch.stack(
+        [
+            1 + 4 * torch.rand(bsz, generator=gen, dtype=torch.float64),
+            0.3 + torch.rand(bsz, generator=gen, dtype=torch.float64),
+            torch.rand(bsz, generator=gen, dtype=torch.float64),
+        ],
+        dim=1,
+    )
+    sigma = 0.02
+    y = true[:, :1] * torch.exp(-true[:, 1:2] * x) + true[:, 2:3]
+    y = y + sigma * torch.randn(y.shape, generator=gen, dtype=torch.float64)
+
+    def resid(theta: torch.Tensor) -> torch.Tensor:
+        calc = theta[:, :1] * torch.exp(-theta[:, 1:2] * x) + theta[:, 2:3]
+        return (y - calc) / sigma
+
+    return resid, true
+
+
+def test_batched_exponential_recovers_truth_within_esd() -> None:
+    bsz = 64
+    resid, true = _exp_problem(bsz)
+    start = true * (1 + 0.3 * torch.tensor([1.0, -1.0, 1.0], dtype=torch.float64)) + 0.05
+    res = levenberg_marquardt(resid, start, max_iter=100)
+    assert bool(res.converged.all())
+    z = ((res.theta - true) / res.esd).abs()
+    assert float((z < 3).double().mean()) >= 0.95
+    assert torch.allclose(res.gof, torch.ones(bsz, dtype=torch.float64), atol=0.2)
+
+
+def test_linear_problem_matches_closed_form() -> None:
+    """Straight line: LM solution and esds equal the normal-equation formulas."""
+    gen = torch.Generator().manual_seed(1)
+    x = torch.linspace(-1, 1, 50, dtype=torch.float64)
+    y = 2.0 + 3.0 * x + 0.1 * torch.randn(50, generator=gen, dtype=torch.float64)
+    sig = 0.1
+
+    def resid(theta: torch.Tensor) -> torch.Tensor:
+        return (y - theta[:, :1] - theta[:, 1:2] * x) / sig
+
+    res = levenberg_marquardt(resid, torch.zeros(1, 2, dtype=torch.float64))
+    a = np.vstack([np.ones(50), x.numpy()]).T / sig
+    sol, *_ = np.linalg.lstsq(a, y.numpy() / sig, rcond=None)
+    chi2 = float(((a @ sol - y.numpy() / sig) ** 2).sum())
+    cov = np.linalg.inv(a.T @ a) * chi2 / 48
+    assert np.allclose(res.theta[0].numpy(), sol, atol=1e-8)
+    assert np.allclose(res.esd[0].numpy(), np.sqrt(np.diag(cov)), rtol=1e-6)
+    assert res.correlation[0, 0, 1].item() == pytest.approx(
+        cov[0, 1] / math.sqrt(cov[0, 0] * cov[1, 1]), rel=1e-6
+    )
+
+
+def test_bounds_fixed_params_and_padding() -> None:
+    resid, true = _exp_problem(4, seed=3)
+    start = true.clone() * 1.2
+    free = torch.ones(4, 3, dtype=torch.bool)
+    free[1, 2] = False  # hold the offset of candidate 1
+    upper = torch.full_like(start, math.inf)
+    upper[2, 0] = true[2, 0] * 0.9  # amplitude of candidate 2 bounded below its true value
+    res = levenberg_marquardt(resid, start, free=free, upper=upper)
+    assert res.theta[1, 2] == start[1, 2]
+    assert res.esd[1, 2] == 0
+    assert res.theta[2, 0] <= upper[2, 0] + 1e-12
+    assert res.theta[2, 0] == pytest.approx(float(upper[2, 0]))
+    assert torch.allclose(res.theta[0], true[0], rtol=0.05)
+
+
+def test_singular_normal_matrix_flagged_not_crashing() -> None:
+    """Two parameters with identical effect (a + b): the fit works, the candidate is flagged singular."""
+    x = torch.linspace(0, 1, 30, dtype=torch.float64)
+    y = 1.5 + 0 * x
+
+    def resid(theta: torch.Tensor) -> torch.Tensor:
+        return (y - theta[:, :1] - theta[:, 1:2]) / 0.01
+
+    res = levenberg_marquardt(resid, torch.zeros(2, 2, dtype=torch.float64))
+    assert bool(res.singular.all())
+    assert torch.allclose(res.theta.sum(dim=1), torch.full((2,), 1.5, dtype=torch.float64), atol=1e-6)
+    assert torch.isfinite(res.esd).all()
+
+
+def test_diverging_candidate_does_not_poison_batch() -> None:
+    resid_ok, true = _exp_problem(3, seed=5)
+
+    def resid(theta: torch.Tensor) -> torch.Tensor:
+        r = resid_ok(theta)
+        # candidate 1 produces NaN as soon as its decay rate goes above 0.2 (it starts above)
+        bad = (theta[:, 1] > 0.2) & (torch.arange(3) == 1)
+        return torch.where(bad[:, None], torch.full_like(r, float("nan")), r)
+
+    res = levenberg_marquardt(resid, true * 1.1)
+    assert bool(res.diverged[1])
+    assert not bool(res.diverged[0]) and not bool(res.diverged[2])
+    assert bool(res.converged[0]) and bool(res.converged[2])
+    assert torch.allclose(res.theta[[0, 2]], true[[0, 2]], rtol=0.05, atol=0.02)
+    assert res.status(1) == "diverged"
+
+
+def test_central_differences_agree_with_forward_mode() -> None:
+    resid, true = _exp_problem(8, seed=7)
+    a = levenberg_marquardt(resid, true * 1.1, jacobian_method="forward")
+    b = levenberg_marquardt(resid, true * 1.1, jacobian_method="central")
+    assert torch.allclose(a.theta, b.theta, rtol=1e-5)
+    assert torch.allclose(a.esd, b.esd, rtol=1e-3)
