@@ -13,6 +13,7 @@ from .errors import (
     PatternFormatError,
     UnknownFormatError,
 )
+from .io import read_pattern, write_pattern
 from .pattern import Pattern, SigmaSource
 
 __all__ = [
@@ -26,4 +27,6 @@ __all__ = [
     "Radiation",
     "SigmaSource",
     "UnknownFormatError",
+    "read_pattern",
+    "write_pattern",
 ]
