@@ -1,0 +1,153 @@
+"""Where batch jobs run: a local process pool, a Dask cluster, or any ``concurrent.futures.Executor``.
+
+Each backend is wrapped in an :class:`ExecutorSpec` that tells the runner how many jobs to keep in
+flight (one per worker: one pattern at a time per worker bounds memory), whether a broken executor
+can be replaced by a fresh one, and how to stop workers that hang.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+from collections.abc import Callable
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import BatchError
+
+log = logging.getLogger(__name__)
+
+_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def _worker_init(threads: int) -> None:
+    """Process-pool worker initialiser: leave Ctrl-C to the coordinator; cap native thread pools."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for name in _THREAD_ENV:
+        os.environ[name] = str(threads)
+
+
+@dataclass
+class ExecutorSpec:
+    """An executor plus what the runner needs to know to drive it.
+
+    Attributes
+    ----------
+    executor : the current executor (replaced by :meth:`restart`).
+    capacity : jobs kept in flight at once (the number of worker slots).
+    factory : builds a fresh executor after a worker crash; None when the executor cannot be replaced.
+    name : a short description for logs and the progress bar.
+    """
+
+    executor: Executor
+    capacity: int
+    factory: Callable[[], Executor] | None = None
+    name: str = "executor"
+    on_close: list[Callable[[], object]] = field(default_factory=list)
+    owned: bool = True
+
+    @property
+    def restartable(self) -> bool:
+        return self.factory is not None
+
+    def restart(self) -> None:
+        """Replace a broken executor: stop the old one (killing its workers) and build a new one."""
+        if self.factory is None:
+            raise BatchError(f"{self.name}: the executor broke and cannot be restarted")
+        self.kill()
+        self.executor = self.factory()
+
+    def kill(self) -> None:
+        """Stop now: cancel queued jobs and terminate local worker processes (running jobs are lost)."""
+        procs = list((getattr(self.executor, "_processes", None) or {}).values())
+        for p in procs:
+            with contextlib.suppress(Exception):
+                p.terminate()
+        with contextlib.suppress(Exception):
+            self.executor.shutdown(wait=False, cancel_futures=True)
+        for p in procs:
+            with contextlib.suppress(Exception):
+                p.join(timeout=5)
+                if p.is_alive():
+                    p.kill()
+
+    def close(self, *, wait: bool = True) -> None:
+        """Shut the executor down (waiting for running jobs when ``wait``) and release the cluster;
+        an executor the caller provided is left running."""
+        if not self.owned:
+            return
+        with contextlib.suppress(Exception):
+            self.executor.shutdown(wait=wait, cancel_futures=True)
+        for fn in self.on_close:
+            with contextlib.suppress(Exception):
+                fn()
+
+
+def process_pool(workers: int, *, threads_per_worker: int = 1) -> ExecutorSpec:
+    """A local pool of ``workers`` spawned processes, one pattern at a time each."""
+    if workers < 1:
+        raise BatchError(f"--workers must be ≥ 1, got {workers}")
+    ctx = multiprocessing.get_context("spawn")
+
+    def make() -> Executor:
+        return ProcessPoolExecutor(
+            max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(threads_per_worker,)
+        )
+
+    return ExecutorSpec(make(), workers, make, f"process pool ({workers} workers)")
+
+
+def _dask_worker_setup(threads: int) -> None:
+    for name in _THREAD_ENV:
+        os.environ[name] = str(threads)
+
+
+def dask_executor(address: str, workers: int | None = None, *, threads_per_worker: int = 1) -> ExecutorSpec:
+    """A Dask distributed executor: ``address="local"`` starts a LocalCluster of ``workers`` processes
+    with one thread each; ``tcp://HOST:PORT`` (or any scheduler address) connects to a running cluster
+    and uses all its worker threads."""
+    try:
+        import dask
+        from distributed import Client, LocalCluster
+    except ImportError as exc:
+        raise BatchError("--scheduler needs Dask: pip install 'xrdsolve[dask]'") from exc
+    closers: list[Callable[[], object]] = []
+    if address == "local":
+        n = workers or 1
+        with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+            cluster = LocalCluster(
+                n_workers=n,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
+            )
+        client = Client(cluster)
+        closers = [client.close, cluster.close]
+    else:
+        try:
+            client = Client(address, timeout=30)
+        except OSError as exc:
+            raise BatchError(f"cannot connect to the Dask scheduler at {address}: {exc}") from exc
+        closers = [client.close]
+        n = sum(client.nthreads().values()) or 1
+    client.run(_dask_worker_setup, threads_per_worker)
+    executor: Any = client.get_executor(pure=False)
+    name = f"Dask {'LocalCluster' if address == 'local' else address} ({n} worker threads)"
+    return ExecutorSpec(executor, n, None, name, closers)
+
+
+def wrap_executor(executor: Executor, capacity: int) -> ExecutorSpec:
+    """Use a caller-provided executor (not restarted by the runner; the caller shuts it down)."""
+    return ExecutorSpec(executor, max(1, capacity), None, type(executor).__name__, owned=False)
+
+
+def make_executor(workers: int, scheduler: str | None = None, *, threads_per_worker: int = 1) -> ExecutorSpec:
+    """The executor the CLI asks for: a process pool, or Dask when ``scheduler`` is given."""
+    if scheduler:
+        return dask_executor(scheduler, workers, threads_per_worker=threads_per_worker)
+    return process_pool(workers, threads_per_worker=threads_per_worker)
