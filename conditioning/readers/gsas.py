@@ -12,6 +12,7 @@ Binning: CONST/CONS (``bcoef1`` = first 2θ and ``bcoef2`` = step, both in centi
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ from ..pattern import Pattern, SigmaSource
 from ._common import build_pattern, check_count, make_radiation, to_float, wavelength_from_text
 
 _MAX_POINTS = 50_000_000
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -183,6 +185,10 @@ def parse_gsas(text: str, source: str | None = None, bank: int | None = None) ->
                 es.append(np.sqrt(max(yi, 1.0) / max(ncount, 1)))
                 ls.append(lineno)
     n = chosen.nchan
+    if dt in ("FXY", "FXYE", "ALT") and len(ys) != n:
+        # x is explicit on every line: the data lines, not the header count, define the pattern
+        log.warning("%s: bank %d declares %d points but holds %d", source, chosen.number, n, len(ys))
+        n = len(ys)
     if len(ys) < n:
         raise PatternFormatError(
             source,

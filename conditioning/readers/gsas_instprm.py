@@ -110,7 +110,7 @@ def parse_gsas_prm(text: str, source: str | None = None, bank: int = 1) -> Instr
     for i, ln in enumerate(text.splitlines(), start=1):
         if ln.startswith("INS"):
             recs[ln[:12].rstrip()] = (ln.rstrip("\r\n"), i)
-    b = f"{bank:>2d}"
+    b = f" {bank:>2d}"
     htype_rec = recs.get("INS   HTYPE") or recs.get(f"INS{b} HTYPE")
     if htype_rec is None:
         raise PatternFormatError(source, "no 'INS   HTYPE' record", expected="HTYPE PXCR or PNCR")
