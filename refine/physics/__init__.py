@@ -7,13 +7,13 @@ parameters), :class:`Instrument`, :func:`generate_hkl`, :func:`simulate`, :func:
 
 from .background import chebyshev_background
 from .batch import CrystalBatch
+from .forward import ReflectionData, bragg_intensities, peak_shift, simulate
 from .intensity import lorentz_polarisation, march_dollase
 from .lattice import d_min_for, d_spacing, generate_hkl, reciprocal_lattice
 from .params import Instrument, ProfileParams
 from .profile import pseudo_voigt, tch_widths
 from .reflections import reflection_table
 from .scattering import form_factor, species_index, species_name
-from .simulate import ReflectionData, bragg_intensities, peak_shift, simulate
 
 __all__ = [
     "CrystalBatch",

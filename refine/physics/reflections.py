@@ -10,8 +10,8 @@ import torch
 
 from ..radiation import Radiation
 from .batch import CrystalBatch
+from .forward import bragg_intensities, default_hkl
 from .params import Instrument, ProfileParams
-from .simulate import bragg_intensities, default_hkl
 
 if TYPE_CHECKING:
     from pymatgen.core import Structure

@@ -270,3 +270,14 @@ def neutron_lengths(species: Tensor, dtype: torch.dtype) -> Tensor:
     nb = torch.as_tensor(get_table().neutron_b, dtype=dtype, device=species.device)
     out = nb[species]
     return torch.nan_to_num(out, nan=0.0)
+
+
+def form_factor_at(species: Tensor, s2: Tensor, table_name: str = "wk95") -> Tensor:
+    """X-ray form factor f0 (electrons) for species (…,S) at s² (…) = (sinθ/λ)² in Å⁻²; returns (…,S)."""
+    tab = _tensors(table_name, s2.dtype, str(s2.device))
+    a = tab["a"][species]  # (…,S,K)
+    b = tab["b"][species]
+    sm = (a * torch.exp(-s2[..., None, None] * b)).sum(-1)
+    if table_name == "wk95":
+        return sm + tab["c"][species]
+    return tab["z"][species] - PYMATGEN_MOTT_BETHE * s2[..., None] * sm

@@ -1,4 +1,8 @@
-"""Structure factors F(hkl) = Σ_j occ_j f_j(s) exp(−B_j s²) exp(2πi h·x_j), batched over crystals, hkl, atoms."""
+"""Structure factors F(h) = Σ_j occ_j f_j(s) exp(−B_j s²) exp(2πi h·x_j), batched.
+
+Reflections are processed as one flat list over the whole batch (no padding waste when cells differ in size);
+form factors are evaluated once per distinct species of each crystal ("slots"), not once per atom.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,70 @@ import torch
 from torch import Tensor
 
 from .batch import CrystalBatch
-from .scattering import anomalous_terms, form_factor, neutron_lengths
+from .scattering import anomalous_terms, form_factor_at, neutron_lengths
+
+
+def species_slots(species: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Distinct species per crystal: (slot (B,N) long index of each atom's species slot, slot_species (B,S)).
+
+    Padding atoms get slot 0 (their weight is zero anyway); unused slots repeat species of slot 0.
+    """
+    big = torch.iinfo(species.dtype).max
+    sp = torch.where(mask, species, torch.full_like(species, big))
+    sorted_sp, order = torch.sort(sp, dim=1)
+    new = torch.ones_like(sorted_sp, dtype=torch.bool)
+    new[:, 1:] = sorted_sp[:, 1:] != sorted_sp[:, :-1]
+    slot_sorted = torch.cumsum(new.to(torch.int64), dim=1) - 1
+    slot = torch.empty_like(slot_sorted).scatter_(1, order, slot_sorted)
+    slot = torch.where(mask, slot, torch.zeros_like(slot))
+    n_slots = int(slot.max()) + 1 if slot.numel() else 1
+    first = torch.where(mask[:, :1], species[:, :1], torch.zeros_like(species[:, :1]))
+    slot_species = first.expand(-1, n_slots).clone()
+    slot_species.scatter_(1, slot, torch.where(mask, species, first.expand_as(species)))
+    return slot, slot_species
+
+
+def structure_factor_flat(
+    crystals: CrystalBatch,
+    hkl: Tensor,
+    crystal_index: Tensor,
+    s2: Tensor,
+    *,
+    table: str = "wk95",
+    neutron: bool = False,
+    wavelength: float | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Real and imaginary parts of F (T,) for a flat list of T reflections.
+
+    hkl: (T,3) integers; crystal_index: (T,) which crystal each reflection belongs to; s2: (T,) (sinθ/λ)² =
+    1/(4d²) in Å⁻². Electrons (X-ray) or fm (neutron). With ``wavelength`` (Å) the anomalous terms
+    f′ + i f″ at that wavelength are added (X-ray only).
+    """
+    dtype = crystals.frac.dtype
+    frac = crystals.frac[crystal_index]  # (T,N,3)
+    phase = 2.0 * math.pi * torch.einsum("tj,tnj->tn", hkl.to(dtype), frac)
+    weight = (crystals.occ * crystals.mask.to(dtype))[crystal_index]  # (T,N)
+    b_iso = crystals.b_iso[crystal_index]
+    if b_iso.requires_grad or bool((b_iso != 0).any()):
+        weight = weight * torch.exp(-s2[:, None] * b_iso)
+    slot, slot_species = species_slots(crystals.species, crystals.mask)
+    slot_t = slot[crystal_index]  # (T,N)
+    if neutron:
+        f_atom = neutron_lengths(crystals.species, dtype)[crystal_index]
+    else:
+        f_slot = form_factor_at(slot_species[crystal_index], s2, table)  # (T,S)
+        f_atom = f_slot.gather(1, slot_t)
+    fw = f_atom * weight
+    cos, sin = torch.cos(phase), torch.sin(phase)
+    re = (fw * cos).sum(-1)
+    im = (fw * sin).sum(-1)
+    if wavelength is not None and not neutron:
+        fp, fpp = anomalous_terms(crystals.species, wavelength, dtype)  # (B,N)
+        wp = fp[crystal_index] * weight
+        wpp = fpp[crystal_index] * weight
+        re = re + (wp * cos).sum(-1) - (wpp * sin).sum(-1)
+        im = im + (wp * sin).sum(-1) + (wpp * cos).sum(-1)
+    return re, im
 
 
 def structure_factor(
@@ -20,38 +87,16 @@ def structure_factor(
     neutron: bool = False,
     wavelength: float | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Real and imaginary parts of F (B,R), in electrons (X-ray) or fm (neutron).
-
-    hkl: (B,R,3) integer reflections; s2: (B,R) (sinθ/λ)² = 1/(4d²) in Å⁻². With ``wavelength`` (Å) the
-    anomalous terms f′ + i f″ at that wavelength are added to the X-ray form factors.
-    """
-    dtype = crystals.frac.dtype
-    phase = 2.0 * math.pi * torch.bmm(hkl.to(dtype), crystals.frac.transpose(1, 2))  # (B,R,N)
-    weight = crystals.occ * crystals.mask.to(dtype)  # (B,N)
-    debye = torch.exp(-s2[:, :, None] * crystals.b_iso[:, None, :])  # (B,R,N)
-    if neutron:
-        f = neutron_lengths(crystals.species, dtype)[:, None, :] * debye
-    else:
-        f = form_factor(crystals.species, s2, table) * debye
-    fw = f * weight[:, None, :]
-    cos, sin = torch.cos(phase), torch.sin(phase)
-    re = (fw * cos).sum(-1)
-    im = (fw * sin).sum(-1)
-    if wavelength is not None and not neutron:
-        fp, fpp = anomalous_terms(crystals.species, wavelength, dtype)  # (B,N)
-        wp = (fp * weight)[:, None, :] * debye
-        wpp = (fpp * weight)[:, None, :] * debye
-        re = re + (wp * cos).sum(-1) - (wpp * sin).sum(-1)
-        im = im + (wp * sin).sum(-1) + (wpp * cos).sum(-1)
-    return re, im
+    """Real and imaginary parts of F (B,R) for padded reflections hkl (B,R,3) with s2 (B,R) in Å⁻²."""
+    bsz, r = hkl.shape[:2]
+    idx = torch.arange(bsz, device=hkl.device)[:, None].expand(bsz, r).reshape(-1)
+    re, im = structure_factor_flat(
+        crystals, hkl.reshape(-1, 3), idx, s2.reshape(-1), table=table, neutron=neutron, wavelength=wavelength
+    )
+    return re.view(bsz, r), im.view(bsz, r)
 
 
-def structure_factor_squared(
-    crystals: CrystalBatch,
-    hkl: Tensor,
-    s2: Tensor,
-    **kw: object,
-) -> Tensor:
+def structure_factor_squared(crystals: CrystalBatch, hkl: Tensor, s2: Tensor, **kw: object) -> Tensor:
     """|F|² (B,R); see :func:`structure_factor` for the arguments."""
     re, im = structure_factor(crystals, hkl, s2, **kw)  # type: ignore[arg-type]
     return re * re + im * im

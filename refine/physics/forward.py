@@ -24,7 +24,7 @@ from .lattice import d_min_for, generate_hkl, reciprocal_lattice
 from .params import Instrument, ProfileParams
 from .profile import fcj_offsets, render_peaks, tch_widths
 from .scattering import check_species
-from .structure_factor import structure_factor
+from .structure_factor import structure_factor_flat
 
 #: Extra 2θ (degrees) beyond the grid's upper end for which reflections are generated (tails, zero shift).
 HKL_MARGIN_DEG = 2.0
@@ -94,16 +94,29 @@ def bragg_intensities(
     lam = torch.as_tensor(wl, dtype=dtype, device=crystals.lattice.device)
     wt = torch.as_tensor(wts, dtype=dtype, device=crystals.lattice.device)
     neutron = instrument.is_neutron
+    flat = torch.nonzero(hmask.reshape(-1)).squeeze(1)
+    cidx = torch.div(flat, hmask.shape[1], rounding_mode="floor")
+    hkl_flat = hkl_t.reshape(-1, 3)[flat]
+    s2_flat = s2.reshape(-1)[flat]
+
+    def fsq_padded(wavelength: float | None) -> Tensor:
+        re, im = structure_factor_flat(
+            crystals,
+            hkl_flat,
+            cidx,
+            s2_flat,
+            table=instrument.form_factors,
+            neutron=neutron,
+            wavelength=wavelength,
+        )
+        out = s2.new_zeros(hmask.numel())
+        return out.index_put((flat,), re * re + im * im).view(hmask.shape)
+
     if instrument.anomalous and not neutron:
-        fsq = []
-        for w in wl:
-            re, im = structure_factor(crystals, hkl_t, s2, table=instrument.form_factors, wavelength=w)
-            fsq.append(re * re + im * im)
-        f_squared = torch.stack(fsq, dim=-1)
+        f_squared = torch.stack([fsq_padded(w) for w in wl], dim=-1)
         mult = torch.ones_like(d)
     else:
-        re, im = structure_factor(crystals, hkl_t, s2, table=instrument.form_factors, neutron=neutron)
-        f_squared = (re * re + im * im)[..., None].expand(-1, -1, len(wl))
+        f_squared = fsq_padded(None)[..., None].expand(-1, -1, len(wl))
         mult = torch.full_like(d, 2.0)
     sin_t = lam[None, None, :] / (2.0 * d[..., None])  # (B,R,L)
     valid = hmask[..., None] & (sin_t < 1.0)
@@ -151,6 +164,42 @@ def peak_shift(two_theta_deg: Tensor, profile: ProfileParams, instrument: Instru
     return zero + shift
 
 
+def _peak_shift_flat(bragg: Tensor, bidx: Tensor, profile: ProfileParams, instrument: Instrument) -> Tensor:
+    const = 0.09 / (math.pi * instrument.goniometer_radius)
+    tt = torch.deg2rad(bragg)
+    disp = profile.displacement[bidx]
+    if instrument.geometry is Geometry.DEBYE_SCHERRER:
+        shift = -const * disp * torch.cos(tt)
+    else:
+        shift = -const * 4.0 * disp * torch.cos(0.5 * tt)
+    return profile.zero[bidx] + shift
+
+
+def merge_coincident(
+    bidx: Tensor, lidx: Tensor, two_theta: Tensor, intensity: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Merge peaks of the same crystal and wavelength whose Bragg 2θ coincide (symmetry equivalents).
+
+    Positions are intensity-weighted means, areas sums; at exact coincidence the merged peak and its first
+    derivatives equal the sum of the separate peaks. Tolerance 1e-8° (float64) or 1e-4° (float32).
+    Returns (batch_index, two_theta, area) of the merged peaks.
+    """
+    if two_theta.numel() == 0:
+        return bidx, two_theta, intensity
+    tol = 1e-8 if two_theta.dtype == torch.float64 else 1e-4
+    n_l = int(lidx.max()) + 1
+    key_tt = torch.round(two_theta.detach() / tol).to(torch.int64)
+    key = (bidx * n_l + lidx) * (int(key_tt.max()) + 1) + key_tt
+    uniq, inv = torch.unique(key, return_inverse=True)
+    g = uniq.shape[0]
+    w = intensity + torch.finfo(intensity.dtype).tiny * 1e6
+    area = intensity.new_zeros(g).index_add(0, inv, intensity)
+    wsum = w.new_zeros(g).index_add(0, inv, w)
+    tt = two_theta.new_zeros(g).index_add(0, inv, w * two_theta) / wsum
+    b = torch.zeros(g, dtype=bidx.dtype, device=bidx.device).scatter(0, inv, bidx)
+    return b, tt, area
+
+
 def simulate(
     crystals: CrystalBatch,
     two_theta: Tensor,
@@ -176,41 +225,25 @@ def simulate(
     if profile.scale.dtype != dtype or profile.scale.device != grid.device:
         profile = profile.to(dtype=dtype, device=grid.device)
     refl = bragg_intensities(crystals, instrument, profile, hkl, float(grid[-1]))
-    tt = refl.two_theta  # (B,R,L)
-    centre = tt + peak_shift(tt, profile, instrument)
-    theta = torch.deg2rad(0.5 * tt)
-    shape = (-1, 1, 1)
+    n_wl = refl.two_theta.shape[-1]
+    sel = torch.nonzero(refl.valid.reshape(-1)).squeeze(1)
+    bidx = torch.div(sel, refl.two_theta.shape[1] * n_wl, rounding_mode="floor")
+    lidx = sel % n_wl
+    bidx, bragg, area = merge_coincident(
+        bidx, lidx, refl.two_theta.reshape(-1)[sel], refl.intensity.reshape(-1)[sel]
+    )
+    centre = bragg + _peak_shift_flat(bragg, bidx, profile, instrument)
+    theta = torch.deg2rad(0.5 * bragg)
     fwhm, eta = tch_widths(
-        theta,
-        profile.U.reshape(shape),
-        profile.V.reshape(shape),
-        profile.W.reshape(shape),
-        profile.X.reshape(shape),
-        profile.Y.reshape(shape),
+        theta, profile.U[bidx], profile.V[bidx], profile.W[bidx], profile.X[bidx], profile.Y[bidx]
     )
-    area = refl.intensity
-    bidx = torch.arange(bsz, device=grid.device)[:, None, None].expand_as(tt)
     if bool((profile.asym > 0).any()):
-        asym = profile.asym.reshape(shape).expand_as(tt)
-        off, w = fcj_offsets(tt, asym, FCJ_POINTS)  # (B,R,L,n)
-        centre = centre[..., None] + off
-        area = area[..., None] * w
+        off, w = fcj_offsets(bragg, profile.asym[bidx], FCJ_POINTS)  # (P,n)
         n = off.shape[-1]
-        fwhm, eta, bidx = (t[..., None].expand(*t.shape, n) for t in (fwhm, eta, bidx))
-        valid = refl.valid[..., None].expand(*refl.valid.shape, n)
-    else:
-        valid = refl.valid
-    sel = torch.nonzero(valid.reshape(-1)).squeeze(1)
-    pattern = render_peaks(
-        grid,
-        bidx.reshape(-1)[sel],
-        centre.reshape(-1)[sel],
-        area.reshape(-1)[sel],
-        fwhm.reshape(-1)[sel],
-        eta.reshape(-1)[sel],
-        bsz,
-        instrument.window_fwhm,
-    )
+        centre = (centre[:, None] + off).reshape(-1)
+        area = (area[:, None] * w).reshape(-1)
+        fwhm, eta, bidx = (t[:, None].expand(-1, n).reshape(-1) for t in (fwhm, eta, bidx))
+    pattern = render_peaks(grid, bidx, centre, area, fwhm, eta, bsz, instrument.window_fwhm)
     pattern = pattern + chebyshev_background(grid, profile.background, profile.inv_two_theta)
     if per_reflection:
         return pattern, refl
