@@ -27,11 +27,12 @@ def species_slots(species: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     new[:, 1:] = sorted_sp[:, 1:] != sorted_sp[:, :-1]
     slot_sorted = torch.cumsum(new.to(torch.int64), dim=1) - 1
     slot = torch.empty_like(slot_sorted).scatter_(1, order, slot_sorted)
+    n_slots = max(1, int(torch.where(mask, slot + 1, torch.zeros_like(slot)).max()) if slot.numel() else 1)
+    # padding atoms sort last and open one extra slot (index ≤ n_slots), dropped below
+    slot_species = torch.zeros(species.shape[0], n_slots + 1, dtype=species.dtype, device=species.device)
+    slot_species.scatter_(1, slot_sorted.clamp(max=n_slots), torch.where(sorted_sp == big, 0, sorted_sp))
+    slot_species = slot_species[:, :n_slots]
     slot = torch.where(mask, slot, torch.zeros_like(slot))
-    n_slots = int(slot.max()) + 1 if slot.numel() else 1
-    first = torch.where(mask[:, :1], species[:, :1], torch.zeros_like(species[:, :1]))
-    slot_species = first.expand(-1, n_slots).clone()
-    slot_species.scatter_(1, slot, torch.where(mask, species, first.expand_as(species)))
     return slot, slot_species
 
 
