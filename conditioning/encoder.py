@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import Tensor, nn
 
@@ -20,7 +22,7 @@ class PatternEncoder(nn.Module):
         super().__init__()
         chans = [in_channels, width // 2, width, width, width, width, width]
         layers: list[nn.Module] = []
-        for cin, cout in zip(chans[:-1], chans[1:], strict=True):
+        for cin, cout in itertools.pairwise(chans):
             layers += [nn.Conv1d(cin, cout, kernel_size=7, stride=2, padding=3), nn.GELU()]
         self.conv = nn.Sequential(*layers)
         n_out = n_points
