@@ -282,7 +282,7 @@ def list_banks(path: str | os.PathLike[str]) -> list[str]:
     data = _read_bytes_checked(src)
     fmt = sniff_format(data, src)
     if fmt == "gsas":
-        return [b.describe() for b in gsas.list_banks(decode_text(data, src), src)]
+        return [b.describe() for b in gsas.list_banks(_gsas_text(data, src), src)]
     if fmt == "bruker-raw":
         raw = bruker_raw.parse_bruker_raw(data, src)
         return [

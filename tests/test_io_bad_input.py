@@ -261,7 +261,7 @@ def test_write_read_roundtrip_exact(tmp_path: Path) -> None:
 
 def test_write_unknown_extension(tmp_path: Path) -> None:
     p = Pattern.from_arrays([1.0, 2.0], [1.0, 2.0])
-    with pytest.raises(UnknownFormatError, match=".xye or .csv"):
+    with pytest.raises(UnknownFormatError, match=r"\.xye or \.csv"):
         write_pattern(p, tmp_path / "x.gsa")
 
 
