@@ -1,7 +1,8 @@
 """Tasks used by the batch tests (importable by spawned workers as ``batch_tasks:...`` with tests/ on the path).
 
 ``fault_task`` reads a 2–3 column file with numpy; a file whose first line is ``#CRASH`` kills its
-worker process (as the OS OOM killer would), ``#HANG`` sleeps far past any timeout, ``#FAIL``
+worker process (as the OS OOM killer would), ``#HANG`` sleeps far past any timeout,
+``#SPIN`` loops forever in Python, ``#FAIL``
 raises. Every other file gets a summary.json with its point count and the 2θ of its highest point.
 """
 
@@ -21,8 +22,11 @@ def fault_task(path: Path, options: Mapping[str, Any], outdir: Path) -> dict[str
     first = path.read_text(errors="replace").split("\n", 1)[0]
     if first.startswith("#CRASH"):
         os._exit(9)
-    if first.startswith("#HANG"):
+    if first.startswith("#HANG"):  # stuck in native code: only killing the worker stops it
         time.sleep(600)
+    if first.startswith("#SPIN"):  # a Python loop that never ends
+        while True:
+            time.sleep(0.01)
     if first.startswith("#FAIL"):
         raise RuntimeError("deliberate failure")
     data = np.loadtxt(path, ndmin=2)

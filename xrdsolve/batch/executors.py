@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import signal
 from collections.abc import Callable
+from concurrent import futures as cf
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +50,7 @@ class ExecutorSpec:
     name: str = "executor"
     on_close: list[Callable[[], object]] = field(default_factory=list)
     owned: bool = True
+    stop: Callable[[cf.Future[Any]], None] | None = None
 
     @property
     def restartable(self) -> bool:
@@ -101,6 +103,58 @@ def process_pool(workers: int, *, threads_per_worker: int = 1) -> ExecutorSpec:
     return ExecutorSpec(make(), workers, make, f"process pool ({workers} workers)")
 
 
+class DaskExecutor(Executor):
+    """A ``concurrent.futures.Executor`` over a Dask ``Client``: each ``submit`` is a Dask future
+    (``pure=False``) mirrored into a standard future, so the runner's ``wait``/``as_completed`` loop
+    is the same for Dask and the process pool. :meth:`stop` cancels a running job and restarts the
+    Dask worker that holds it (the only way to stop a thread stuck in native code)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self._dask: dict[cf.Future[Any], Any] = {}
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future[Any]:
+        dfut = self.client.submit(fn, *args, pure=False, **kwargs)
+        out: cf.Future[Any] = cf.Future()
+        out.set_running_or_notify_cancel()
+        self._dask[out] = dfut
+
+        def _done(d: Any) -> None:
+            self._dask.pop(out, None)
+            if out.done():
+                return
+            try:
+                if d.status == "finished":
+                    out.set_result(d.result())
+                elif d.status == "cancelled":
+                    out.set_exception(cf.CancelledError(f"Dask task {d.key} was cancelled"))
+                else:
+                    out.set_exception(d.exception() or RuntimeError(f"Dask task {d.key}: {d.status}"))
+            except BaseException as exc:  # e.g. the client lost its scheduler
+                if not out.done():
+                    out.set_exception(exc)
+
+        dfut.add_done_callback(_done)
+        return out
+
+    def stop(self, fut: cf.Future[Any]) -> None:
+        """Cancel ``fut``'s Dask task and restart the worker running it."""
+        dfut = self._dask.pop(fut, None)
+        if dfut is None:
+            return
+        workers = [w for w, keys in self.client.processing().items() if dfut.key in keys]
+        dfut.cancel()
+        if workers:
+            with contextlib.suppress(Exception):
+                self.client.restart_workers(workers, raise_for_error=False)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        if cancel_futures or not wait:
+            with contextlib.suppress(Exception):
+                self.client.cancel(list(self._dask.values()))
+        self._dask.clear()
+
+
 def _dask_worker_setup(threads: int) -> None:
     for name in _THREAD_ENV:
         os.environ[name] = str(threads)
@@ -136,9 +190,9 @@ def dask_executor(address: str, workers: int | None = None, *, threads_per_worke
         closers = [client.close]
         n = sum(client.nthreads().values()) or 1
     client.run(_dask_worker_setup, threads_per_worker)
-    executor: Any = client.get_executor(pure=False)
+    executor = DaskExecutor(client)
     name = f"Dask {'LocalCluster' if address == 'local' else address} ({n} worker threads)"
-    return ExecutorSpec(executor, n, None, name, closers)
+    return ExecutorSpec(executor, n, None, name, closers, stop=executor.stop)
 
 
 def wrap_executor(executor: Executor, capacity: int) -> ExecutorSpec:

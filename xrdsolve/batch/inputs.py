@@ -41,6 +41,21 @@ PATTERN_EXTENSIONS: frozenset[str] = frozenset(
     }
 )
 
+#: Extensions never picked up from directories (they usually hold model CIFs, not patterns).
+_DIR_SCAN_EXCLUDED = frozenset({".cif", ".pdcif", ".rtv", ".mcif"})
+
+
+def pattern_extensions() -> frozenset[str]:
+    """Extensions picked up from directories: :data:`PATTERN_EXTENSIONS` plus those of every reader
+    in ``xrdsolve.conditioning.io.FORMATS``, except CIF-family ones."""
+    try:
+        from xrdsolve.conditioning.io import FORMATS
+    except ImportError:  # pragma: no cover - readers are part of the distribution
+        return PATTERN_EXTENSIONS
+    found = {ext.lower() for spec in FORMATS.values() for ext in spec.extensions}
+    return frozenset(PATTERN_EXTENSIONS | found) - _DIR_SCAN_EXCLUDED
+
+
 #: Per-pattern options a manifest may set; anything else in a manifest header is an error.
 OPTION_COLUMNS: tuple[str, ...] = ("composition", "radiation", "instrument", "model")
 #: Options whose values are file paths (resolved relative to the manifest).
@@ -143,17 +158,19 @@ def expand_inputs(
     items: Iterable[str | os.PathLike[str]],
     defaults: Mapping[str, Any] | None = None,
     *,
-    extensions: frozenset[str] = PATTERN_EXTENSIONS,
+    extensions: frozenset[str] | None = None,
     exclude: Iterable[str | os.PathLike[str]] = (),
 ) -> list[BatchInput]:
     """Expand files, directories, globs and CSV manifests into a de-duplicated, ordered input list.
 
     ``defaults`` are the command-line options, already normalised (see :func:`normalise_options`);
-    manifest columns override them per row. ``exclude`` lists folders never scanned (the output folder).
+    manifest columns override them per row. ``extensions`` selects files in directories (default
+    :func:`pattern_extensions`). ``exclude`` lists folders never scanned (the output folder).
     The first occurrence of a path wins. Raises :class:`BatchInputError` for a path that does not
     exist or a glob that matches nothing.
     """
     defaults = dict(defaults or {})
+    exts = pattern_extensions() if extensions is None else extensions
     excluded = [Path(e).resolve() for e in exclude]
     seen: dict[Path, BatchInput] = {}
 
@@ -164,7 +181,7 @@ def expand_inputs(
 
     def add_path(p: Path) -> None:
         if p.is_dir():
-            for f in _scan_dir(p, extensions):
+            for f in _scan_dir(p, exts):
                 add(BatchInput(f.resolve(), defaults))
         elif _is_manifest(p):
             for inp in read_manifest(p, defaults):

@@ -457,14 +457,18 @@ class BatchRunner:
         inflight: dict[cf.Future[JobResult], _Flight],
         pending: collections.deque[_Item],
     ) -> None:
+        stoppable = self.spec.restartable or self.spec.stop is not None
+        how = "worker stopped" if stoppable else "abandoned; its worker may stay busy"
         for fut in overdue:
             fl = inflight.pop(fut)
+            if self.spec.stop is not None:
+                self.spec.stop(fut)
             fut.cancel()
             shutil.rmtree(fl.job.partial_dir, ignore_errors=True)
             self._record_failure(
                 fl.item,
                 "timeout",
-                f"timed out after {self.config.timeout:g} s (worker stopped)",
+                f"timed out after {self.config.timeout:g} s ({how})",
                 None,
                 time.monotonic() - fl.submitted,
             )

@@ -75,42 +75,19 @@ def _finite(x: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def quick_peaks(
-    two_theta: np.ndarray, intensity: np.ndarray, *, min_prominence: float = 0.02
-) -> dict[str, np.ndarray]:
-    """A quick peak list: maxima of a lightly smoothed pattern with prominence ≥ ``min_prominence``
-    × (max − min) of the intensity. Returns 2θ (degrees), height and FWHM (degrees 2θ) arrays."""
-    from scipy.signal import find_peaks, peak_widths
-
-    y = np.asarray(intensity, dtype=np.float64)
-    tt = np.asarray(two_theta, dtype=np.float64)
-    smooth = np.convolve(y, np.array([0.25, 0.5, 0.25]), mode="same") if len(y) > 3 else y
-    span = float(smooth.max() - smooth.min())
-    if span <= 0:
-        empty = np.zeros(0)
-        return {"two_theta": empty, "height": empty, "fwhm": empty}
-    idx, _ = find_peaks(smooth, prominence=min_prominence * span)
-    widths = peak_widths(smooth, idx, rel_height=0.5)[0] if len(idx) else np.zeros(0)
-    step = np.gradient(tt)[idx] if len(idx) else np.zeros(0)
-    return {"two_theta": tt[idx], "height": y[idx], "fwhm": widths * step}
-
-
 # -- tasks -----------------------------------------------------------------------------------------
 def task_info(path: Path, options: Mapping[str, Any], outdir: Path) -> dict[str, Any]:
     """Read the pattern, write ``summary.json`` (format, range, step, radiation, σ source, peaks)
     and ``peaks.csv`` (2θ in degrees, d in Å when the wavelength is known, height, FWHM in degrees)."""
+    from xrdsolve.conditioning.peaks import find_peaks
+
     t0 = time.perf_counter()
     pattern = _read(path, options)
     t_read = time.perf_counter() - t0
     tt, y = pattern.two_theta, pattern.intensity
-    peaks = quick_peaks(tt, y)
     rad = pattern.radiation
-    if rad is not None:
-        lam = rad.primary_wavelength
-        d = lam / (2.0 * np.sin(np.radians(peaks["two_theta"]) / 2.0))
-    else:
-        d = np.full(len(peaks["two_theta"]), np.nan)
-    table = np.column_stack([peaks["two_theta"], d, peaks["height"], peaks["fwhm"]])
+    peaks = find_peaks(pattern)
+    table = np.column_stack([peaks.two_theta, peaks.d, peaks.height, peaks.fwhm])
     np.savetxt(
         outdir / "peaks.csv",
         table,
@@ -128,12 +105,12 @@ def task_info(path: Path, options: Mapping[str, Any], outdir: Path) -> dict[str,
         "two_theta_min_deg": float(tt[0]),
         "two_theta_max_deg": float(tt[-1]),
         "step_deg": float(np.median(steps)),
-        "radiation": None if rad is None else str(rad),
+        "radiation": None if rad is None else (rad.name or f"{rad.primary_wavelength:g} Å"),
         "wavelength_angstrom": None if rad is None else float(rad.primary_wavelength),
         "max_intensity": float(y.max()),
         "sigma_source": str(pattern.sigma_source),
-        "n_peaks": len(peaks["two_theta"]),
-        "peaks_two_theta_deg": [round(float(x), 5) for x in peaks["two_theta"]],
+        "n_peaks": len(peaks),
+        "peaks_two_theta_deg": [round(float(x), 5) for x in peaks.two_theta],
     }
     _write_json(outdir / "summary.json", summary)
     return {"n_peaks": summary["n_peaks"], "seconds_read": t_read}
@@ -315,27 +292,48 @@ class _Alarm(BaseException):
 
 @contextlib.contextmanager
 def _time_limit(seconds: float | None) -> Iterator[None]:
-    """Raise :class:`_Alarm` after ``seconds`` (SIGALRM; only in a process's main thread)."""
-    usable = (
-        seconds is not None
-        and seconds > 0
-        and hasattr(signal, "setitimer")
-        and threading.current_thread() is threading.main_thread()
-    )
-    if not usable:
+    """Raise :class:`_Alarm` in the calling thread after ``seconds``.
+
+    In a process's main thread (process-pool workers) this is SIGALRM; in other threads (Dask worker
+    threads) a timer thread injects the exception asynchronously. Either way it interrupts Python
+    code; a call stuck inside native code is caught by the runner's hard limit instead.
+    """
+    if seconds is None or seconds <= 0:
         yield
         return
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
 
-    def _alarm(signum: int, frame: FrameType | None) -> None:
-        raise _Alarm()
+        def _alarm(signum: int, frame: FrameType | None) -> None:
+            raise _Alarm()
 
-    previous = signal.signal(signal.SIGALRM, _alarm)
-    signal.setitimer(signal.ITIMER_REAL, float(seconds))  # type: ignore[arg-type]
+        previous = signal.signal(signal.SIGALRM, _alarm)
+        signal.setitimer(signal.ITIMER_REAL, float(seconds))
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0.0)
+            signal.signal(signal.SIGALRM, previous)
+        return
+    import ctypes
+
+    target = threading.get_ident()
+    lock = threading.Lock()
+    active = [True]
+
+    def _inject() -> None:
+        with lock:
+            if active[0]:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(target), ctypes.py_object(_Alarm))
+
+    timer = threading.Timer(float(seconds), _inject)
+    timer.daemon = True
+    timer.start()
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0.0)
-        signal.signal(signal.SIGALRM, previous)
+        with lock:
+            active[0] = False
+        timer.cancel()
 
 
 def _set_torch_threads(n: int) -> None:
