@@ -150,7 +150,11 @@ def _v3(buf: _Buf) -> RawFile:
     nrange = int(buf.one("<I", 12, "the number of ranges"))
     if nrange <= 0 or nrange > 10_000:
         raise PatternFormatError(buf.source, f"implausible number of ranges {nrange}", offset=12)
-    meta = {"date": buf.text(16, 10), "time": buf.text(26, 10), "sample": buf.text(326, 60)}
+    meta: dict[str, object] = {
+        "date": buf.text(16, 10),
+        "time": buf.text(26, 10),
+        "sample": buf.text(326, 60),
+    }
     anode = buf.text(608, 4)
     _ka_mean, ka1, ka2, _kb, ratio = buf.unpack("<ddddd", 616, "the wavelengths")
     pos = 712

@@ -239,7 +239,7 @@ def read_fullprof_dat(text: str, source: str | None = None, radiation: Radiation
 
 def looks_like_fullprof_dat(text: str) -> bool:
     """True when the first numeric line is ``start step end`` and the next lines hold many counts."""
-    numeric = []
+    numeric: list[list[str]] = []
     for raw in text.splitlines()[:200]:
         s = raw.strip()
         if not s or _is_comment(s) or not _NUMBER_START.match(s):

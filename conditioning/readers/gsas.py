@@ -213,7 +213,7 @@ def parse_gsas(text: str, source: str | None = None, bank: int | None = None) ->
                 line=chosen.line,
                 expected="bcoef1 bcoef2 > 0",
             )
-        x = (chosen.bcoef[0] + chosen.bcoef[1] * np.arange(n)) / 100.0
+        x = np.asarray((chosen.bcoef[0] + chosen.bcoef[1] * np.arange(n)) / 100.0, dtype=np.float64)
     elif is_tof:
         raise PatternFormatError(
             source,
