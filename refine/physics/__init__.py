@@ -12,7 +12,7 @@ from .intensity import lorentz_polarisation, march_dollase
 from .lattice import d_min_for, d_spacing, generate_hkl, reciprocal_lattice
 from .params import Instrument, ProfileParams
 from .profile import pseudo_voigt, tch_widths
-from .reflections import reflection_table
+from .reflections import reflection_table, reflection_tables
 from .scattering import form_factor, species_index, species_name
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "pseudo_voigt",
     "reciprocal_lattice",
     "reflection_table",
+    "reflection_tables",
     "simulate",
     "species_index",
     "species_name",

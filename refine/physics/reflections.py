@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -35,32 +36,63 @@ def reflection_table(
     multiplicity (number of reflections merged, Friedel mates included), f_squared (mean |F|², electrons²
     or fm²), intensity (summed m·|F|²·LP·PO·scale). Rows sorted by 2θ.
     """
+    return reflection_tables([structure], instrument, two_theta_max, two_theta_min, profile, tol)[0]
+
+
+def reflection_tables(
+    structures: Sequence[Structure] | CrystalBatch,
+    instrument: Instrument,
+    two_theta_max: float,
+    two_theta_min: float = 0.0,
+    profile: ProfileParams | None = None,
+    tol: float = MERGE_TOL_DEG,
+) -> list[list[dict[str, Any]]]:
+    """:func:`reflection_table` for many structures at once (one batched forward pass)."""
     lam = instrument.radiation.primary_wavelength
     radiation = Radiation((lam,), (1.0,), instrument.radiation.probe, instrument.radiation.name)
     inst = replace(instrument, radiation=radiation)
-    batch = CrystalBatch.from_structures([structure])
+    batch = structures if isinstance(structures, CrystalBatch) else CrystalBatch.from_structures(structures)
     with torch.no_grad():
         hkl = default_hkl(batch, inst, two_theta_max, margin=0.0)
         refl = bragg_intensities(batch, inst, profile, hkl, two_theta_max)
-    valid = refl.valid[0, :, 0].numpy()
-    tt = refl.two_theta[0, :, 0].numpy()
-    sel = valid & (tt >= two_theta_min) & (tt <= two_theta_max)
-    hkls = refl.hkl[0].numpy()[sel]
-    tt = tt[sel]
-    d = refl.d[0].numpy()[sel]
-    mult = refl.multiplicity[0].numpy()[sel]
-    fsq = refl.f_squared[0, :, 0].numpy()[sel]
-    inten = refl.intensity[0, :, 0].numpy()[sel]
+    valid_all = refl.valid[:, :, 0].cpu().numpy()
+    tt_all = refl.two_theta[:, :, 0].double().cpu().numpy()
+    d_all = refl.d.double().cpu().numpy()
+    m_all = refl.multiplicity.double().cpu().numpy()
+    f_all = refl.f_squared[:, :, 0].double().cpu().numpy()
+    i_all = refl.intensity[:, :, 0].double().cpu().numpy()
+    h_all = refl.hkl.cpu().numpy()
+    out = []
+    for b in range(batch.batch_size):
+        sel = valid_all[b] & (tt_all[b] >= two_theta_min) & (tt_all[b] <= two_theta_max)
+        out.append(
+            _merge(
+                h_all[b][sel], d_all[b][sel], tt_all[b][sel], m_all[b][sel], f_all[b][sel], i_all[b][sel], tol
+            )
+        )
+    return out
+
+
+def _merge(
+    hkls: np.ndarray,
+    d: np.ndarray,
+    tt: np.ndarray,
+    mult: np.ndarray,
+    fsq: np.ndarray,
+    inten: np.ndarray,
+    tol: float,
+) -> list[dict[str, Any]]:
     if tt.size == 0:
         return []
     keys = np.round(tt / tol).astype(np.int64)
     uniq, inverse = np.unique(keys, return_inverse=True)
     n = len(uniq)
+    count = np.bincount(inverse, minlength=n)
     m_sum = np.bincount(inverse, weights=mult, minlength=n)
     i_sum = np.bincount(inverse, weights=inten, minlength=n)
     f_sum = np.bincount(inverse, weights=fsq * mult, minlength=n)
-    tt_mean = np.bincount(inverse, weights=tt, minlength=n) / np.bincount(inverse, minlength=n)
-    d_mean = np.bincount(inverse, weights=d, minlength=n) / np.bincount(inverse, minlength=n)
+    tt_mean = np.bincount(inverse, weights=tt, minlength=n) / count
+    d_mean = np.bincount(inverse, weights=d, minlength=n) / count
     # representative: the Friedel mate with fewer negative indices, then the largest (h, k, l)
     flip = (hkls < 0).sum(1) > (-hkls < 0).sum(1)
     rep_all = np.where(flip[:, None], -hkls, hkls)
@@ -68,18 +100,16 @@ def reflection_table(
     order = np.lexsort((score, inverse))
     first = order[np.r_[0, np.nonzero(np.diff(inverse[order]))[0] + 1]]
     rep = rep_all[first]
-    rows = []
-    for i in range(n):
-        rows.append(
-            {
-                "h": int(rep[i, 0]),
-                "k": int(rep[i, 1]),
-                "l": int(rep[i, 2]),
-                "d": float(d_mean[i]),
-                "two_theta": float(tt_mean[i]),
-                "multiplicity": int(np.rint(m_sum[i])),
-                "f_squared": float(f_sum[i] / m_sum[i]),
-                "intensity": float(i_sum[i]),
-            }
-        )
-    return rows
+    return [
+        {
+            "h": int(rep[i, 0]),
+            "k": int(rep[i, 1]),
+            "l": int(rep[i, 2]),
+            "d": float(d_mean[i]),
+            "two_theta": float(tt_mean[i]),
+            "multiplicity": int(np.rint(m_sum[i])),
+            "f_squared": float(f_sum[i] / m_sum[i]),
+            "intensity": float(i_sum[i]),
+        }
+        for i in range(n)
+    ]
