@@ -44,7 +44,7 @@ def read_chi(text: str, source: str | None = None, radiation: Radiation | None =
     """A :class:`Pattern` from a .chi file's text."""
     lines = text.splitlines()
     header: list[str] = []
-    rows: list[list[float]] = []
+    rows: list[list[str]] = []
     row_lines: list[int] = []
     fit2d = bool(lines) and not lines[0].lstrip().startswith("#") and len(lines) > 4
     start = 0
@@ -75,11 +75,17 @@ def read_chi(text: str, source: str | None = None, radiation: Radiation | None =
                 line=i + 1,
                 expected=f"{ncol} columns",
             )
-        rows.append([to_float(t, source, i + 1, "a number") for t in toks])
+        rows.append(toks)
         row_lines.append(i + 1)
     if not rows:
         raise PatternFormatError(source, "no data lines", expected="columns x I [σ]")
-    arr = np.asarray(rows)
+    try:
+        arr = np.asarray(rows, dtype=np.float64)
+    except ValueError:
+        for toks, lineno in zip(rows, row_lines, strict=True):
+            for t in toks:
+                to_float(t, source, lineno, "a number")
+        raise PatternFormatError(source, "unreadable numbers", expected="numeric columns") from None
     x, y = arr[:, 0], arr[:, 1]
     sigma = arr[:, 2] if ncol >= 3 else None
     unit = detect_unit(header)

@@ -60,7 +60,7 @@ def _is_comment(stripped: str) -> bool:
 def parse_columns(text: str, source: str | None = None) -> ColumnData:
     """Read whitespace/comma/semicolon/tab separated numeric columns from ``text``."""
     header: list[str] = []
-    rows: list[list[float]] = []
+    rows: list[list[str]] = []
     line_numbers: list[int] = []
     ncol = 0
     delimiter: str | None = None
@@ -96,11 +96,17 @@ def parse_columns(text: str, source: str | None = None) -> ColumnData:
                 line=lineno,
                 expected=f"{ncol} columns",
             )
-        rows.append([to_float(t, source, lineno, "a number") for t in tokens])
+        rows.append(tokens)
         line_numbers.append(lineno)
     if not rows:
         raise PatternFormatError(source, "no numeric data lines found", expected="columns 2θ intensity [σ]")
-    arr = np.asarray(rows, dtype=np.float64)
+    try:
+        arr = np.asarray(rows, dtype=np.float64)  # fast path: numpy converts the strings
+    except ValueError:
+        for tokens, lineno in zip(rows, line_numbers, strict=True):  # find the offending token
+            for t in tokens:
+                to_float(t, source, lineno, "a number")
+        raise PatternFormatError(source, "unreadable numbers", expected="numeric columns") from None
     return ColumnData([arr[:, j] for j in range(ncol)], np.asarray(line_numbers), header, names, delimiter)
 
 
@@ -204,15 +210,21 @@ def read_fullprof_dat(text: str, source: str | None = None, radiation: Radiation
             line=first + 1,
             expected="step > 0, end > start",
         )
-    values: list[float] = []
+    tokens: list[str] = []
     value_lines: list[int] = []
     for j in range(first + 1, len(lines)):
         s = lines[j].strip()
         if not s or _is_comment(s):
             continue
-        for t in s.split():
-            values.append(to_float(t, source, j + 1, "a count"))
-            value_lines.append(j + 1)
+        toks = s.split()
+        tokens.extend(toks)
+        value_lines.extend([j + 1] * len(toks))
+    try:
+        values = np.asarray(tokens, dtype=np.float64)
+    except ValueError:
+        for t, lineno in zip(tokens, value_lines, strict=True):
+            to_float(t, source, lineno, "a count")
+        raise PatternFormatError(source, "unreadable counts", expected="numbers") from None
     n_expected = round((end - start) / step) + 1
     if abs(len(values) - n_expected) > 1:
         raise PatternFormatError(
@@ -220,7 +232,7 @@ def read_fullprof_dat(text: str, source: str | None = None, radiation: Radiation
             f"{len(values)} intensities for start {start}, step {step}, end {end}",
             expected=f"{n_expected} values",
         )
-    y = np.asarray(values)
+    y = values
     tt = start + step * np.arange(y.size)
     file_rad = wavelength_from_text("\n".join(header))
     return build_pattern(
