@@ -100,10 +100,10 @@ def batch(
     typer.echo(f"results: {Path(outdir) / 'results.csv'}")
     if summary.interrupted:
         print(
-            f"xrdsolve: interrupted with {summary.remaining} inputs left; run the same command to resume",
+            f"xrdsolve: {summary.remaining} inputs left; run the same command to resume",
             file=sys.stderr,
         )
-        raise typer.Exit(130)
+        raise typer.Abort()  # the CLI turns this into "interrupted" and exit status 130
 
 
 @app.command("batch-report")
