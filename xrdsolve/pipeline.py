@@ -1,0 +1,428 @@
+"""End-to-end solve: pattern in, ranked refined structures out.
+
+Stages (each recorded in ``Solution.tried``):
+
+1. read the pattern and pick peaks (Kα2 partners removed);
+2. index the peak list (refine.indexing) and derive formula units Z from the cell volume;
+3. propose candidates: the generator (when shipped weights are present) and symmetry-aware random
+   structures (pyxtal) in the indexed cells and their compatible space groups — or, when indexing
+   fails, in cells pyxtal draws from the composition's volume;
+4. screen every candidate with a quick batched profile fit (scale, background, cell, zero, widths);
+5. refine the best K together (full staged Rietveld), deduplicate with StructureMatcher and rank
+   by Rwp with a penalty for extra free parameters.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pymatgen.core import Composition, Structure
+
+from .composition import parse_composition, z_candidates
+from .errors import UsageError, XrdsolveError
+from .random_candidates import CandidateSpec, random_symmetric_structures
+from .solution import Candidate, Solution
+
+log = logging.getLogger(__name__)
+
+#: Stages of the quick screening fit (no atomic parameters).
+SCREEN_STAGES = (
+    ("scale+background", ("scale", "background"), 10),
+    ("+lattice+zero", ("lattice", "zero"), 12),
+)
+#: Smallest M20 of an indexing solution the pipeline trusts.
+MIN_M20 = 8.0
+
+
+@dataclass
+class SolveOptions:
+    """Settings of :func:`solve`. Times in seconds."""
+
+    k: int = 20
+    n_candidates: int = 96
+    seed: int = 0
+    time_budget: float | None = None
+    use_generator: bool = True
+    use_indexing: bool = True
+    max_cells: int = 3
+    max_z: int = 2
+    screen_chunk: int = 64
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Pool:
+    """Candidate structures and their provenance, in the order they were proposed."""
+
+    structures: list[Structure] = field(default_factory=list)
+    provenance: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, structure: Structure, prov: dict[str, Any]) -> None:
+        self.structures.append(structure)
+        self.provenance.append(prov)
+
+    def __len__(self) -> int:
+        return len(self.structures)
+
+
+class _Clock:
+    def __init__(self, budget: float | None) -> None:
+        self.start = time.perf_counter()
+        self.budget = budget
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def left(self) -> float:
+        return math.inf if self.budget is None else self.budget - self.elapsed()
+
+
+def _load_pattern(pattern_or_path: Any, radiation: Any) -> Any:
+    from xrdsolve.conditioning import read_pattern
+    from xrdsolve.conditioning.errors import MissingWavelengthError
+
+    if isinstance(pattern_or_path, str | os.PathLike):
+        pattern = read_pattern(pattern_or_path, radiation=radiation)
+    else:
+        pattern = pattern_or_path
+        if radiation is not None:
+            pattern = pattern.with_radiation(radiation)
+    if pattern.radiation is None:
+        raise MissingWavelengthError(
+            f"{pattern.meta.get('source', 'pattern')}: the file does not state the wavelength; "
+            "give it with --radiation (e.g. CuKa, MoKa, 0.4137)"
+        )
+    return pattern
+
+
+def strip_kalpha2(
+    two_theta: np.ndarray, height: np.ndarray, radiation: Any, tol: float = 0.025
+) -> np.ndarray:
+    """Mask of peaks to keep: drops a peak sitting at the Kα2 position of a stronger peak (degrees 2θ)."""
+    keep = np.ones(two_theta.size, dtype=bool)
+    if radiation is None or len(radiation.wavelengths) < 2:
+        return keep
+    l1, l2 = radiation.wavelengths[0], radiation.wavelengths[1]
+    s2 = np.sin(np.deg2rad(two_theta) / 2) * l2 / l1
+    partner = np.where(s2 < 1, 2 * np.rad2deg(np.arcsin(np.clip(s2, -1, 1))), np.inf)
+    for i in range(two_theta.size):
+        j = np.argmin(np.abs(two_theta - partner[i]))
+        if j != i and abs(two_theta[j] - partner[i]) < tol and height[j] < 0.8 * height[i]:
+            keep[j] = False
+    return keep
+
+
+def _index(pattern: Any, tried: dict[str, Any], clock: _Clock, options: SolveOptions) -> list[Any]:
+    from xrdsolve.conditioning.peaks import find_peaks
+    from xrdsolve.refine.indexing.indexer import IndexingOptions, index_peaks
+    from xrdsolve.refine.indexing.observations import IndexingError, Peaks
+
+    peaks = find_peaks(pattern, max_peaks=40)
+    keep = strip_kalpha2(peaks.two_theta, peaks.height, pattern.radiation)
+    tt = peaks.two_theta[keep]
+    tried["peaks"] = {"found": len(peaks), "after_kalpha2_removal": int(tt.size)}
+    if tt.size < 4 or not options.use_indexing:
+        return []
+    time_limit = 30.0 if clock.budget is None else max(3.0, 0.25 * clock.left())
+    try:
+        cells = index_peaks(
+            Peaks.from_two_theta(tt, pattern.radiation.primary_wavelength),
+            IndexingOptions(time_limit=time_limit, max_solutions=10),
+        )
+    except IndexingError as exc:
+        tried["indexing"] = {"error": str(exc)}
+        return []
+    good = [c for c in cells if c.m20 >= MIN_M20][: options.max_cells]
+    tried["indexing"] = {
+        "solutions": [c.summary() for c in cells[:5]],
+        "used": [c.as_dict() | {"hkl": None} for c in good],
+        "seconds": round(clock.elapsed(), 2),
+    }
+    return good
+
+
+def _spacegroups_for(cell: Any) -> tuple[list[int] | None, list[str]]:
+    """Space groups compatible with an indexed cell (from extinction hints when available)."""
+    try:
+        from xrdsolve.refine.indexing import spacegroup_hints  # type: ignore[attr-defined]
+    except ImportError:
+        spacegroup_hints = None
+    if spacegroup_hints is not None:
+        try:
+            hints = spacegroup_hints(cell)
+            groups = [int(getattr(h, "number", h)) for h in hints]
+            if groups:
+                return groups, [cell.crystal_system]
+        except Exception as exc:  # hints are advisory
+            log.debug("space-group hints failed: %s", exc)
+    return None, [cell.crystal_system]
+
+
+def _generator_candidates(
+    pattern: Any, comp: Composition, n: int, seed: int, lattices: Sequence[Any], tried: dict[str, Any]
+) -> list[tuple[Structure, dict[str, Any]]]:
+    """Samples of the shipped generator; empty (with the reason recorded) when it is not available."""
+    try:
+        from xrdsolve.generate import sample  # type: ignore[attr-defined]
+        from xrdsolve.generate.weights import default_weights_dir
+    except ImportError as exc:
+        tried["generator"] = {"used": False, "reason": f"generator not available ({exc})"}
+        return []
+    if not (Path(default_weights_dir()) / "model.safetensors").is_file():
+        tried["generator"] = {"used": False, "reason": "no shipped weights in xrdsolve/weights/default"}
+        return []
+    out: list[tuple[Structure, dict[str, Any]]] = []
+    targets: list[Any] = list(lattices) or [None]
+    per = max(1, n // len(targets))
+    for i, lat in enumerate(targets):
+        try:
+            structures = sample(pattern, comp, n=per, seed=seed + i, lattice=lat)
+        except Exception as exc:  # the generator must never sink the solve
+            tried["generator"] = {"used": False, "reason": f"sampling failed: {exc}"}
+            return out
+        for s in structures:
+            out.append((s, {"source": "generator", "seed": seed + i, "lattice_given": lat is not None}))
+    tried["generator"] = {"used": True, "samples": len(out)}
+    return out
+
+
+def _propose(
+    pattern: Any,
+    comp: Composition,
+    cells: Sequence[Any],
+    options: SolveOptions,
+    tried: dict[str, Any],
+) -> _Pool:
+    pool = _Pool()
+    plans: list[tuple[Any, int, list[int] | None, list[str] | None]] = []
+    for cell in cells:
+        zs = z_candidates(comp, cell.volume)[: options.max_z]
+        groups, systems = _spacegroups_for(cell)
+        plans.extend((cell, z, groups, systems) for z in zs)
+    if not plans:
+        for z in z_candidates(comp)[:6]:
+            plans.append((None, z, None, None))
+    n_random = options.n_candidates
+    if options.use_generator:
+        lattices = [c.lattice() for c in cells]
+        gen = _generator_candidates(pattern, comp, options.n_candidates // 2, options.seed, lattices, tried)
+        for s, prov in gen:
+            pool.add(s, prov)
+        n_random = max(options.n_candidates - len(gen), options.n_candidates // 2)
+    else:
+        tried["generator"] = {"used": False, "reason": "switched off"}
+    per_plan = max(2, math.ceil(n_random / len(plans)))
+    for i, (cell, z, groups, systems) in enumerate(plans):
+        lattice = None if cell is None else (cell.a, cell.b, cell.c, cell.alpha, cell.beta, cell.gamma)
+        drawn = random_symmetric_structures(
+            comp,
+            [z],
+            per_plan,
+            seed=options.seed * 1000 + i,
+            crystal_systems=systems,
+            spacegroups=groups,
+            lattice=lattice,
+        )
+        for s, spec in drawn:
+            pool.add(s, _provenance(spec, cell))
+    tried["candidates"] = {
+        "total": len(pool),
+        "by_source": {
+            src: sum(p["source"] == src for p in pool.provenance) for src in ("generator", "random")
+        },
+        "plans": [{"cell": None if c is None else c.summary(), "z": z} for c, z, _, _ in plans],
+    }
+    return pool
+
+
+def _provenance(spec: CandidateSpec, cell: Any) -> dict[str, Any]:
+    prov = spec.to_dict()
+    if cell is not None:
+        prov["source"] = "random+indexing"
+        prov["cell"] = cell.summary()
+    return prov
+
+
+def _refine_chunks(
+    pattern: Any,
+    structures: Sequence[Structure],
+    stages: Any,
+    instrument: Any,
+    chunk: int,
+    progress: Callable[[int], None] | None = None,
+) -> list[Any]:
+    from xrdsolve.refine.rietveld import RefineOptions, refine_candidates
+
+    options = RefineOptions() if stages is None else RefineOptions(strategy=stages)
+    results: list[Any] = []
+    for start in range(0, len(structures), chunk):
+        part = structures[start : start + chunk]
+        try:
+            results.extend(refine_candidates(pattern, part, instrument=instrument, options=options))
+        except Exception as exc:  # one bad chunk must not sink the solve: refine its members one by one
+            log.warning("batched refinement failed (%s); refining one at a time", exc)
+            for s in part:
+                try:
+                    results.extend(refine_candidates(pattern, [s], instrument=instrument, options=options))
+                except Exception as exc_one:
+                    log.info("candidate dropped: %s", exc_one)
+                    results.append(None)
+        if progress is not None:
+            progress(len(part))
+    return results
+
+
+def _score(result: Any) -> float:
+    """Ranking score: Rwp inflated by the number of free parameters relative to the data (lower is better)."""
+    if result is None or not math.isfinite(result.rwp):
+        return math.inf
+    n_obs, n_par = max(result.n_obs, 1), max(result.n_params, 0)
+    return float(result.rwp) * math.sqrt(n_obs / max(n_obs - n_par, 1))
+
+
+def _deduplicate(ranked: list[tuple[Any, dict[str, Any]]]) -> list[tuple[Any, dict[str, Any]]]:
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    matcher = StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3)
+    kept: list[tuple[Any, dict[str, Any]]] = []
+    for result, prov in ranked:
+        structure = result.phases[0].structure
+        if any(matcher.fit(structure, other.phases[0].structure) for other, _ in kept):
+            continue
+        kept.append((result, prov))
+    return kept
+
+
+def solve(
+    pattern_or_path: Any,
+    composition: str | Composition | None = None,
+    *,
+    elements: str | Sequence[str] | None = None,
+    radiation: Any = None,
+    instrument: Any = None,
+    options: SolveOptions | None = None,
+    progress: bool = True,
+    **overrides: Any,
+) -> Solution:
+    """Solve a powder pattern: ranked, refined candidate structures.
+
+    Parameters
+    ----------
+    pattern_or_path : a :class:`~xrdsolve.conditioning.Pattern` or a path to any supported file.
+    composition : formula with or without Z (``TiO2``, ``Ti2O4``); Z is taken from the indexed cell.
+    elements : allowed elements without stoichiometry (not supported yet: raises UsageError).
+    radiation : overrides or supplies the wavelength (``CuKa``, ``0.4137``).
+    instrument : a GSAS .prm/.instprm path or ``InstrumentParameters`` with starting profile values.
+    options, overrides : :class:`SolveOptions` (``k``, ``n_candidates``, ``seed``, ``time_budget`` in s, ...).
+
+    Never fabricates an answer: when nothing fits, the returned Solution has no candidates and its
+    ``messages`` say what was tried.
+    """
+    from tqdm.auto import tqdm
+
+    opts = options or SolveOptions()
+    if overrides:
+        opts = SolveOptions(**{**opts.to_dict(), **overrides})
+    if composition is None:
+        if elements is not None:
+            raise UsageError(
+                "solving from a list of elements (--elements) is not supported yet; give --composition"
+            )
+        raise UsageError("a composition is needed (e.g. --composition TiO2)")
+    comp = parse_composition(composition)
+    clock = _Clock(opts.time_budget)
+    pattern = _load_pattern(pattern_or_path, radiation)
+    inst = _load_instrument(instrument)
+    tried: dict[str, Any] = {}
+    messages: list[str] = []
+    solution_opts = opts.to_dict() | {"composition": comp.formula}
+
+    bar = tqdm(total=4, desc="solve", unit="stage", disable=not progress, leave=False)
+    bar.set_postfix_str("peaks + indexing")
+    cells = _index(pattern, tried, clock, opts)
+    bar.update()
+    if tried.get("peaks", {}).get("after_kalpha2_removal", 0) < 3:
+        bar.close()
+        messages.append("fewer than 3 peaks found: the sample may be amorphous or the pattern empty")
+        return Solution(pattern, [], tried, messages, solution_opts)
+    if not cells:
+        messages.append(
+            f"indexing found no trustworthy cell (M20 < {MIN_M20:.0f}); cells drawn from the composition"
+        )
+
+    bar.set_postfix_str("candidates")
+    pool = _propose(pattern, comp, cells, opts, tried)
+    bar.update()
+    if not len(pool):
+        bar.close()
+        messages.append(
+            f"no candidate structure of {comp.reduced_formula} could be built in the allowed cells"
+        )
+        return Solution(pattern, [], tried, messages, solution_opts)
+
+    bar.set_postfix_str(f"screening {len(pool)}")
+    from xrdsolve.refine.rietveld import Stage
+
+    screen = tuple(Stage(n, g, it) for n, g, it in SCREEN_STAGES)
+    t0 = time.perf_counter()
+    screened = _refine_chunks(pattern, pool.structures, screen, inst, opts.screen_chunk)
+    tried["screening"] = {"refined": len(pool), "seconds": round(time.perf_counter() - t0, 2)}
+    order = sorted(range(len(pool)), key=lambda i: _score(screened[i]))
+    best = [i for i in order if screened[i] is not None and math.isfinite(screened[i].rwp)][: opts.k]
+    bar.update()
+
+    bar.set_postfix_str(f"Rietveld on {len(best)}")
+    t0 = time.perf_counter()
+    final = _refine_chunks(pattern, [pool.structures[i] for i in best], None, inst, opts.screen_chunk)
+    tried["rietveld"] = {"refined": len(best), "seconds": round(time.perf_counter() - t0, 2)}
+    bar.update()
+    bar.close()
+
+    ranked = sorted(
+        ((r, pool.provenance[i]) for r, i in zip(final, best, strict=True) if r is not None),
+        key=lambda rp: _score(rp[0]),
+    )
+    unique = _deduplicate(ranked)
+    candidates = [
+        Candidate(
+            rank=n + 1,
+            structure=r.phases[0].structure,
+            rwp=float(r.rwp),
+            rp=float(r.rp),
+            gof=float(r.gof),
+            provenance=prov | {"converged": bool(r.converged), "status": r.status},
+            score=_score(r),
+            result=r,
+        )
+        for n, (r, prov) in enumerate(unique)
+    ]
+    tried["seconds"] = round(clock.elapsed(), 2)
+    if clock.budget is not None and clock.elapsed() > clock.budget:
+        messages.append(f"time budget of {clock.budget:.0f} s exceeded ({clock.elapsed():.0f} s)")
+    if candidates and candidates[0].gof > 3:
+        messages.append(
+            f"best GoF is {candidates[0].gof:.1f}: no candidate describes the pattern well "
+            "(multiphase sample, wrong composition, or a structure outside the candidates tried)"
+        )
+    return Solution(pattern, candidates, tried, messages, solution_opts)
+
+
+def _load_instrument(instrument: Any) -> Any:
+    if instrument is None or not isinstance(instrument, str | os.PathLike):
+        return instrument
+    from xrdsolve.conditioning.readers.gsas_instprm import read_instrument
+
+    return read_instrument(instrument)
+
+
+__all__ = ["SolveOptions", "XrdsolveError", "solve", "strip_kalpha2"]
