@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.autograd.forward_ad as fwad
 from torch import Tensor
 
 log = logging.getLogger(__name__)
@@ -56,31 +57,68 @@ class LMResult:
 
 
 def jacobian(
-    residual_fn: ResidualFn, theta: Tensor, columns: Tensor | None = None, method: str = "forward"
+    residual_fn: ResidualFn,
+    theta: Tensor,
+    columns: Tensor | None = None,
+    method: str = "forward",
+    max_rows: int = 256,
 ) -> Tensor:
     """(B,M,P) Jacobian of the weighted residuals w.r.t. theta (B,P) for independent candidates.
 
     ``columns`` (P,) bool limits the work to the parameters that are free in at least one candidate.
-    ``method``: "forward" (forward-mode AD, one product per column, batched over candidates),
-    or "central" (central finite differences, relative step 1e-6).
+    ``method``:
+    * "batched" — forward-mode AD on a stacked batch: the candidates are repeated once per column with a
+      one-hot tangent, so one forward pass gives many columns; needs ``residual_fn(theta, index)`` where
+      ``index`` (B',) maps each row of a stacked theta (B',P) to its candidate. ``max_rows`` caps B'.
+    * "forward" — forward-mode AD, one pass per column (any residual_fn);
+    * "central" — central finite differences (relative step 1e-6).
     """
     bsz, p = theta.shape
     cols = torch.arange(p) if columns is None else torch.nonzero(columns).flatten()
     out: Tensor | None = None
-    for k in cols.tolist():
-        tangent = torch.zeros_like(theta)
-        tangent[:, k] = 1.0
-        if method == "forward":
-            _, col = torch.func.jvp(residual_fn, (theta,), (tangent,))
-        elif method == "central":
-            h = 1e-6 * theta[:, k].abs().clamp_min(1e-3)
-            step = tangent * h[:, None]
-            col = (residual_fn(theta + step) - residual_fn(theta - step)) / (2 * h[:, None])
-        else:
-            raise ValueError(f"unknown Jacobian method {method!r}")
+
+    def store(k: int, col: Tensor) -> None:
+        nonlocal out
         if out is None:
             out = torch.zeros(bsz, col.shape[1], p, dtype=theta.dtype)
         out[:, :, k] = col.detach()
+
+    col_list = cols.tolist()
+    if method == "batched":
+        per = max(1, max_rows // max(bsz, 1))
+        base_index = torch.arange(bsz)
+        for start in range(0, len(col_list), per):
+            chunk = col_list[start : start + per]
+            n = len(chunk)
+            rep = theta.detach().repeat(n, 1)
+            tangent = torch.zeros_like(rep)
+            for j, k in enumerate(chunk):
+                tangent[j * bsz : (j + 1) * bsz, k] = 1.0
+            with fwad.dual_level():
+                dual = fwad.make_dual(rep, tangent)
+                res = residual_fn(dual, base_index.repeat(n))  # type: ignore[call-arg]
+                tan = fwad.unpack_dual(res).tangent
+            if tan is None:
+                tan = torch.zeros(rep.shape[0], res.shape[1], dtype=theta.dtype)
+            for j, k in enumerate(chunk):
+                store(k, tan[j * bsz : (j + 1) * bsz])
+    else:
+        for k in col_list:
+            tangent = torch.zeros_like(theta)
+            tangent[:, k] = 1.0
+            if method == "forward":
+                with fwad.dual_level():
+                    res = residual_fn(fwad.make_dual(theta.detach(), tangent))
+                    col = fwad.unpack_dual(res).tangent
+                if col is None:
+                    col = torch.zeros_like(res)
+            elif method == "central":
+                h = 1e-6 * theta[:, k].abs().clamp_min(1e-3)
+                step = tangent * h[:, None]
+                col = (residual_fn(theta + step) - residual_fn(theta - step)) / (2 * h[:, None])
+            else:
+                raise ValueError(f"unknown Jacobian method {method!r}")
+            store(k, col)
     if out is None:
         r = residual_fn(theta)
         return torch.zeros(bsz, r.shape[1], p, dtype=theta.dtype)
@@ -118,6 +156,8 @@ def levenberg_marquardt(
     xtol: float = 1e-9,
     max_tries: int = 8,
     jacobian_method: str = "forward",
+    max_jacobian_rows: int = 256,
+    covariance: bool = True,
 ) -> LMResult:
     """Batched bounded Levenberg–Marquardt (Marquardt diagonal scaling, projection onto bounds).
 
@@ -133,6 +173,7 @@ def levenberg_marquardt(
     upper = torch.full_like(theta, torch.inf) if upper is None else upper.to(dtype)
     theta = torch.minimum(torch.maximum(theta, lower), upper)
     chi2, r0 = _chi2(residual_fn, theta)
+    r_cur = r0.clone()
     chi2_start = chi2.clone()
     if n_obs is None:
         n_obs = torch.full((bsz,), r0.shape[1], dtype=torch.long)
@@ -146,7 +187,7 @@ def levenberg_marquardt(
         if not bool(active.any()):
             break
         cols = (free & active[:, None]).any(dim=0)
-        jac = jacobian(residual_fn, theta, cols, jacobian_method)
+        jac = jacobian(residual_fn, theta, cols, jacobian_method, max_jacobian_rows)
         jac_ok = torch.isfinite(jac).flatten(1).all(dim=1)
         newly_bad = active & ~jac_ok
         if bool(newly_bad.any()):
@@ -154,8 +195,7 @@ def levenberg_marquardt(
             diverged |= newly_bad
             active &= ~newly_bad
         jac = torch.nan_to_num(jac, nan=0.0, posinf=0.0, neginf=0.0)
-        _, r = _chi2(residual_fn, theta)
-        r = torch.nan_to_num(r, nan=0.0, posinf=0.0, neginf=0.0)
+        r = torch.nan_to_num(r_cur, nan=0.0, posinf=0.0, neginf=0.0)
         g = torch.einsum("bmp,bm->bp", jac, r)
         # parameters pinned at a bound with the gradient pushing outwards are held this step
         at_low = (theta <= lower) & (g > 0)
@@ -178,8 +218,9 @@ def levenberg_marquardt(
             delta = torch.nan_to_num(delta) * step_free
             trial = torch.minimum(torch.maximum(theta + delta, lower), upper)
             trial = torch.where(pending[:, None], trial, theta)
-            chi2_new, _ = _chi2(residual_fn, trial)
+            chi2_new, r_new = _chi2(residual_fn, trial)
             ok = pending & (chi2_new < chi2)
+            r_cur[ok] = r_new[ok]
             if bool(ok.any()):
                 rel = (chi2[ok] - chi2_new[ok]) / chi2[ok].clamp_min(1e-300)
                 step = (trial[ok] - theta[ok]).abs()
@@ -197,11 +238,30 @@ def levenberg_marquardt(
         stuck = active & ~converged & (lam >= 1e12)
         converged |= stuck
 
+    n_free = free.sum(dim=1)
+    if not covariance:
+        zeros = torch.zeros(bsz, p, p, dtype=dtype)
+        return LMResult(
+            theta=theta,
+            chi2=chi2,
+            chi2_start=chi2_start,
+            n_obs=n_obs,
+            n_free=n_free,
+            iterations=iterations,
+            converged=converged & ~diverged,
+            diverged=diverged,
+            singular=torch.zeros(bsz, dtype=torch.bool),
+            covariance=zeros,
+            esd=torch.zeros(bsz, p, dtype=dtype),
+            correlation=zeros.clone(),
+        )
     # covariance at the solution
     cols = free.any(dim=0)
-    jac = torch.nan_to_num(jacobian(residual_fn, theta, cols, jacobian_method)) * free[:, None, :]
+    jac = (
+        torch.nan_to_num(jacobian(residual_fn, theta, cols, jacobian_method, max_jacobian_rows))
+        * free[:, None, :]
+    )
     a = torch.einsum("bmp,bmq->bpq", jac, jac)
-    n_free = free.sum(dim=1)
     dof = (n_obs - n_free).clamp_min(1).to(dtype)
     gof2 = chi2 / dof
     diag = torch.diagonal(a, dim1=-2, dim2=-1)

@@ -135,8 +135,13 @@ def _vec_to_sym(v: np.ndarray) -> np.ndarray:
 
 
 def lattice_from_metric(metric: Tensor) -> Tensor:
-    """Lattice matrix (…,3,3) Å with rows a, b, c from the metric tensor G (…,3,3) Å² (Cholesky; a ∥ x)."""
-    return torch.linalg.cholesky(metric)
+    """Lattice matrix (…,3,3) Å with rows a, b, c from the metric tensor G (…,3,3) Å² (Cholesky; a ∥ x).
+
+    A metric that is not positive definite gives NaN (so a least-squares step into it is rejected).
+    """
+    chol, info = torch.linalg.cholesky_ex(metric)
+    bad = (info != 0)[..., None, None]
+    return torch.where(bad, torch.full_like(chol, float("nan")), chol)
 
 
 def lattice_parameters(lattice: Tensor) -> Tensor:
@@ -208,6 +213,8 @@ class PhaseParameterization:
     b_map: np.ndarray  # (N,P)
     atom_species: list[str]  # (N,) species string of each atom entry
     atom_site: list[int]  # (N,) index of the asymmetric-unit site of each atom entry
+    symops_rot: np.ndarray = field(default_factory=lambda: np.eye(3)[None])  # (K,3,3) space-group rotations
+    symops_trans: np.ndarray = field(default_factory=lambda: np.zeros((1, 3)))  # (K,3) translations
 
     @property
     def n_params(self) -> int:
@@ -484,6 +491,8 @@ def parameterize(
         b_map=np.asarray(b_map_l),
         atom_species=atom_species,
         atom_site=atom_site,
+        symops_rot=np.asarray(rots, dtype=float),
+        symops_trans=np.asarray(trans, dtype=float),
     )
 
 
@@ -524,6 +533,23 @@ class StackedPhases:
     mask: Tensor
     param_mask: Tensor
     values: Tensor
+
+    def select(self, index: Tensor) -> StackedPhases:
+        """Rows ``index`` (B',) of every tensor (candidates may repeat, e.g. for batched Jacobians)."""
+        return StackedPhases(
+            [self.phases[int(i)] for i in index],
+            self.lat_index[index],
+            self.lat_mask[index],
+            self.metric_basis[index],
+            self.frac_map[index],
+            self.frac_offset[index],
+            self.occ_map[index],
+            self.occ_offset[index],
+            self.b_map[index],
+            self.mask[index],
+            self.param_mask[index],
+            self.values[index],
+        )
 
     def lattice(self, theta: Tensor) -> Tensor:
         lat = torch.gather(theta, 1, self.lat_index) * self.lat_mask

@@ -1,0 +1,616 @@
+"""Batched Rietveld refinement: phases + instrument + background on one pattern, staged least squares.
+
+``refine(pattern, structures)`` refines one multiphase model; ``refine_candidates(pattern, structures)`` refines
+many single-phase candidate models of the same pattern together in one tensor program (batch dimension = candidate).
+
+The parameter vector of each candidate is laid out as::
+
+    [zero, displacement, U, V, W, asym, background c_0..c_{K-1},
+     for each phase: scale, X, Y, po_ratio, <symmetry-constrained phase parameters (refine.params)>]
+
+Units: zero in degrees 2θ, displacement in μm, U V W in centideg², X Y in centideg (GSAS-II), B_iso in Å².
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from pymatgen.core import Structure
+from torch import Tensor
+
+from .errors import RefineError, StructureError
+from .lm import LMResult, levenberg_marquardt
+from .params import PhaseParameterization, StackedPhases, parameterize, stack_parameterizations
+from .physics import (
+    CrystalBatch,
+    Instrument,
+    ProfileParams,
+    bragg_intensities,
+    chebyshev_background,
+    generate_hkl,
+    peak_shift,
+    simulate,
+    species_index,
+)
+from .protocols import PatternLike
+from .radiation import Geometry, Probe, Radiation
+
+log = logging.getLogger(__name__)
+
+GLOBAL_NAMES = ("zero", "displacement", "U", "V", "W", "asym")
+PHASE_PROFILE_NAMES = ("scale", "X", "Y", "po_ratio")
+HKL_MARGIN_DEG = 3.0
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One refinement stage: the parameter groups added (cumulatively) and an iteration cap."""
+
+    name: str
+    groups: tuple[str, ...]
+    max_iter: int = 30
+
+
+#: Parameter groups: scale, background, zero, displacement, lattice, profile (U V W X Y), asym, po, xyz, biso, occ.
+DEFAULT_STRATEGY: tuple[Stage, ...] = (
+    Stage("scale+background", ("scale", "background"), 20),
+    Stage("+lattice+zero", ("lattice", "zero"), 30),
+    Stage("+profile", ("profile", "displacement"), 30),
+    Stage("+positions", ("xyz",), 30),
+    Stage("+B_iso", ("biso",), 30),
+    Stage("+occupancies", ("occ",), 30),
+)
+
+
+@dataclass
+class RefineOptions:
+    """Settings of a refinement. ``fix`` names parameters (``"zero"``, ``"Pb.B_iso"``, ``"phase0.X"`` or a
+    group such as ``"displacement"``) held at their start values in every stage."""
+
+    strategy: Sequence[Stage] = DEFAULT_STRATEGY
+    n_background: int = 6
+    two_theta_min: float | None = None
+    two_theta_max: float | None = None
+    fix: Iterable[str] = ()
+    jacobian: str = "batched"
+    max_jacobian_rows: int = 128
+    refine_displacement: bool | None = None  # default: Bragg–Brentano only
+    ftol: float = 1e-5
+
+
+@dataclass
+class _Layout:
+    """Where each parameter lives in the flat per-candidate vector."""
+
+    n_phases: int
+    n_background: int
+    phase_offsets: list[int]
+    phase_sizes: list[int]
+    total: int
+    names: list[list[str]]  # (B) lists of P names ("" for padding)
+    groups: list[list[str]]
+
+    @property
+    def bg_slice(self) -> slice:
+        return slice(len(GLOBAL_NAMES), len(GLOBAL_NAMES) + self.n_background)
+
+    def global_index(self, name: str) -> int:
+        return GLOBAL_NAMES.index(name)
+
+    def phase_profile_index(self, k: int, name: str) -> int:
+        return self.phase_offsets[k] + PHASE_PROFILE_NAMES.index(name)
+
+    def phase_param_slice(self, k: int) -> slice:
+        start = self.phase_offsets[k] + len(PHASE_PROFILE_NAMES)
+        return slice(start, start + self.phase_sizes[k])
+
+
+_KIND_GROUP = {"lattice": "lattice", "xyz": "xyz", "occ": "occ", "biso": "biso"}
+
+
+class RietveldModel:
+    """Phases (B candidates each) + instrument + background on one pattern, as a batched residual function."""
+
+    def __init__(
+        self,
+        pattern: PatternLike,
+        phases: Sequence[Sequence[PhaseParameterization]],
+        instrument: Instrument,
+        options: RefineOptions,
+    ) -> None:
+        self.options = options
+        self.instrument = instrument
+        tt = np.asarray(pattern.two_theta, dtype=float)
+        y = np.asarray(pattern.intensity, dtype=float)
+        sig = None if pattern.sigma is None else np.asarray(pattern.sigma, dtype=float)
+        if tt.ndim != 1 or tt.size != y.size:
+            raise RefineError("pattern two_theta and intensity must be 1-D arrays of the same length")
+        if not np.all(np.isfinite(tt)):
+            raise RefineError("pattern has non-finite 2θ values")
+        n_bad = int((~np.isfinite(y)).sum())
+        if n_bad:
+            raise RefineError(
+                f"pattern has {n_bad} non-finite (NaN/inf) intensities; clean or crop the data first"
+            )
+        if sig is None:
+            sig = np.sqrt(np.maximum(y, 1.0))
+        lo = options.two_theta_min if options.two_theta_min is not None else -np.inf
+        hi = options.two_theta_max if options.two_theta_max is not None else np.inf
+        keep = (tt >= lo) & (tt <= hi)
+        if keep.sum() < 10:
+            raise RefineError(f"fewer than 10 pattern points between {lo} and {hi} degrees 2θ")
+        tt, y, sig = tt[keep], y[keep], sig[keep]
+        order = np.argsort(tt)
+        tt, y, sig = tt[order], y[order], sig[order]
+        if np.any(np.diff(tt) <= 0):
+            uniq = np.concatenate([[True], np.diff(tt) > 0])
+            tt, y, sig = tt[uniq], y[uniq], sig[uniq]
+        valid = np.isfinite(sig) & (sig > 0)
+        self.two_theta = torch.as_tensor(tt, dtype=torch.float64)
+        self.obs = torch.as_tensor(y, dtype=torch.float64)
+        self.sigma = torch.as_tensor(np.where(valid, sig, 1.0), dtype=torch.float64)
+        self.weight_sqrt = torch.as_tensor(np.where(valid, 1.0 / np.where(valid, sig, 1.0), 0.0))
+        self.n_obs = int(valid.sum())
+
+        self.n_phases = len(phases)
+        self.batch_size = len(phases[0])
+        if any(len(p) != self.batch_size for p in phases):
+            raise RefineError("every phase needs the same number of candidates")
+        self.phases = [list(p) for p in phases]
+        self.stacked: list[StackedPhases] = [stack_parameterizations(p) for p in self.phases]
+        self.species: list[Tensor] = []
+        for st in self.stacked:
+            spec = torch.zeros(st.mask.shape, dtype=torch.long)
+            for b, ph in enumerate(st.phases):
+                spec[b, : ph.n_atoms] = torch.as_tensor([species_index(s) for s in ph.atom_species])
+            self.species.append(spec)
+        self.layout = self._make_layout()
+        self.hkl: list[tuple[Tensor, Tensor]] = []
+        self._row_cache: dict[tuple[int, int], tuple[Tensor, StackedPhases]] = {}
+
+    # ------------------------------------------------------------------------------------------ layout
+    def _make_layout(self) -> _Layout:
+        k_bg = self.options.n_background
+        offsets, sizes = [], []
+        pos = len(GLOBAL_NAMES) + k_bg
+        for st in self.stacked:
+            offsets.append(pos)
+            sizes.append(int(st.values.shape[1]))
+            pos += len(PHASE_PROFILE_NAMES) + sizes[-1]
+        names: list[list[str]] = []
+        groups: list[list[str]] = []
+        gmap = {
+            "zero": "zero",
+            "displacement": "displacement",
+            "U": "profile",
+            "V": "profile",
+            "W": "profile",
+            "asym": "asym",
+        }
+        for b in range(self.batch_size):
+            nb = list(GLOBAL_NAMES) + [f"background.{i}" for i in range(k_bg)]
+            gb = [gmap[n] for n in GLOBAL_NAMES] + ["background"] * k_bg
+            for k, st in enumerate(self.stacked):
+                ph = st.phases[b]
+                prefix = f"phase{k}." if self.n_phases > 1 else ""
+                nb += [f"{prefix}{n}" for n in PHASE_PROFILE_NAMES]
+                gb += ["scale", "profile", "profile", "po"]
+                nb += [f"{prefix}{n}" for n in ph.names] + [""] * (sizes[k] - ph.n_params)
+                gb += [_KIND_GROUP[kind] for kind in ph.kinds] + ["padding"] * (sizes[k] - ph.n_params)
+            names.append(nb)
+            groups.append(gb)
+        return _Layout(self.n_phases, k_bg, offsets, sizes, pos, names, groups)
+
+    # ------------------------------------------------------------------------------------------ physics
+    def crystals(self, theta: Tensor, k: int, index: Tensor | None = None) -> CrystalBatch:
+        """Crystals of phase k for theta (B',P); ``index`` (B',) maps rows to candidates (default: identity)."""
+        st = self.stacked[k] if index is None else self._stacked_rows(k, index)
+        th = theta[:, self.layout.phase_param_slice(k)]
+        return CrystalBatch(
+            lattice=st.lattice(th),
+            frac=st.frac(th),
+            species=self.species[k] if index is None else self.species[k][index],
+            occ=st.occupancies(th),
+            b_iso=st.b_iso(th),
+            mask=st.mask,
+        )
+
+    def _stacked_rows(self, k: int, index: Tensor) -> StackedPhases:
+        key = (k, index.shape[0])
+        cached = self._row_cache.get(key)
+        if cached is None or not torch.equal(cached[0], index):
+            cached = (index.clone(), self.stacked[k].select(index))
+            self._row_cache[key] = cached
+        return cached[1]
+
+    def profile(self, theta: Tensor, k: int, with_background: bool = False) -> ProfileParams:
+        lay = self.layout
+        g = {n: theta[:, lay.global_index(n)] for n in GLOBAL_NAMES}
+        p = {n: theta[:, lay.phase_profile_index(k, n)] for n in PHASE_PROFILE_NAMES}
+        bg = theta[:, lay.bg_slice] if with_background else theta.new_zeros(theta.shape[0], 0)
+        return ProfileParams(
+            scale=p["scale"],
+            zero=g["zero"],
+            displacement=g["displacement"],
+            U=g["U"],
+            V=g["V"],
+            W=g["W"],
+            X=p["X"],
+            Y=p["Y"],
+            asym=g["asym"],
+            background=bg,
+            po_ratio=p["po_ratio"],
+        )
+
+    def update_hkl(self, theta: Tensor) -> None:
+        """(Re)generate reflections for the current lattices up to 2θ_max + margin."""
+        lam = min(self.instrument.radiation.wavelengths)
+        tt_max = min(float(self.two_theta[-1]) + HKL_MARGIN_DEG, 179.0)
+        d_min = lam / (2.0 * math.sin(math.radians(tt_max / 2.0)))
+        self.hkl = []
+        with torch.no_grad():
+            for k in range(self.n_phases):
+                lat = self.crystals(theta, k).lattice
+                lat = torch.where(torch.isfinite(lat), lat, torch.eye(3, dtype=lat.dtype).expand_as(lat))
+                self.hkl.append(generate_hkl(lat, d_min, friedel=not self.instrument.anomalous))
+
+    def background(self, theta: Tensor) -> Tensor:
+        return chebyshev_background(self.two_theta, theta[:, self.layout.bg_slice])
+
+    def phase_patterns(self, theta: Tensor, index: Tensor | None = None) -> list[Tensor]:
+        """Calculated pattern of each phase (B',M), without background."""
+        out = []
+        for k in range(self.n_phases):
+            hkl = self.hkl[k] if index is None else (self.hkl[k][0][index], self.hkl[k][1][index])
+            y = simulate(
+                self.crystals(theta, k, index), self.two_theta, self.instrument, self.profile(theta, k), hkl
+            )
+            if not isinstance(y, Tensor):
+                raise RefineError("simulate returned per-reflection data unexpectedly")
+            out.append(y)
+        return out
+
+    def calculated(self, theta: Tensor, index: Tensor | None = None) -> Tensor:
+        total = self.background(theta)
+        for y in self.phase_patterns(theta, index):
+            total = total + y
+        return total
+
+    def residuals(self, theta: Tensor, index: Tensor | None = None) -> Tensor:
+        """Weighted residuals (obs − calc)/σ, (B',M); zero at excluded points. ``index`` maps rows to
+        candidates when theta stacks repeated candidates (batched Jacobian)."""
+        return (self.obs - self.calculated(theta, index)) * self.weight_sqrt
+
+    # ------------------------------------------------------------------------------------------ statistics
+    def statistics(self, theta: Tensor) -> dict[str, Tensor]:
+        with torch.no_grad():
+            calc = self.calculated(theta)
+        w = self.weight_sqrt**2
+        y = self.obs
+        num = (w * (y - calc) ** 2).sum(dim=1)
+        den = (w * y * y).sum()
+        rwp = (num / den).sqrt()
+        valid = w > 0
+        rp = ((y - calc).abs() * valid).sum(dim=1) / (y.abs() * valid).sum()
+        return {"rwp": rwp, "rp": rp, "chi2": num, "calc": calc}
+
+
+# ---------------------------------------------------------------------------------------------- starting values
+def estimate_fwhm(two_theta: np.ndarray, intensity: np.ndarray) -> float:
+    """FWHM (degrees 2θ) of the strongest peak above a low-percentile background, from the data."""
+    bg = np.percentile(intensity, 10)
+    y = intensity - bg
+    i = int(np.argmax(y))
+    half = y[i] / 2.0
+    left = i
+    while left > 0 and y[left] > half:
+        left -= 1
+    right = i
+    while right < y.size - 1 and y[right] > half:
+        right += 1
+    fwhm = float(two_theta[right] - two_theta[left])
+    step = float(np.median(np.diff(two_theta)))
+    return float(np.clip(fwhm, 2 * step, 2.0))
+
+
+def _instrument_for(
+    pattern: PatternLike, instrument: Instrument | Any | None, radiation: Radiation | str | float | None
+) -> tuple[Instrument, dict[str, float]]:
+    """An Instrument and starting profile values from an Instrument, an InstrumentParameters-like object
+    (GSAS .prm/.instprm: radiation, polarization, zero, U..Y, SH_L) or the pattern alone."""
+    start: dict[str, float] = {}
+    rad = None if radiation is None else Radiation.parse(radiation)
+    if isinstance(instrument, Instrument):
+        return instrument, start
+    geometry = Geometry.parse(pattern.geometry) if pattern.geometry is not None else Geometry.UNKNOWN
+    polarisation = 0.5
+    if instrument is not None:  # InstrumentParameters (refine.instrument) or anything alike
+        rad = rad or instrument.radiation
+        polarisation = float(getattr(instrument, "polarization", 0.5))
+        for ours, theirs in (("zero", "zero"), ("U", "U"), ("V", "V"), ("W", "W"), ("X", "X"), ("Y", "Y")):
+            if hasattr(instrument, theirs):
+                start[ours] = float(getattr(instrument, theirs))
+        if hasattr(instrument, "SH_L"):
+            start["asym"] = float(instrument.SH_L)
+    rad = rad or pattern.radiation
+    if rad is None:
+        raise RefineError("the pattern has no wavelength: give radiation= (e.g. 'CuKa' or 0.4137 Å)")
+    if geometry is Geometry.UNKNOWN:
+        geometry = Geometry.DEBYE_SCHERRER if rad.probe is Probe.NEUTRON else Geometry.BRAGG_BRENTANO
+    if rad.probe is Probe.NEUTRON:
+        polarisation = 0.5
+    return Instrument(radiation=rad, geometry=geometry, polarisation=polarisation), start
+
+
+def _as_structures(structures: Structure | Sequence[Structure]) -> list[Structure]:
+    if isinstance(structures, Structure):
+        return [structures]
+    out = list(structures)
+    if not out:
+        raise StructureError("no structures given")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- engine
+def _initial_theta(
+    model: RietveldModel, start: Mapping[str, float], pattern_fwhm: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Starting vector, lower and upper bounds (B,P)."""
+    lay = model.layout
+    bsz = model.batch_size
+    theta = torch.zeros(bsz, lay.total, dtype=torch.float64)
+    lower = torch.full_like(theta, -math.inf)
+    upper = torch.full_like(theta, math.inf)
+    w_from_data = (pattern_fwhm * 100.0) ** 2 / (8.0 * math.log(2.0))
+    defaults = {"zero": 0.0, "displacement": 0.0, "U": 0.0, "V": 0.0, "W": w_from_data, "asym": 0.0}
+    for n in GLOBAL_NAMES:
+        theta[:, lay.global_index(n)] = float(start.get(n, defaults[n]))
+    i = lay.global_index
+    lower[:, i("zero")], upper[:, i("zero")] = -1.0, 1.0
+    lower[:, i("displacement")], upper[:, i("displacement")] = -2000.0, 2000.0
+    lower[:, i("asym")], upper[:, i("asym")] = 0.0, 0.2
+    lower[:, i("W")] = 0.0
+    for k in range(model.n_phases):
+        st = model.stacked[k]
+        sl = lay.phase_param_slice(k)
+        theta[:, sl] = st.values
+        for n, v, lo, hi in (
+            ("scale", 1.0, 0.0, math.inf),
+            ("X", max(start.get("X", 0.5), 0.05), 0.0, 500.0),
+            ("Y", max(start.get("Y", 0.5), 0.05), 0.0, 500.0),
+            ("po_ratio", 1.0, 0.2, 5.0),
+        ):
+            j = lay.phase_profile_index(k, n)
+            theta[:, j], lower[:, j], upper[:, j] = v, lo, hi
+        for b, ph in enumerate(st.phases):
+            for idx, kind in enumerate(ph.kinds):
+                j = sl.start + idx
+                v0 = float(ph.values[idx])
+                if kind == "xyz":
+                    lower[b, j], upper[b, j] = v0 - 0.2, v0 + 0.2
+                elif kind == "biso":
+                    lower[b, j], upper[b, j] = -1.0, 30.0
+                elif kind == "occ":
+                    lower[b, j], upper[b, j] = 0.0, 1.0
+                elif kind == "lattice" and ph.names[idx][-2] == ph.names[idx][-1]:  # diagonal G_ii
+                    lower[b, j], upper[b, j] = 0.8 * v0, 1.25 * v0
+    return theta, lower, upper
+
+
+def _initial_scale(model: RietveldModel, theta: Tensor) -> Tensor:
+    """Scale (and a constant background) from a linear least-squares fit of each candidate's unit-scale pattern."""
+    y = model.obs
+    w = model.weight_sqrt**2
+    bg0 = float(np.percentile(y.numpy(), 10))
+    with torch.no_grad():
+        pats = model.phase_patterns(theta)
+    total = sum(pats)
+    assert isinstance(total, Tensor)
+    num = (w * (y - bg0) * total).sum(dim=1)
+    den = (w * total * total).sum(dim=1).clamp_min(1e-300)
+    s = (num / den).clamp_min(1e-12)
+    theta = theta.clone()
+    for k in range(model.n_phases):
+        theta[:, model.layout.phase_profile_index(k, "scale")] *= s
+    if model.layout.n_background:
+        theta[:, model.layout.bg_slice.start] = bg0
+    return theta
+
+
+def _free_mask(model: RietveldModel, groups: set[str], fixed: set[str]) -> Tensor:
+    lay = model.layout
+    free = torch.zeros(model.batch_size, lay.total, dtype=torch.bool)
+    for b in range(model.batch_size):
+        for j, (n, g) in enumerate(zip(lay.names[b], lay.groups[b], strict=True)):
+            if g == "padding" or not n:
+                continue
+            if g in groups and n not in fixed and g not in fixed:
+                free[b, j] = True
+    return free
+
+
+def _run(
+    model: RietveldModel,
+    options: RefineOptions,
+    start: Mapping[str, float],
+) -> tuple[Tensor, LMResult | None, list[list[Any]], Tensor]:
+    """Staged refinement of every candidate; returns theta, last LM result, per-candidate stage logs, dead mask."""
+    from .results import StageLog
+
+    y = model.obs.numpy()
+    fwhm = estimate_fwhm(model.two_theta.numpy(), y) if "W" not in start else 0.1
+    theta, lower, upper = _initial_theta(model, start, fwhm)
+    model.update_hkl(theta)
+    theta = _initial_scale(model, theta)
+    bsz = model.batch_size
+    dead = torch.zeros(bsz, dtype=torch.bool)
+    fixed = set(options.fix)
+    refine_disp = options.refine_displacement
+    if refine_disp is None:
+        refine_disp = model.instrument.geometry is Geometry.BRAGG_BRENTANO
+    if not refine_disp:
+        fixed.add("displacement")
+    logs: list[list[StageLog]] = [[] for _ in range(bsz)]
+    stats = model.statistics(theta)
+    for b in range(bsz):
+        logs[b].append(
+            StageLog("start", (), float(stats["rwp"][b]), float(stats["chi2"][b]), 0, True, "start")
+        )
+    groups: set[str] = set()
+    last: LMResult | None = None
+    stages = list(options.strategy)
+    for si, stage in enumerate(stages):
+        groups |= set(stage.groups)
+        free = _free_mask(model, groups, fixed) & ~dead[:, None]
+        if not bool(free.any()):
+            continue
+        # only groups that exist for this model count as a new stage
+        model.update_hkl(theta)
+        res = levenberg_marquardt(
+            model.residuals,
+            theta,
+            free=free,
+            lower=lower,
+            upper=upper,
+            n_obs=torch.full((bsz,), model.n_obs, dtype=torch.long),
+            max_iter=stage.max_iter,
+            ftol=options.ftol,
+            jacobian_method=options.jacobian,
+            max_jacobian_rows=options.max_jacobian_rows,
+            covariance=si == len(stages) - 1,
+        )
+        theta = torch.where(dead[:, None], theta, res.theta)
+        dead |= res.diverged
+        stats = model.statistics(theta)
+        for b in range(bsz):
+            logs[b].append(
+                StageLog(
+                    stage.name,
+                    tuple(stage.groups),
+                    float(stats["rwp"][b]),
+                    float(stats["chi2"][b]),
+                    int(res.iterations[b]),
+                    bool(res.converged[b]),
+                    res.status(b),
+                )
+            )
+        log.info("stage %s: Rwp %s", stage.name, np.round(stats["rwp"].numpy() * 100, 3))
+        last = res
+    return theta, last, logs, dead
+
+
+def refine(
+    pattern: PatternLike,
+    structures: Structure | Sequence[Structure],
+    *,
+    instrument: Instrument | Any | None = None,
+    radiation: Radiation | str | float | None = None,
+    options: RefineOptions | None = None,
+    names: Sequence[str] | None = None,
+) -> Any:
+    """Rietveld refinement of one model (one or more phases) against ``pattern``.
+
+    ``instrument``: an :class:`Instrument`, an ``InstrumentParameters`` from a GSAS .prm/.instprm file
+    (starting U V W X Y, zero, SH/L, polarisation, wavelengths), or None (profile estimated from the data).
+    Returns a :class:`~xrdsolve.refine.results.RefinementResult`. Raises RefineError/StructureError for a
+    structure without atoms, a phase without reflections in range, or non-finite data.
+    """
+    from .results import build_result
+
+    t0 = time.perf_counter()
+    opts = options or RefineOptions()
+    structs = _as_structures(structures)
+    inst, start = _instrument_for(pattern, instrument, radiation)
+    phases = []
+    for i, s in enumerate(structs):
+        if len(s) == 0:
+            raise StructureError(f"phase {i} has no atoms")
+        phases.append([parameterize(s, name=None if names is None else names[i])])
+    model = RietveldModel(pattern, phases, inst, opts)
+    _check_reflections_in_range(model, raise_error=True)
+    theta, last, logs, dead = _run(model, opts, start)
+    return build_result(model, theta, last, logs[0], bool(dead[0]), 0, time.perf_counter() - t0)
+
+
+def refine_candidates(
+    pattern: PatternLike,
+    structures: Sequence[Structure],
+    *,
+    instrument: Instrument | Any | None = None,
+    radiation: Radiation | str | float | None = None,
+    options: RefineOptions | None = None,
+) -> list[Any]:
+    """Refine many single-phase candidate structures against one pattern together (batched).
+
+    Returns one RefinementResult per candidate, in input order. A candidate that diverges, has no reflections
+    in range or has a singular normal matrix is flagged (``converged`` False, ``status``) without affecting
+    the others.
+    """
+    from .results import build_result
+
+    t0 = time.perf_counter()
+    opts = options or RefineOptions()
+    structs = _as_structures(structures)
+    inst, start = _instrument_for(pattern, instrument, radiation)
+    params = []
+    for i, s in enumerate(structs):
+        if len(s) == 0:
+            raise StructureError(f"candidate {i} has no atoms")
+        params.append(parameterize(s))
+    model = RietveldModel(pattern, [params], inst, opts)
+    no_refl = _check_reflections_in_range(model, raise_error=False)
+    theta, last, logs, dead = _run(model, opts, start)
+    elapsed = time.perf_counter() - t0
+    out = []
+    for b in range(model.batch_size):
+        r = build_result(model, theta, last, logs[b], bool(dead[b]), b, elapsed / model.batch_size)
+        if bool(no_refl[b]):
+            r.converged = False
+            r.status = "no_reflections_in_range"
+        out.append(r)
+    return out
+
+
+def _check_reflections_in_range(model: RietveldModel, raise_error: bool) -> Tensor:
+    """(B,) True where some phase has no reflection inside the pattern's 2θ range."""
+    bsz = model.batch_size
+    theta = torch.zeros(bsz, model.layout.total, dtype=torch.float64)
+    for k in range(model.n_phases):
+        theta[:, model.layout.phase_param_slice(k)] = model.stacked[k].values
+        theta[:, model.layout.phase_profile_index(k, "scale")] = 1.0
+        theta[:, model.layout.phase_profile_index(k, "po_ratio")] = 1.0
+    model.update_hkl(theta)
+    lo, hi = float(model.two_theta[0]), float(model.two_theta[-1])
+    bad = torch.zeros(bsz, dtype=torch.bool)
+    for k in range(model.n_phases):
+        with torch.no_grad():
+            refl = bragg_intensities(model.crystals(theta, k), model.instrument, None, model.hkl[k], hi)
+        tt = refl.two_theta
+        inside = refl.valid & (tt >= lo) & (tt <= hi)
+        none = ~inside.flatten(1).any(dim=1)
+        if raise_error and bool(none.any()):
+            name = model.stacked[k].phases[0].name
+            raise RefineError(f"phase {name} has no reflections between {lo:.3f} and {hi:.3f} degrees 2θ")
+        bad |= none
+    return bad
+
+
+__all__ = [
+    "DEFAULT_STRATEGY",
+    "PatternLike",
+    "RefineOptions",
+    "RietveldModel",
+    "Stage",
+    "estimate_fwhm",
+    "field",
+    "peak_shift",
+    "refine",
+    "refine_candidates",
+]
