@@ -134,6 +134,8 @@ def test_delimiters_headers_comments() -> None:
     assert list(p.sigma) == [1, 2, 3]
     semi = "! header\n10;1\n10.5;4\n"
     assert len(read_columns(semi, "f.txt")) == 2
+    named = "2Theta Intensity\n10 1\n10.5 4\n"
+    assert len(read_columns(named, "f.xy")) == 2
     tab = "10\t1\t5\n10.5\t4\t5\n"
     assert parse_columns(tab).delimiter == "\t"
     # a header naming the third of four columns something else: σ not taken from it

@@ -25,6 +25,19 @@ from ._common import build_pattern, make_radiation, to_float, wavelength_from_te
 COMMENT_PREFIXES = ("#", "!", ";", "%", "//", "'")
 _SIGMA_NAMES = re.compile(r"(?i)^(e|esd|err|error|errors|sigma|sig|su|s\.u\.|dy|dI|uncertainty|std|stdev)$")
 _NUMBER_START = re.compile(r"^\s*[-+]?(\d|\.\d|nan|inf)", re.IGNORECASE)
+_FIRST_TOKEN = re.compile(r"[\s,;]+")
+
+
+def _starts_with_number(line: str) -> bool:
+    """True when the line's first token is a number (so '2theta intensity' is a header, not data)."""
+    if not _NUMBER_START.match(line):
+        return False
+    first = _FIRST_TOKEN.split(line.strip(), maxsplit=1)[0]
+    try:
+        float(first)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass
@@ -73,7 +86,7 @@ def parse_columns(text: str, source: str | None = None) -> ColumnData:
             if not rows:
                 header.append(s)
             continue
-        if not rows and not _NUMBER_START.match(s):
+        if not rows and not _starts_with_number(s):
             header.append(s)
             continue
         if not rows:
@@ -190,7 +203,7 @@ def read_fullprof_dat(text: str, source: str | None = None, radiation: Radiation
         if not s or _is_comment(s):
             header.append(s)
             continue
-        if not _NUMBER_START.match(s):
+        if not _starts_with_number(s):
             header.append(s)
             continue
         first = i
@@ -254,7 +267,7 @@ def looks_like_fullprof_dat(text: str) -> bool:
     numeric: list[list[str]] = []
     for raw in text.splitlines()[:200]:
         s = raw.strip()
-        if not s or _is_comment(s) or not _NUMBER_START.match(s):
+        if not s or _is_comment(s) or not _starts_with_number(s):
             if numeric:
                 break
             continue
