@@ -3,6 +3,7 @@
 Policy for bad values (applies to every reader):
 
 * NaN/inf in 2θ or intensity -> :class:`PatternFormatError` naming the line (or point).
+* |intensity| above :data:`MAX_INTENSITY` (1e15) is an error (squares would overflow).
 * Negative intensities are accepted (background-subtracted data); σ then comes from the file or is
   flagged :attr:`SigmaSource.UNKNOWN`, never from counting statistics.
 * σ given as NaN or 0 (GSAS's "excluded point" convention) is treated as missing and filled with
@@ -26,6 +27,9 @@ from xrdsolve.refine.radiation import Geometry, Radiation
 
 from ..errors import PatternFormatError
 from ..pattern import COUNT_SIGMA_FLOOR, Pattern, SigmaSource
+
+#: Largest |intensity| accepted; beyond it squares (weights, χ²) overflow double precision.
+MAX_INTENSITY = 1e15
 
 _WAVELENGTH_RE = re.compile(
     r"(?i)(?:calibrated\s+)?(?:wavelength|lambda|wave\s*length)\s*(?:\(\s*[aå]\w*\s*\))?\s*[=:]?\s*"
@@ -136,6 +140,15 @@ def build_pattern(
                 expected="finite numbers",
                 **_where(lines, i),
             )
+    huge = np.abs(y) > MAX_INTENSITY
+    if huge.any():
+        i = int(np.argmax(huge))
+        raise PatternFormatError(
+            source,
+            f"implausible intensity {y[i]:.3g} at point {i + 1}",
+            expected=f"|intensity| ≤ {MAX_INTENSITY:.0e}",
+            **_where(lines, i),
+        )
     steps = np.diff(tt)
     if tt.size > 1 and (steps < 0).all():
         tt, y = tt[::-1].copy(), y[::-1].copy()
