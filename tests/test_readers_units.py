@@ -147,3 +147,28 @@ def test_columns_high_precision_preserved() -> None:
     x = np.array([10.123456789012345, 10.2])
     p = read_columns(f"{float(x[0])!r} 1\n{float(x[1])!r} 2\n", "p.xy")
     assert np.array_equal(p.two_theta, x)
+
+
+def _raw_v4(start: float, step: float, y: list[float]) -> bytes:
+    """RAW4.00 per GSAS-II's reader: segments from byte 61; type 30 = source (λs at +72, anode at +116);
+    type 0 = scan header (start/step/nsteps at +72/+80/+88 from the segment start, datum and extra
+    header sizes at +136/+140, data after 160 + extra header bytes)."""
+    out = bytearray(b"RAW4.00".ljust(61, b"\0"))
+    src = bytearray(120)
+    struct.pack_into("<II", src, 0, 30, 120)
+    struct.pack_into("<ddddd", src, 72, 1.5418, 1.5406, 1.5444, 1.3922, 0.5)
+    src[116:118] = b"Cu"
+    scan = bytearray(160)
+    struct.pack_into("<I", scan, 0, 0)
+    scan[32:46] = b"Locked Coupled"
+    struct.pack_into("<ddI", scan, 72, start, step, len(y))
+    struct.pack_into("<II", scan, 136, 4, 0)
+    return bytes(out + src + scan) + struct.pack(f"<{len(y)}f", *y)
+
+
+def test_bruker_v4_layout() -> None:
+    p = read_bruker_raw(_raw_v4(5.0, 0.01, [3, 4, 5]), "v4.raw")
+    assert p.meta["format"] == "bruker-raw-v4"
+    assert list(p.two_theta) == pytest.approx([5.0, 5.01, 5.02]) and list(p.intensity) == [3, 4, 5]
+    assert p.radiation is not None and p.radiation.wavelengths == pytest.approx((1.5406, 1.5444))
+    assert p.radiation.name == "CuKa"
