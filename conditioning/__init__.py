@@ -13,7 +13,7 @@ from .errors import (
     PatternFormatError,
     UnknownFormatError,
 )
-from .io import read_pattern, write_pattern
+from .io import read_instrument, read_pattern, write_pattern
 from .pattern import Pattern, SigmaSource
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "Radiation",
     "SigmaSource",
     "UnknownFormatError",
+    "read_instrument",
     "read_pattern",
     "write_pattern",
 ]

@@ -31,7 +31,19 @@ from .errors import (
 from .pattern import Pattern
 from .readers import bruker_raw, chi, columns, gsas, pdcif, xrdml
 from .readers._common import decode_text
-from .readers.gsas_instprm import is_instrument_file
+from .readers.gsas_instprm import is_instrument_file, read_instrument
+
+__all__ = [
+    "FORMATS",
+    "MAX_FILE_BYTES",
+    "FormatSpec",
+    "list_banks",
+    "read_bytes",
+    "read_instrument",
+    "read_pattern",
+    "sniff_format",
+    "write_pattern",
+]
 
 log = logging.getLogger(__name__)
 

@@ -56,7 +56,7 @@ def info(
             + ("" if np.allclose(np.diff(p.two_theta), p.step, rtol=1e-3) else " (median; uneven)"),
         ),
         ("radiation", p.radiation.describe() if p.radiation else "unknown (give --radiation/--wavelength)"),
-        ("max intensity", f"{p.intensity.max():.6g}"),
+        ("max counts" if p.sigma_source.value == "counting" else "max intensity", f"{p.intensity.max():.6g}"),
         (
             "σ source",
             p.sigma_source.value
