@@ -72,7 +72,8 @@ class _Buf:
 
     def floats(self, offset: int, n: int, what: str) -> np.ndarray:
         self.need(offset, 4 * n, what)
-        return np.frombuffer(self.data, dtype="<f4", count=n, offset=offset).astype(np.float64)
+        with np.errstate(invalid="ignore"):  # signalling NaNs in corrupt data; caught by validation
+            return np.frombuffer(self.data, dtype="<f4", count=n, offset=offset).astype(np.float64)
 
 
 def _check_steps(n: float, buf: _Buf, offset: int) -> int:
