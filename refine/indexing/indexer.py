@@ -1,0 +1,285 @@
+"""Powder indexing: dichotomy search per crystal system, least-squares refinement with zero shift,
+lattice-centring detection, figures of merit, reduction and deduplication."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .dichotomy import BoxLimitExceeded, SearchSpace, dichotomy
+from .merit import de_wolff_m, smith_snyder_f
+from .observations import IndexingError, Peaks, d_inv_d2, inv_d2, two_theta_from_inv_d2
+from .refinement import refine_trials
+from .solution import CellSolution, centring_allows, same_lattice
+from .systems import MODELS, SYSTEMS, CrystalSystem, FloatArray, IntArray, SystemModel
+
+log = logging.getLogger(__name__)
+
+#: Lattice centrings tried on the primitive cell found in each crystal system.
+CENTRINGS: dict[str, tuple[str, ...]] = {
+    "cubic": ("F", "I"),
+    "tetragonal": ("I",),
+    "hexagonal": ("R", "Rrev"),
+    "orthorhombic": ("F", "I", "C", "A", "B"),
+    "monoclinic": ("C", "A", "I"),
+}
+
+
+_CENTRED_VOLUME = {"cubic": 4.0, "tetragonal": 2.0, "hexagonal": 3.0}
+
+
+@dataclass(frozen=True)
+class IndexingOptions:
+    """Search settings. Lengths Å, volumes Å³, angles degrees 2θ, ``time_limit`` seconds.
+
+    ``tolerance`` is the allowed |2θ_obs − zero − 2θ_calc| of an indexed line; during the search it is
+    widened by ``max_zero_shift`` (the zero shift is refined afterwards). ``shell_volume`` sets the volume
+    shells of the orthorhombic and monoclinic searches (DICVOL uses 400 Å³). The search of lower
+    symmetries stops once a solution reaches ``stop_m20`` unless ``exhaustive``.
+    """
+
+    systems: tuple[CrystalSystem, ...] = SYSTEMS
+    n_lines: int = 20
+    tolerance: float = 0.03
+    max_zero_shift: float = 0.1
+    max_volume: float = 2000.0
+    a_min: float = 2.0
+    a_max: float = 25.0
+    max_unindexed: int = 0
+    shell_volume: float = 400.0
+    max_solutions: int = 10
+    time_limit: float = 60.0
+    exhaustive: bool = False
+    stop_m20: float = 20.0
+    min_m20: float = 3.0
+    max_candidates: int = 60
+
+
+def index_peaks(
+    peaks: Peaks, options: IndexingOptions | None = None, **overrides: object
+) -> list[CellSolution]:
+    """Index ``peaks``: ranked list of :class:`CellSolution` (best M20 first), at most ``max_solutions``.
+
+    Keyword ``overrides`` replace fields of ``options`` (e.g. ``index_peaks(p, max_volume=800)``).
+    Returns an empty list when no cell indexes the lines within tolerance.
+    """
+    opts = options or IndexingOptions()
+    if overrides:
+        opts = IndexingOptions(**{**opts.__dict__, **overrides})  # type: ignore[arg-type]
+    unknown = [s for s in opts.systems if s not in MODELS]
+    if unknown:
+        raise IndexingError(f"unknown crystal system(s) {unknown}; expected some of {list(SYSTEMS)}")
+    lines = peaks.first(opts.n_lines)
+    if len(lines) < 4:
+        raise IndexingError(f"at least 4 peaks are needed to index, got {len(lines)}")
+    zero_max = opts.max_zero_shift if lines.zero_allowed else 0.0
+    tt, lam = lines.two_theta, lines.wavelength
+    q_obs = inv_d2(tt, lam)
+    grad = d_inv_d2(tt, lam)
+    q_tol = grad * opts.tolerance
+    a_max = max(opts.a_max, 1.05 * float(lines.d[0]))
+    deadline = time.monotonic() + opts.time_limit
+    found: list[CellSolution] = []
+    for v_lo, v_hi in _shells(opts):
+        for name in opts.systems:
+            model = MODELS[name]
+            scale = _CENTRED_VOLUME.get(name, 1.0)
+            space = SearchSpace(opts.a_min, a_max, v_lo * scale, v_hi * scale)
+            t0 = time.monotonic()
+            try:
+                centres, zeros = dichotomy(
+                    model,
+                    q_obs,
+                    q_tol,
+                    space,
+                    max_unindexed=opts.max_unindexed,
+                    deadline=deadline,
+                    grad=grad,
+                    zero_max=zero_max,
+                    zero_width=opts.tolerance,
+                )
+            except BoxLimitExceeded as exc:
+                log.warning("indexing: %s; shell %.0f–%.0f Å³ skipped", exc, v_lo, v_hi)
+                continue
+            except TimeoutError:
+                log.warning("indexing: time limit reached during the %s search", name)
+                break
+            sols = _solutions(model, centres, zeros, lines, opts)
+            log.info(
+                "indexing %s V %.0f–%.0f Å³: %d boxes -> %d cells in %.2f s",
+                name,
+                space.v_min,
+                space.v_max,
+                len(centres),
+                len(sols),
+                time.monotonic() - t0,
+            )
+            found.extend(sols)
+        if time.monotonic() > deadline:
+            break
+        if not opts.exhaustive and any(s.m20 >= opts.stop_m20 for s in found):
+            break
+    return _rank(found, opts.max_solutions)
+
+
+def _shells(opts: IndexingOptions) -> list[tuple[float, float]]:
+    """Volume shells (Å³) of the primitive search cell, searched in increasing order."""
+    if opts.shell_volume <= 0 or opts.shell_volume >= opts.max_volume:
+        return [(0.0, opts.max_volume)]
+    edges = [*np.arange(0.0, opts.max_volume, opts.shell_volume).tolist(), opts.max_volume]
+    return [(float(a), float(b)) for a, b in itertools.pairwise(edges) if b > a]
+
+
+def _solutions(
+    model: SystemModel, centres: FloatArray, zeros: FloatArray, lines: Peaks, opts: IndexingOptions
+) -> list[CellSolution]:
+    """Refine box centres, keep the cells that index the lines, detect centring, compute merit."""
+    if len(centres) == 0:
+        return []
+    tt, lam = lines.two_theta, lines.wavelength
+    refine_zero = lines.zero_allowed and opts.max_zero_shift > 0
+    q_hi = float(inv_d2(np.array([min(tt[-1] + opts.tolerance + opts.max_zero_shift, 179.0)]), lam)[0])
+    lo = centres.min(axis=0) * 0.95
+    hkl = model.hkl_candidates(lo, q_hi * 1.02)
+    ref = refine_trials(
+        model, centres, tt, lam, hkl, refine_zero=refine_zero, tolerance=opts.tolerance, zero=zeros
+    )
+    ok = (np.abs(ref.residual) > opts.tolerance).sum(axis=1) <= opts.max_unindexed
+    ok &= np.abs(ref.zero) <= opts.max_zero_shift + opts.tolerance
+    ok &= np.all(ref.params[:, : min(3, model.n_params)] > 0, axis=1)
+    if not ok.any():
+        return []
+    params, zero = ref.params[ok], ref.zero[ok]
+    # deduplicate refined trials (they collapse onto the same least-squares minimum)
+    npos = min(3, model.n_params)
+    key = np.concatenate(
+        [np.log(params[:, :npos]), params[:, npos:] / params[:, :1], zero[:, None] / 10.0], axis=1
+    )
+    key = np.round(key, 4)
+    _, first = np.unique(key, axis=0, return_index=True)
+    params, zero = params[first], zero[first]
+    # cheap primitive M20 to keep the most promising trials
+    q_corr = inv_d2(tt[None, :] - zero[:, None], lam)
+    qn = q_corr[:, -1] if len(tt) < 20 else q_corr[:, 19]
+    calc = params @ model.design(hkl).T
+    qc_sorted = np.sort(np.where(calc <= qn[:, None] * (1 + 1e-7), calc, np.inf), axis=1)
+    distinct = np.isfinite(qc_sorted[:, :1]).sum(axis=1) + (
+        np.isfinite(qc_sorted[:, 1:]) & (np.diff(qc_sorted, axis=1) > 1e-7 * qn[:, None])
+    ).sum(axis=1)
+    score = 1.0 / np.maximum(distinct, 1)
+    order = np.argsort(-score)[: opts.max_candidates]
+    out = []
+    for i in order:
+        sol = _best_centring(model, params[i], float(zero[i]), lines, hkl, opts, refine_zero)
+        if sol is not None and sol.m20 >= opts.min_m20:
+            out.append(sol)
+    return out
+
+
+def _best_centring(
+    model: SystemModel,
+    params: FloatArray,
+    zero: float,
+    lines: Peaks,
+    hkl: IntArray,
+    opts: IndexingOptions,
+    refine_zero: bool,
+) -> CellSolution | None:
+    best: CellSolution | None = None
+    for centring in ("P", *CENTRINGS[model.name]):
+        allowed = hkl[centring_allows(centring, hkl)]
+        ref = refine_trials(
+            model,
+            params[None, :],
+            lines.two_theta,
+            lines.wavelength,
+            allowed,
+            refine_zero=refine_zero,
+            tolerance=opts.tolerance,
+            zero=np.array([zero]),
+        )
+        resid = ref.residual[0]
+        if (np.abs(resid) > opts.tolerance).sum() > opts.max_unindexed:
+            continue
+        sol = _make_solution(
+            model, centring, ref.params[0], float(ref.zero[0]), ref.hkl[0], resid, lines, allowed, opts
+        )
+        if sol is not None and (best is None or sol.m20 > best.m20 * 1.05):
+            best = sol
+    return best
+
+
+def _make_solution(
+    model: SystemModel,
+    centring: str,
+    params: FloatArray,
+    zero: float,
+    hkl_lines: IntArray,
+    resid: FloatArray,
+    lines: Peaks,
+    allowed: IntArray,
+    opts: IndexingOptions,
+) -> CellSolution | None:
+    if np.any(params[: min(3, model.n_params)] <= 0):
+        return None
+    tt, lam = lines.two_theta, lines.wavelength
+    indexed = np.abs(resid) <= opts.tolerance
+    tt_corr = tt - zero
+    q_obs = inv_d2(tt_corr, lam)
+    x_lines = model.design(hkl_lines)
+    q_lines = x_lines @ params
+    q_all = model.design(allowed) @ params
+    # unindexed lines count with the tolerance as their error
+    q_lines = np.where(indexed, q_lines, q_obs - d_inv_d2(tt_corr, lam) * opts.tolerance)
+    m20 = de_wolff_m(q_obs, q_lines, q_all, n=20)
+    tt_lines = np.where(indexed, two_theta_from_inv_d2(q_lines, lam), tt_corr - opts.tolerance)
+    f_n, f_lines, f_delta, f_poss = smith_snyder_f(tt_corr, tt_lines, two_theta_from_inv_d2(q_all, lam), n=30)
+    try:
+        a, b, c, al, be, ga = model.cell(params)
+    except ValueError:
+        return None
+    vol = float(model.volume(params[None, :])[0])
+    return CellSolution(
+        crystal_system=model.name,
+        centring=centring,
+        a=a,
+        b=b,
+        c=c,
+        alpha=al,
+        beta=be,
+        gamma=ga,
+        volume=vol,
+        zero_shift=zero,
+        m20=float(m20),
+        m_lines=min(20, len(tt)),
+        f_n=float(f_n),
+        f_lines=f_lines,
+        f_delta=f_delta,
+        f_possible=f_poss,
+        n_indexed=int(indexed.sum()),
+        n_unindexed=int((~indexed).sum()),
+        hkl=hkl_lines,
+        indexed=indexed,
+        residual=resid,
+        two_theta=tt,
+        wavelength=lam,
+    )
+
+
+def _rank(found: Sequence[CellSolution], max_solutions: int) -> list[CellSolution]:
+    """Deduplicate by reduced primitive lattice (keeping the highest symmetry, found first) and sort."""
+    sym_rank = {name: i for i, name in enumerate(SYSTEMS)}
+    by_sym = sorted(found, key=lambda s: (sym_rank[s.crystal_system], -s.m20))
+    kept: list[tuple[CellSolution, object]] = []
+    for sol in by_sym:
+        red = sol.reduced_lattice()
+        if any(same_lattice(red, other) for _, other in kept):  # type: ignore[arg-type]
+            continue
+        kept.append((sol, red))
+    ranked = sorted((s for s, _ in kept), key=lambda s: -s.m20)
+    return ranked[:max_solutions]
