@@ -25,13 +25,14 @@ class AugmentConfig:
     p_cu1: float = 0.04  # Cu Kα1 only
     # remaining probability: synchrotron, λ uniform in synchrotron_range (Å)
     synchrotron_range: tuple[float, float] = (0.4, 1.0)
-    points: int = 4500  # grid points per pattern
+    points: int = 3000  # grid points per pattern
     log10_counts: tuple[float, float] = (2.0, 4.5)  # peak maximum, counts
     strain: float = 0.004  # rms lattice strain
     p_hump: float = 0.3
     p_impurity: float = 0.3
     p_po: float = 0.3
     b_iso: tuple[float, float] = (0.2, 1.5)  # Å²
+    cu_range: tuple[float, float] | None = None  # fixed 2θ range (degrees) for Cu patterns, e.g. (5, 90)
 
 
 @dataclass
@@ -51,6 +52,8 @@ def random_setup(rng: np.random.Generator, cfg: AugmentConfig) -> tuple[Instrume
     if u < cfg.p_cu:
         inst = Instrument.lab("CuKa")
         lo, hi = rng.uniform(4.0, 10.0), rng.uniform(80.0, 100.0)
+        if cfg.cu_range is not None:
+            lo, hi = cfg.cu_range
     elif u < cfg.p_cu + cfg.p_mo:
         inst = Instrument.lab("MoKa")
         lo, hi = rng.uniform(2.0, 4.0), rng.uniform(38.0, 50.0)

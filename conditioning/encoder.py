@@ -48,14 +48,14 @@ class CompositionEncoder(nn.Module):
         self.dim = dim
 
     @staticmethod
-    def featurise(species: Tensor, mask: Tensor) -> Tensor:
+    def featurise(species: Tensor, mask: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
         """(B, N) atomic numbers with (B, N) mask → (B, N_ELEMENTS+2) element fractions and log N."""
         b = species.shape[0]
-        frac = torch.zeros(b, N_ELEMENTS + 1, dtype=torch.float32, device=species.device)
-        frac.scatter_add_(1, species.clamp(0, N_ELEMENTS) * mask, mask.float())
-        n = mask.sum(1, keepdim=True).float().clamp_min(1)
+        frac = torch.zeros(b, N_ELEMENTS + 1, dtype=dtype, device=species.device)
+        frac.scatter_add_(1, species.clamp(0, N_ELEMENTS) * mask, mask.to(dtype))
+        n = mask.sum(1, keepdim=True).to(dtype).clamp_min(1)
         frac[:, 0] = 0.0
         return torch.cat([frac / n, torch.log(n)], dim=1)
 
     def forward(self, species: Tensor, mask: Tensor) -> Tensor:
-        return self.net(self.featurise(species, mask.long()))
+        return self.net(self.featurise(species, mask.long(), self.net[0].weight.dtype))

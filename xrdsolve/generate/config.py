@@ -31,6 +31,8 @@ class DataConfig:
     carbon_weight: float = 0.15
     random_weight: float = 0.3  # pyxtal random crystals (0 disables the generated part)
     random_pool: str = "/tmp/xgen/random_pool.jsonl"
+    random_pool_size: int = 0  # `xrdsolve train` first tops the pool up to this many crystals
+    random_pool_seed: int = 1234
     max_atoms: int = 24
     two_theta_step: float = 0.02  # degrees, simulation grid for Cu Kα (scaled for other λ)
 

@@ -154,6 +154,28 @@ def random_composition(rng: np.random.Generator, max_atoms: int = 20) -> Composi
 _CENTRING = {"P": 1, "A": 2, "B": 2, "C": 2, "I": 2, "F": 4, "R": 3}
 
 
+_GROUPS: dict[int, object] = {}
+_COMPAT: dict[tuple[int, tuple[int, ...]], bool] = {}
+
+
+def _group(sg: int) -> object:
+    from pyxtal.symmetry import Group
+
+    if sg not in _GROUPS:
+        _GROUPS[sg] = Group(sg)
+    return _GROUPS[sg]
+
+
+def _compatible(sg: int, counts: tuple[int, ...]) -> bool:
+    key = (sg, counts)
+    if key not in _COMPAT:
+        try:
+            _COMPAT[key] = bool(_group(sg).check_compatible(list(counts))[0])  # type: ignore[attr-defined]
+        except Exception:  # pyxtal raises on exotic inputs
+            _COMPAT[key] = False
+    return _COMPAT[key]
+
+
 def random_crystal(
     rng: np.random.Generator,
     composition: Composition | None = None,
@@ -161,16 +183,17 @@ def random_crystal(
     spacegroup: int | None = None,
     sg_freq: dict[int, float] | None = None,
     max_atoms: int = 20,
-    attempts: int = 12,
+    attempts: int = 6,
     min_distance: float = 0.7,
 ) -> Structure | None:
     """A symmetric random crystal (pyxtal) as a primitive pymatgen Structure, or None when none fits.
 
-    ``composition`` is the formula; ``n_atoms`` the atoms in the primitive cell (default: one formula unit,
-    or a small Z). Space groups are drawn from ``sg_freq`` unless ``spacegroup`` is given.
+    ``composition`` is the formula; ``n_atoms`` the atoms in the primitive cell (default: a small Z).
+    The space group is drawn from ``sg_freq`` (default uniform) among the groups whose Wyckoff positions
+    can hold the atoms (conventional cell = primitive content × centring multiplicity), unless
+    ``spacegroup`` is given.
     """
     from pyxtal import pyxtal
-    from pyxtal.symmetry import Group
 
     comp = composition or random_composition(rng, max_atoms=max_atoms)
     formula = comp.reduced_composition
@@ -181,24 +204,28 @@ def random_crystal(
         z = max(1, round(n_atoms / formula.num_atoms))
     species = [str(e) for e in formula.elements]
     base = [int(formula[e]) * z for e in formula.elements]
-    groups = np.arange(1, 231)
-    p = np.array([(sg_freq or {}).get(int(g), 1.0) for g in groups])
+    if spacegroup is not None:
+        groups = [int(spacegroup)]
+    else:
+        groups = [
+            g for g in range(1, 231)
+            if _compatible(g, tuple(b * _CENTRING.get(_group(g).symbol[0], 1) for b in base))  # type: ignore[attr-defined]
+        ]  # fmt: skip
+    if not groups:
+        return None
+    p = np.array([(sg_freq or {}).get(g, 1.0) for g in groups])
     p /= p.sum()
-    for attempt in range(attempts):
-        sg = (
-            int(spacegroup)
-            if spacegroup is not None and attempt < attempts - 2
-            else int(rng.choice(groups, p=p))
-        )
-        if attempt >= attempts - 2 and spacegroup is None:
-            sg = int(rng.choice([1, 2]))
-        mult = _CENTRING.get(Group(sg).symbol[0], 1)
+    for _ in range(attempts):
+        sg = int(rng.choice(groups, p=p))
+        mult = _CENTRING.get(_group(sg).symbol[0], 1)  # type: ignore[attr-defined]
         num = [b * mult for b in base]
         xtal = pyxtal()
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                xtal.from_random(3, sg, species, num, factor=1.1, seed=int(rng.integers(1 << 31)))
+                xtal.from_random(
+                    3, sg, species, num, factor=1.1, seed=int(rng.integers(1 << 31)), max_count=20
+                )
         except Exception:  # pyxtal raises assorted errors for incompatible Wyckoff combinations
             continue
         if not xtal.valid:

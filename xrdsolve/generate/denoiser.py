@@ -82,7 +82,7 @@ class Denoiser(nn.Module):
         ang = d[..., None] * self._freq  # (B,N,N,3,F)
         four = torch.cat([torch.sin(ang), torch.cos(ang)], dim=-1).flatten(-2)
         # distances in units of the cell scale: G' = exp(2 S') is the scale-free metric
-        s = vec_to_sym(lat_vec.float())
+        s = vec_to_sym(lat_vec)
         evals, evecs = torch.linalg.eigh(s)
         g = evecs @ torch.diag_embed(torch.exp(2 * evals.clamp(-3, 3))) @ evecs.transpose(-1, -2)
         r = torch.sqrt((torch.einsum("bijx,bxy,bijy->bij", d, g, d)).clamp_min(1e-8))

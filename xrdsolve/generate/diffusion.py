@@ -171,4 +171,8 @@ def diffusion_loss(
     loss_l = ((pred_l - eps_l) ** 2).mean(1)
     cfg = schedule.cfg
     loss = (cfg.coord_weight * loss_x + cfg.lattice_weight * loss_l).mean()
-    return loss, {"loss": float(loss), "coord": float(loss_x.mean()), "lattice": float(loss_l.mean())}
+    return loss, {
+        "loss": float(loss.detach()),
+        "coord": float(loss_x.detach().mean()),
+        "lattice": float(loss_l.detach().mean()),
+    }

@@ -6,11 +6,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
+from pymatgen.core import Composition, Lattice, Structure
 from torch import Tensor
 
+from xrdsolve.conditioning.pattern import Pattern
+from xrdsolve.conditioning.preprocess import QGrid, preprocess
+from xrdsolve.errors import UsageError
+
 from . import wrapped_normal as wn
+from .data import MAX_ATOMS
 from .diffusion import CrystalTensors, Schedule
 from .model import GeneratorModel
 
@@ -126,3 +134,86 @@ def reverse_process(
         lattice.to(dev).float() if lattice is not None else schedule.lat_decode(lat, n_atoms).float()
     )
     return CrystalTensors(species, frac, lattice_out, mask)
+
+
+def _lattice_matrix(lattice: object) -> np.ndarray:
+    """(3,3) Å from a pymatgen Lattice, an array, or an object with ``.matrix``/``.lattice`` (indexing cells)."""
+    if isinstance(lattice, Lattice):
+        return lattice.matrix
+    for attr in ("matrix", "lattice"):
+        inner = getattr(lattice, attr, None)
+        if inner is not None and not callable(inner):
+            return _lattice_matrix(inner)
+    params = getattr(lattice, "parameters", None)
+    if params is not None and len(params) == 6:
+        return Lattice.from_parameters(*[float(x) for x in params]).matrix
+    arr = np.asarray(lattice, dtype=np.float64)
+    if arr.shape == (6,):
+        return Lattice.from_parameters(*arr.tolist()).matrix
+    return arr
+
+
+def composition_species(composition: str | Composition) -> list[int]:
+    """Atomic numbers of every atom in the cell for a composition given with its Z (e.g. "Fe4O6")."""
+    comp = Composition(composition) if isinstance(composition, str) else composition
+    out: list[int] = []
+    for el, amt in sorted(comp.items(), key=lambda kv: kv[0].Z):
+        k = round(float(amt))
+        if abs(float(amt) - k) > 1e-6 or k <= 0:
+            raise UsageError(f"composition {comp.formula!r}: atom counts per cell must be whole numbers")
+        out += [int(el.Z)] * k
+    if len(out) > MAX_ATOMS:
+        raise UsageError(
+            f"composition {comp.formula!r} has {len(out)} atoms per cell; the generator handles ≤ {MAX_ATOMS}"
+        )
+    return out
+
+
+def sample(
+    pattern: Pattern | None,
+    composition: str | Composition,
+    n: int = 20,
+    seed: int = 0,
+    lattice: Lattice | np.ndarray | None = None,
+    steps: int = 100,
+    guidance_scale: float = 1.0,
+    guidance: GuidanceHook | None = None,
+    weights: str | Path | None = None,
+    device: str = "cpu",
+    batch_size: int = 128,
+) -> list[Structure]:
+    """Draw ``n`` candidate structures for ``pattern`` with the cell content ``composition`` (with Z).
+
+    ``lattice`` (Å, rows a, b, c, e.g. from indexing) fixes the cell. The same seed gives the same
+    structures on the same machine. ``weights`` is a weights directory (default: the shipped model).
+    """
+    from .weights import cached_default, load_weights
+
+    model, cfg, _ = cached_default(device) if weights is None else load_weights(weights, device)
+    schedule = Schedule(cfg.diffusion)
+    z = composition_species(composition)
+    e = cfg.encoder
+    grid = QGrid(e.q_min, e.q_max, e.n_points)
+    pat = None if pattern is None else torch.as_tensor(preprocess(pattern, grid))[None].to(device)
+    lat_t = None
+    if lattice is not None:
+        mat = _lattice_matrix(lattice)
+        if mat.shape != (3, 3) or abs(np.linalg.det(mat)) < 1e-6:
+            raise UsageError("lattice must be a non-degenerate 3×3 matrix (Å, rows a, b, c)")
+        lat_t = torch.as_tensor(mat, dtype=torch.float32)
+    gen = torch.Generator().manual_seed(int(seed))
+    out: list[Structure] = []
+    with torch.no_grad():
+        for start in range(0, n, batch_size):
+            b = min(batch_size, n - start)
+            species = torch.tensor([z] * b, dtype=torch.long, device=device)
+            mask = torch.ones_like(species, dtype=torch.bool)
+            cond = model.condition(None if pat is None else pat.expand(b, -1, -1), species, mask)
+            uncond = model.condition(None, species, mask) if guidance_scale != 1.0 else None
+            res = reverse_process(
+                model, schedule, species, mask, cond, uncond,
+                SamplerSettings(steps=steps, guidance_scale=guidance_scale), gen,
+                None if lat_t is None else lat_t[None].expand(b, -1, -1), guidance,
+            )  # fmt: skip
+            out += res.to_structures()
+    return out

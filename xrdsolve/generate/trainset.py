@@ -94,7 +94,7 @@ def encode_batch(
 class PatternCache:
     """One cached encoded pattern per (source, structure); refreshed with probability ``refresh``."""
 
-    def __init__(self, grid: QGrid, aug: AugmentConfig, refresh: float = 0.3) -> None:
+    def __init__(self, grid: QGrid, aug: AugmentConfig, refresh: float = 0.15) -> None:
         self.grid = grid
         self.aug = aug
         self.refresh = refresh
