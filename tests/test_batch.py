@@ -240,3 +240,43 @@ def test_cli_rejects_unknown_task_and_empty_input(tmp_path, capsys):
     assert main(["batch", str(tmp_path), "-o", str(tmp_path / "o")]) == 2
     assert main(["batch-report", str(tmp_path)]) == 2
     assert "not a batch output folder" in capsys.readouterr().err
+
+
+def test_sigterm_stops_at_once_and_kills_workers(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a_ok.xye").write_text("1 2\n3 4\n")
+    for i in range(3):
+        (tmp_path / "in" / f"hang{i}.xye").write_text("#HANG\n1 2\n3 4\n")
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    cmd = [sys.executable, "-m", "xrdsolve", "batch", str(tmp_path / "in"), "-o", str(out)]
+    proc = subprocess.Popen(
+        [*cmd, "--task", FAULT_TASK, "--workers", "2", "--no-progress"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    t0 = time.monotonic()
+    while not store_rows(out) and time.monotonic() - t0 < 120:
+        time.sleep(0.05)
+    time.sleep(0.5)  # the hanging jobs are running now
+    children = [
+        int(c) for t in Path(f"/proc/{proc.pid}/task").iterdir() for c in (t / "children").read_text().split()
+    ]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert [Path(r["path"]).name for r in store_rows(out)] == ["a_ok.xye"]
+    time.sleep(1)
+    alive = []
+    for c in children:
+        try:
+            if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text(errors="replace"):
+                alive.append(c)
+        except OSError:  # gone
+            pass
+    assert not alive

@@ -23,3 +23,7 @@ class TaskTimeoutError(BatchError):
 
 class WorkerLostError(BatchError):
     """The worker process running an input died (killed by the OS, crashed in native code, ...)."""
+
+
+class TaskFailedError(BatchError):
+    """A task ran but produced no result for this input (e.g. no candidate structure fitted)."""

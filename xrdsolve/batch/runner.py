@@ -15,7 +15,8 @@ Fault handling
   stuck in native code past ``1.5 × timeout + 10 s`` has its worker killed (local pool) or is
   abandoned (Dask) and is recorded as ``timeout``.
 * SIGINT (Ctrl-C): stop submitting, let running jobs finish and record them, export, return; a
-  second Ctrl-C kills the workers at once. Either way a later run resumes where this one stopped.
+  second Ctrl-C, or SIGTERM, kills the workers at once. Either way a later run resumes where this
+  one stopped.
 """
 
 from __future__ import annotations
@@ -124,29 +125,29 @@ class _Flight:
 
 
 class _Interrupt:
-    """Two-stage SIGINT handler: the first signal asks for a clean stop, the second for an immediate one."""
+    """Stop requests: the first SIGINT asks for a clean stop (running jobs finish), a second SIGINT or
+    a SIGTERM (what SLURM and ``kill`` send) for an immediate one."""
 
     def __init__(self) -> None:
         self.count = 0
-        self._previous: Any = None
-        self.installed = False
+        self._previous: dict[int, Any] = {}
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
-        self.count += 1
+        self.count = 2 if signum == signal.SIGTERM else self.count + 1
         if self.count == 1:
             log.warning("interrupted: finishing the running patterns (Ctrl-C again to stop now)")
 
     @contextlib.contextmanager
     def installed_in_main_thread(self, enabled: bool) -> Iterator[_Interrupt]:
         if enabled and threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self)
-            self.installed = True
+            for sig in (int(signal.SIGINT), int(signal.SIGTERM)):
+                self._previous[sig] = signal.signal(sig, self)
         try:
             yield self
         finally:
-            if self.installed:
-                signal.signal(signal.SIGINT, self._previous)
-                self.installed = False
+            for sig, handler in self._previous.items():
+                signal.signal(sig, handler)
+            self._previous.clear()
 
 
 @contextlib.contextmanager

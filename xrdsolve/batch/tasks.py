@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import inspect
 import json
 import logging
 import math
@@ -32,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import TaskUnavailableError
+from .errors import TaskFailedError, TaskUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -136,17 +135,36 @@ def _structures(options: Mapping[str, Any]) -> list[Any]:
     return out
 
 
-def _call_with_supported(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call ``fn`` passing only the keyword arguments its signature accepts (None values dropped)."""
-    params = inspect.signature(fn).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    kw = {k: v for k, v in kwargs.items() if v is not None and (takes_any or k in params)}
-    return fn(*args, **kw)
+def _instrument(options: Mapping[str, Any]) -> Any:
+    path = options.get("instrument")
+    if not path:
+        return None
+    from xrdsolve.conditioning.readers.gsas_instprm import read_instrument
+
+    return read_instrument(path)
+
+
+def _lattice(phase_lattice: Mapping[str, Any]) -> dict[str, float | None]:
+    """{a, b, c, alpha, beta, gamma} from a refined-phase lattice of Values (or floats)."""
+    return {k: _finite(getattr(v, "value", v)) for k, v in phase_lattice.items() if k in _LATTICE_KEYS}
+
+
+_LATTICE_KEYS = ("a", "b", "c", "alpha", "beta", "gamma")
+
+
+def _save_figure(result: Any, path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 5), layout="constrained")
+    result.plot(ax=fig.add_subplot())
+    fig.savefig(path, dpi=120)
 
 
 def task_refine(path: Path, options: Mapping[str, Any], outdir: Path) -> dict[str, Any]:
-    """Rietveld refinement of the given model(s) against the pattern (``xrdsolve.refine.rietveld``);
-    writes ``summary.json`` (and refined CIFs when the refinement result can write them)."""
+    """Rietveld refinement of the model CIF(s) against the pattern (``xrdsolve.refine.rietveld.refine``).
+
+    Writes ``summary.json`` (the refinement summary), ``refined_<n>.cif`` per phase, ``fit.xye``
+    (2θ, observed, calculated, background, difference) and ``fit.png``, as ``xrdsolve refine`` does."""
     try:
         rietveld = importlib.import_module("xrdsolve.refine.rietveld")
     except ImportError as exc:
@@ -154,66 +172,78 @@ def task_refine(path: Path, options: Mapping[str, Any], outdir: Path) -> dict[st
             "the refine task needs xrdsolve.refine.rietveld, which is not available"
         ) from exc
     structures = _structures(options)
+    instrument = _instrument(options)
     t0 = time.perf_counter()
     pattern = _read(path, options)
     t_read = time.perf_counter() - t0
-    result = _call_with_supported(rietveld.refine, pattern, structures, instrument=options.get("instrument"))
-    summary = result.to_summary_dict() if hasattr(result, "to_summary_dict") else {}
-    summary = {"task": "refine", "source": str(path), **summary}
+    result = rietveld.refine(
+        pattern, structures, instrument=instrument, radiation=options.get("radiation") or None
+    )
+    summary = {
+        "task": "refine",
+        "source": str(path),
+        "models": list(_model_paths(options)),
+        **result.to_summary_dict(),
+    }
     _write_json(outdir / "summary.json", summary)
-    for name in ("write_cifs", "write_cif", "to_cif"):
-        writer = getattr(result, name, None)
-        if callable(writer):
-            with contextlib.suppress(TypeError):
-                writer(outdir)
-                break
-    first = structures[0]
-    lattice = None
-    phases = getattr(result, "structures", None) or getattr(result, "refined_structures", None)
-    if phases:
-        lat = phases[0].lattice
-        lattice = dict(zip(("a", "b", "c"), lat.abc, strict=True)) | dict(
-            zip(("alpha", "beta", "gamma"), lat.angles, strict=True)
-        )
-    from xrdsolve.solution import spacegroup_symbol
-
+    for k, phase in enumerate(result.phases):
+        stem = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in (phase.name or f"phase{k + 1}"))
+        (outdir / f"refined_{k + 1}_{stem}.cif").write_text(result.to_cif(k))
+    result.write_xye(outdir / "fit.xye")
+    if options.get("plot", True):
+        _save_figure(result, outdir / "fit.png")
+    first = result.phases[0]
     return {
-        "formula": first.composition.reduced_formula,
-        "spacegroup": spacegroup_symbol(first)[0],
-        "lattice": lattice,
-        "rwp": _finite(getattr(result, "rwp", summary.get("rwp"))),
+        "formula": "+".join(p.formula for p in result.phases),
+        "spacegroup": first.spacegroup,
+        "lattice": _lattice(first.lattice),
+        "rwp": _finite(result.rwp),
         "seconds_read": t_read,
     }
 
 
+def _model_paths(options: Mapping[str, Any]) -> list[str]:
+    model = options.get("model") or ()
+    return [model] if isinstance(model, str) else [str(m) for m in model]
+
+
+#: Batch options passed to ``xrdsolve.pipeline.SolveOptions`` (same names as there).
+SOLVE_OPTION_KEYS = ("k", "n_candidates", "seed", "time_budget", "use_generator")
+
+
 def _solve_function() -> Callable[..., Any]:
-    for module, attr in (("xrdsolve.pipeline", "solve"), ("xrdsolve.solve", "solve"), ("xrdsolve", "solve")):
-        try:
-            obj = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError):
-            continue
-        if callable(obj):
-            return obj  # type: ignore[no-any-return]
-    raise TaskUnavailableError("the solve task needs xrdsolve.solve(), which is not available yet")
+    try:
+        module = importlib.import_module("xrdsolve.pipeline")
+    except ImportError as exc:
+        raise TaskUnavailableError(
+            "the solve task needs xrdsolve.pipeline.solve, which is not available"
+        ) from exc
+    return module.solve  # type: ignore[no-any-return]
 
 
 def task_solve(path: Path, options: Mapping[str, Any], outdir: Path) -> dict[str, Any]:
-    """Structure solution (``xrdsolve.solve``); writes the solution folder as ``xrdsolve solve`` does."""
+    """Structure solution (``xrdsolve.pipeline.solve``); writes the solution folder as ``xrdsolve solve``
+    does (summary.json, rank01.cif, …, fit.png)."""
     solve = _solve_function()
+    from xrdsolve.pipeline import SolveOptions
+
+    opts = SolveOptions(**{k: options[k] for k in SOLVE_OPTION_KEYS if options.get(k) is not None})
     t0 = time.perf_counter()
     pattern = _read(path, options)
     t_read = time.perf_counter() - t0
-    solution = _call_with_supported(
-        solve,
+    solution = solve(
         pattern,
-        composition=options.get("composition"),
-        instrument=options.get("instrument"),
-        model=options.get("weights"),
+        options.get("composition"),
+        radiation=options.get("radiation") or None,
+        instrument=options.get("instrument") or None,
+        options=opts,
+        progress=False,
     )
     solution.write(outdir)
     best = solution.best
     if best is None:
-        return {"seconds_read": t_read}
+        msg = "; ".join(solution.messages) or "no candidate fitted"
+        raise TaskFailedError(f"no solution: {msg}")
     return {
         "formula": best.formula,
         "spacegroup": best.spacegroup,

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from xrdsolve.cli import app
+from xrdsolve.cli import app, bench_app
 
 
 @app.command("batch")
@@ -39,6 +40,20 @@ def batch(
     model: list[Path] = typer.Option(
         [], "--model", "-m", help="Model CIF for --task refine (repeat for phases)."
     ),
+    seed: int | None = typer.Option(
+        None, "--seed", help="Random seed of --task solve (same seed, same result)."
+    ),
+    k: int | None = typer.Option(None, "-k", help="Candidates refined fully and reported (solve)."),
+    candidates: int | None = typer.Option(
+        None, "--candidates", help="Candidate structures proposed (solve)."
+    ),
+    time_budget: float | None = typer.Option(
+        None, "--time-budget", help="Seconds per pattern for solve's stages."
+    ),
+    no_generator: bool = typer.Option(
+        False, "--no-generator", help="Random symmetric candidates only (solve)."
+    ),
+    no_plot: bool = typer.Option(False, "--no-plot", help="Skip fit.png (refine): faster."),
     workers: int = typer.Option(0, "--workers", "-j", help="Worker processes (0: one per CPU core)."),
     scheduler: str | None = typer.Option(
         None,
@@ -73,6 +88,22 @@ def batch(
             "model": tuple(str(m) for m in model),
         }
     )
+    if task == "solve":
+        defaults.update(
+            {
+                key: value
+                for key, value in (
+                    ("seed", seed),
+                    ("k", k),
+                    ("n_candidates", candidates),
+                    ("time_budget", time_budget),
+                    ("use_generator", False if no_generator else None),
+                )
+                if value is not None
+            }
+        )
+    if task == "refine" and no_plot:
+        defaults["plot"] = False
     items = expand_inputs(inputs, defaults, exclude=[outdir])
     if not items:
         raise typer.BadParameter("no pattern files found", param_hint="INPUT")
@@ -129,3 +160,91 @@ def batch_report(
         typer.echo(f"... and {len(failed) - errors} more (see results.csv)")
     for path in written:
         typer.echo(f"written: {path}")
+
+
+def _example(name: str) -> Path:
+    import xrdsolve
+
+    return Path(xrdsolve.__file__).resolve().parents[1] / "data" / "examples" / name
+
+
+@bench_app.command("batch")
+def bench_batch(
+    n: int = typer.Option(6, "-n", min=1, help="Patterns per run."),
+    pattern: Path | None = typer.Option(
+        None, "--pattern", help="Pattern (default data/examples/demo_pattern.xye)."
+    ),
+    model: Path | None = typer.Option(
+        None, "--model", help="Model CIF (default data/examples/rutile_TiO2.cif)."
+    ),
+    task: str = typer.Option("refine", "--task", help="Task to time (refine or info)."),
+) -> None:
+    """Batch throughput (patterns/min with 1 and 2 workers) and the batch machinery's overhead versus
+    calling the same single-pattern task directly in a loop. Prints one JSON line."""
+    import json
+    import shutil
+    import statistics
+    import tempfile
+    import time
+
+    from xrdsolve.batch import BatchConfig, expand_inputs, normalise_options, process_pool, run_batch
+    from xrdsolve.batch.store import ResultStore
+    from xrdsolve.batch.tasks import resolve_task
+    from xrdsolve.errors import UsageError
+
+    pattern = pattern or _example("demo_pattern.xye")
+    model = model or _example("rutile_TiO2.cif")
+    for p in (pattern, model):
+        if not p.is_file():
+            raise UsageError(f"{p}: not found (give --pattern and --model)")
+    options = normalise_options({"model": (str(model),), "plot": False} if task == "refine" else {})
+    fn = resolve_task(task)
+    figures: dict[str, Any] = {"bench": "batch", "task": task, "n_patterns": n, "pattern": pattern.name}
+    with tempfile.TemporaryDirectory(prefix="xrdsolve-bench-batch-") as tmp_name:
+        tmp = Path(tmp_name)
+        (tmp / "in").mkdir()
+        copies = [tmp / "in" / f"p{i:03d}{pattern.suffix}" for i in range(n)]
+        for c in copies:
+            shutil.copyfile(pattern, c)
+        # direct loop in this process (modules imported first, as a long-lived script would have them)
+        import torch
+
+        torch.set_num_threads(1)
+        if task == "refine":
+            import xrdsolve.conditioning.io
+            import xrdsolve.refine.rietveld  # noqa: F401
+        t0 = time.perf_counter()
+        for c in copies:
+            out = tmp / "direct" / c.stem
+            out.mkdir(parents=True)
+            fn(c, options, out)
+        t_direct = time.perf_counter() - t0
+        figures["direct_s_per_pattern"] = round(t_direct / n, 3)
+        figures["direct_patterns_per_min"] = round(60 * n / t_direct, 2)
+        inputs = expand_inputs([tmp / "in"], options)
+        config = BatchConfig(task=task, progress=False, torch_threads=1)
+        for workers in (1, 2):
+            outdir = tmp / f"batch{workers}"
+            spec = process_pool(workers)
+            t0 = time.perf_counter()
+            try:
+                summary = run_batch(inputs, outdir, config=config, executor=spec)
+            finally:
+                spec.close(wait=False)
+            t_batch = time.perf_counter() - t0
+            if summary.ok != n:
+                raise UsageError(f"bench batch: {summary.failed} of {n} patterns failed; see {outdir}")
+            with ResultStore(outdir / "results.sqlite", readonly=True) as store:
+                rows = store.rows()
+            figures[f"workers{workers}_patterns_per_min"] = round(60 * n / t_batch, 2)
+            if workers == 1:
+                per = [r["seconds_wall"] - r["seconds_task"] for r in rows]
+                figures["overhead_fraction_vs_direct"] = round(t_batch / t_direct - 1.0, 4)
+                figures["overhead_per_pattern_s"] = round(statistics.median(per), 4)
+                figures["overhead_per_pattern_fraction"] = round(statistics.median(per) / (t_direct / n), 4)
+                figures["worker_startup_s"] = round(max(per) - statistics.median(per), 3)
+        figures["speedup_2_vs_1_workers"] = round(
+            float(figures["workers2_patterns_per_min"]) / float(figures["workers1_patterns_per_min"]),
+            3,  # type: ignore[arg-type]
+        )
+    typer.echo(json.dumps(figures))
