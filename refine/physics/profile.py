@@ -97,8 +97,15 @@ def fcj_offsets(two_theta_deg: Tensor, asym: Tensor, n: int = 8) -> tuple[Tensor
     return offsets, wts
 
 
-#: Window sizes (grid points) of the dense rendering buckets; a peak uses the smallest size ≥ its window.
-_BUCKETS = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
+#: Window sizes (grid points) of the dense rendering buckets: a peak is evaluated over the smallest size that
+#: covers its window (so over at most ~20 % more than window_fwhm·FWHM).
+_BUCKETS = tuple(sorted({int(round(8 * 1.2**i)) for i in range(60)}))
+
+
+def _is_uniform(grid: Tensor) -> bool:
+    d = grid[1:] - grid[:-1]
+    step = (grid[-1] - grid[0]) / (grid.shape[0] - 1)
+    return bool(((d - step).abs() <= 1e-3 * step).all())
 
 
 def render_peaks(
@@ -114,46 +121,82 @@ def render_peaks(
     """Sum of pseudo-Voigt peaks on a 2θ grid, windowed.
 
     grid: (M,) increasing degrees; batch_index, centre, area, fwhm, eta: (P,) one entry per peak (centre and
-    fwhm in degrees, area = integrated intensity). Each peak is evaluated only at grid points within
-    centre ± window_fwhm·fwhm/2. Peaks are grouped into buckets of similar window length and each bucket is
-    evaluated as a dense (P_b, K_b) block, then accumulated with ``index_add``.
-    Returns (n_batch, M); differentiable w.r.t. centre, area, fwhm and eta.
+    fwhm in degrees, area = integrated intensity). Each peak is evaluated at the grid points within (at least)
+    centre ± window_fwhm·fwhm/2. Peaks are grouped into buckets of similar window length; each bucket is a
+    dense (P_b, K_b) block accumulated with ``index_add`` into a padded buffer. Uniform grids avoid per-point
+    gathers. Returns (n_batch, M); differentiable w.r.t. centre, area, fwhm and eta.
     """
     m = grid.shape[0]
-    out = grid.new_zeros(n_batch * m)
     if centre.numel() == 0:
-        return out.view(n_batch, m)
-    half = 0.5 * window_fwhm * fwhm.detach()
+        return grid.new_zeros(n_batch, m)
+    if not _is_uniform(grid):
+        return _render_gather(grid, batch_index, centre, area, fwhm, eta, n_batch, window_fwhm)
+    g0 = grid[0]
+    step = (grid[-1] - grid[0]) / (m - 1)
     c = centre.detach()
-    lo = torch.searchsorted(grid, c - half)
-    hi = torch.searchsorted(grid, c + half, right=True)
-    counts = hi - lo
-    # per-peak constants: val = a_g exp(−ln2 z) + a_l / (1 + z), z = (2x/Γ)²
+    half_pts = torch.ceil(0.5 * window_fwhm * fwhm.detach() / step).to(torch.int64)
+    # peaks entirely outside the grid contribute nothing
+    first = torch.floor((c - g0) / step).to(torch.int64)
+    inside = (first + half_pts >= 0) & (first - half_pts <= m - 1)
+    if not bool(inside.all()):
+        idx = torch.nonzero(inside).squeeze(1)
+        batch_index, centre, area, fwhm, eta, half_pts, first, c = (
+            t[idx] for t in (batch_index, centre, area, fwhm, eta, half_pts, first, c)
+        )
+        if centre.numel() == 0:
+            return grid.new_zeros(n_batch, m)
+    need = 2 * half_pts + 2
+    sizes = torch.as_tensor(_BUCKETS, device=grid.device)
+    bucket = torch.searchsorted(sizes, need).clamp(max=len(_BUCKETS) - 1)
+    kmax = int(sizes[bucket].max())
+    if int(need.max()) > kmax:  # windows wider than the largest bucket: fall back
+        return _render_gather(grid, batch_index, centre, area, fwhm, eta, n_batch, window_fwhm)
+    pad = kmax + 1
+    width = m + 2 * pad
+    out = grid.new_zeros(n_batch * width)
     inv = 2.0 / fwhm
     a_g = area * (1.0 - eta) * inv * math.sqrt(_LN2 / math.pi)
     a_l = area * eta * inv / math.pi
     k2 = inv * inv
-    sizes = torch.as_tensor(_BUCKETS, device=grid.device)
-    bucket = torch.searchsorted(sizes, counts)
-    max_needed = int(counts.max())
-    extra: list[int] = []
-    while _BUCKETS[-1] * (2 ** (len(extra) + 1)) < max_needed * 2 and max_needed > _BUCKETS[-1]:
-        extra.append(_BUCKETS[-1] * 2 ** (len(extra) + 1))
-    all_sizes = list(_BUCKETS) + extra
-    if extra:
-        bucket = torch.searchsorted(torch.as_tensor(all_sizes, device=grid.device), counts)
-    present = torch.unique(bucket[counts > 0]).tolist()
-    base = batch_index * m
-    for b in present:
-        size = all_sizes[b]
-        idx = torch.nonzero((bucket == b) & (counts > 0)).squeeze(1)
-        offs = torch.arange(size, device=grid.device)
-        gi = lo[idx, None] + offs  # (P_b, K)
-        ok = offs[None, :] < counts[idx, None]
-        gi = torch.where(ok, gi, lo[idx, None])
-        x = grid[gi] - centre[idx, None]
-        z = k2[idx, None] * x * x
+    base = batch_index * width + pad
+    for b in torch.unique(bucket).tolist():
+        size = _BUCKETS[b]
+        idx = torch.nonzero(bucket == b).squeeze(1)
+        start = first[idx] - (size // 2 - 1)  # grid index of the window's first point (may be < 0)
+        x0 = (g0 + start.to(grid.dtype) * step) - centre[idx]  # offset of the first point, degrees
+        offs = torch.arange(size, device=grid.device, dtype=grid.dtype) * step
+        x = x0[:, None] + offs
+        z = k2[idx, None] * (x * x)
         val = a_g[idx, None] * torch.exp(-_LN2 * z) + a_l[idx, None] / (1.0 + z)
-        val = torch.where(ok, val, torch.zeros_like(val))
-        out = out.index_add(0, (base[idx, None] + gi).reshape(-1), val.reshape(-1))
+        pos = (base[idx] + start)[:, None] + torch.arange(size, device=grid.device)
+        out = out.index_add(0, pos.reshape(-1), val.reshape(-1))
+    return out.view(n_batch, width)[:, pad : pad + m]
+
+
+def _render_gather(
+    grid: Tensor,
+    batch_index: Tensor,
+    centre: Tensor,
+    area: Tensor,
+    fwhm: Tensor,
+    eta: Tensor,
+    n_batch: int,
+    window_fwhm: float,
+) -> Tensor:
+    """General (non-uniform grid) rendering: a ragged list of (peak, grid point) pairs."""
+    m = grid.shape[0]
+    out = grid.new_zeros(n_batch * m)
+    half = 0.5 * window_fwhm * fwhm.detach()
+    c = centre.detach()
+    lo = torch.searchsorted(grid, c - half)
+    hi = torch.searchsorted(grid, c + half, right=True)
+    counts = (hi - lo).clamp_min(0)
+    pk = torch.repeat_interleave(torch.arange(counts.shape[0], device=grid.device), counts)
+    if pk.numel() == 0:
+        return out.view(n_batch, m)
+    starts = torch.cumsum(counts, 0) - counts
+    gi = lo[pk] + (torch.arange(pk.shape[0], device=grid.device) - starts[pk])
+    x = grid[gi] - centre[pk]
+    val = area[pk] * pseudo_voigt(x, fwhm[pk], eta[pk])
+    out = out.index_add(0, batch_index[pk] * m + gi, val)
     return out.view(n_batch, m)
