@@ -139,9 +139,20 @@ def lattice_from_metric(metric: Tensor) -> Tensor:
 
     A metric that is not positive definite gives NaN (so a least-squares step into it is rejected).
     """
-    chol, info = torch.linalg.cholesky_ex(metric)
-    bad = (info != 0)[..., None, None]
-    return torch.where(bad, torch.full_like(chol, float("nan")), chol)
+    g = metric
+    l11 = torch.sqrt(g[..., 0, 0])
+    l21 = g[..., 0, 1] / l11
+    l31 = g[..., 0, 2] / l11
+    l22 = torch.sqrt(g[..., 1, 1] - l21 * l21)
+    l32 = (g[..., 1, 2] - l31 * l21) / l22
+    l33 = torch.sqrt(g[..., 2, 2] - l31 * l31 - l32 * l32)
+    zero = torch.zeros_like(l11)
+    rows = [
+        torch.stack([l11, zero, zero], -1),
+        torch.stack([l21, l22, zero], -1),
+        torch.stack([l31, l32, l33], -1),
+    ]
+    return torch.stack(rows, dim=-2)
 
 
 def lattice_parameters(lattice: Tensor) -> Tensor:

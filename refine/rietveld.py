@@ -83,6 +83,8 @@ class RefineOptions:
     max_jacobian_rows: int = 128
     refine_displacement: bool | None = None  # default: Bragg–Brentano only
     ftol: float = 1e-5
+    #: extra Gaussian FWHM (degrees) schedule used the first time the lattice is refined (coarse to fine)
+    lattice_annealing: Sequence[float] = (0.8, 0.4, 0.2)
 
 
 @dataclass
@@ -174,6 +176,8 @@ class RietveldModel:
         self.layout = self._make_layout()
         self.hkl: list[tuple[Tensor, Tensor]] = []
         self._row_cache: dict[tuple[int, int], tuple[Tensor, StackedPhases]] = {}
+        #: extra Gaussian variance (centideg²) added to W while annealing the lattice (coarse to fine)
+        self.extra_w = 0.0
 
     # ------------------------------------------------------------------------------------------ layout
     def _make_layout(self) -> _Layout:
@@ -233,6 +237,8 @@ class RietveldModel:
     def profile(self, theta: Tensor, k: int, with_background: bool = False) -> ProfileParams:
         lay = self.layout
         g = {n: theta[:, lay.global_index(n)] for n in GLOBAL_NAMES}
+        if self.extra_w:
+            g["W"] = g["W"] + self.extra_w
         p = {n: theta[:, lay.phase_profile_index(k, n)] for n in PHASE_PROFILE_NAMES}
         bg = theta[:, lay.bg_slice] if with_background else theta.new_zeros(theta.shape[0], 0)
         return ProfileParams(
@@ -376,15 +382,16 @@ def _initial_theta(
     lower[:, i("zero")], upper[:, i("zero")] = -1.0, 1.0
     lower[:, i("displacement")], upper[:, i("displacement")] = -2000.0, 2000.0
     lower[:, i("asym")], upper[:, i("asym")] = 0.0, 0.2
-    lower[:, i("W")] = 0.0
+    # small positive floors keep the (clamped) Gaussian variance and Lorentzian width differentiable
+    lower[:, i("W")] = 0.01
     for k in range(model.n_phases):
         st = model.stacked[k]
         sl = lay.phase_param_slice(k)
         theta[:, sl] = st.values
         for n, v, lo, hi in (
             ("scale", 1.0, 0.0, math.inf),
-            ("X", max(start.get("X", 0.5), 0.05), 0.0, 500.0),
-            ("Y", max(start.get("Y", 0.5), 0.05), 0.0, 500.0),
+            ("X", max(start.get("X", 0.5), 0.05), 0.01, 500.0),
+            ("Y", max(start.get("Y", 0.5), 0.05), 0.01, 500.0),
             ("po_ratio", 1.0, 0.2, 5.0),
         ):
             j = lay.phase_profile_index(k, n)
@@ -471,7 +478,42 @@ def _run(
         free = _free_mask(model, groups, fixed) & ~dead[:, None]
         if not bool(free.any()):
             continue
-        # only groups that exist for this model count as a new stage
+        if "profile" in stage.groups:
+            # widths first (W, X, Y), then the angle dependence (U, V): avoids negative-variance traps
+            uv = [lay_i for lay_i in (model.layout.global_index("U"), model.layout.global_index("V"))]
+            pre_free = free.clone()
+            pre_free[:, uv] = False
+            pre = levenberg_marquardt(
+                model.residuals,
+                theta,
+                free=pre_free,
+                lower=lower,
+                upper=upper,
+                max_iter=15,
+                ftol=1e-3,
+                jacobian_method=options.jacobian,
+                max_jacobian_rows=options.max_jacobian_rows,
+                covariance=False,
+            )
+            theta = torch.where((dead | pre.diverged)[:, None], theta, pre.theta)
+        if "lattice" in stage.groups and options.lattice_annealing:
+            for extra in options.lattice_annealing:
+                model.extra_w = (extra * 100.0) ** 2 / (8.0 * math.log(2.0))
+                model.update_hkl(theta)
+                pre = levenberg_marquardt(
+                    model.residuals,
+                    theta,
+                    free=free,
+                    lower=lower,
+                    upper=upper,
+                    max_iter=10,
+                    ftol=1e-3,
+                    jacobian_method=options.jacobian,
+                    max_jacobian_rows=options.max_jacobian_rows,
+                    covariance=False,
+                )
+                theta = torch.where((dead | pre.diverged)[:, None], theta, pre.theta)
+            model.extra_w = 0.0
         model.update_hkl(theta)
         res = levenberg_marquardt(
             model.residuals,
