@@ -99,7 +99,7 @@ def fcj_offsets(two_theta_deg: Tensor, asym: Tensor, n: int = 8) -> tuple[Tensor
 
 #: Window sizes (grid points) of the dense rendering buckets: a peak is evaluated over the smallest size that
 #: covers its window (so over at most ~20 % more than window_fwhm·FWHM).
-_BUCKETS = tuple(sorted({int(round(8 * 1.2**i)) for i in range(60)}))
+_BUCKETS = tuple(sorted({round(8 * 1.2**i) for i in range(60)}))
 
 
 def _is_uniform(grid: Tensor) -> bool:
