@@ -67,3 +67,14 @@ def test_bad_inputs_exit_2(tmp_path, capsys) -> None:
     assert main(["simulate", str(bad), "--range", "50", "10", "-o", str(tmp_path / "a.xye")]) == 2
     err = capsys.readouterr().err
     assert "error" in err and "Traceback" not in err
+
+
+def test_bench_forward_prints_json(shared_data, capsys) -> None:
+    import json
+
+    csv_path = shared_data / "structures" / "mp20_subset" / "val.csv"
+    assert main(["bench", "forward", "--n", "6", "--n-reference", "3", "--structures", str(csv_path)]) == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert figures["bench"] == "forward" and figures["n_structures"] == 6
+    assert figures["ratio"] > 0 and figures["unmatched_peaks"] == 0
+    assert figures["max_position_error_deg"] < 1e-3 and figures["max_intensity_error_pct"] < 1.0
