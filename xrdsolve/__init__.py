@@ -15,6 +15,9 @@ _LAZY = {
     "read_pattern": ("xrdsolve.conditioning.io", "read_pattern"),
     "Pattern": ("xrdsolve.conditioning.pattern", "Pattern"),
     "Radiation": ("xrdsolve.refine.radiation", "Radiation"),
+    "solve": ("xrdsolve.pipeline", "solve"),
+    "SolveOptions": ("xrdsolve.pipeline", "SolveOptions"),
+    "Solution": ("xrdsolve.solution", "Solution"),
 }
 
 
@@ -25,4 +28,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'xrdsolve' has no attribute {name!r}")
 
 
-__all__ = ["Pattern", "Radiation", "__version__", "read_pattern"]
+__all__ = ["Pattern", "Radiation", "Solution", "SolveOptions", "__version__", "read_pattern", "solve"]

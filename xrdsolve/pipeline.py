@@ -222,15 +222,15 @@ def _propose(
     else:
         tried["generator"] = {"used": False, "reason": "switched off"}
     per_plan = max(2, math.ceil(n_random / len(plans)))
-    for i, (cell, z, groups, systems) in enumerate(plans):
+    for i, (cell, z, plan_groups, plan_systems) in enumerate(plans):
         lattice = None if cell is None else (cell.a, cell.b, cell.c, cell.alpha, cell.beta, cell.gamma)
         drawn = random_symmetric_structures(
             comp,
             [z],
             per_plan,
             seed=options.seed * 1000 + i,
-            crystal_systems=systems,
-            spacegroups=groups,
+            crystal_systems=plan_systems,
+            spacegroups=plan_groups,
             lattice=lattice,
         )
         for s, spec in drawn:
