@@ -280,3 +280,21 @@ def test_sigterm_stops_at_once_and_kills_workers(tmp_path):
         except OSError:  # gone
             pass
     assert not alive
+
+
+def test_workers_recycled_after_n_patterns(tmp_path):
+    from xrdsolve.batch import process_pool
+
+    write_patterns(tmp_path / "in", 3, points=40)
+    spec = process_pool(1, max_tasks_per_worker=1)
+    try:
+        s = run_batch(
+            expand_inputs([tmp_path / "in"]),
+            tmp_path / "out",
+            config=BatchConfig(task=FAULT_TASK, progress=False),
+            executor=spec,
+        )
+    finally:
+        spec.close()
+    assert s.ok == 3
+    assert len({r["worker"] for r in store_rows(tmp_path / "out")}) == 3

@@ -89,15 +89,23 @@ class ExecutorSpec:
                 fn()
 
 
-def process_pool(workers: int, *, threads_per_worker: int = 1) -> ExecutorSpec:
-    """A local pool of ``workers`` spawned processes, one pattern at a time each."""
+def process_pool(
+    workers: int, *, threads_per_worker: int = 1, max_tasks_per_worker: int | None = None
+) -> ExecutorSpec:
+    """A local pool of ``workers`` spawned processes, one pattern at a time each; with
+    ``max_tasks_per_worker`` each worker process is replaced after that many patterns (returns memory
+    that a long-running worker would otherwise keep)."""
     if workers < 1:
         raise BatchError(f"--workers must be ≥ 1, got {workers}")
     ctx = multiprocessing.get_context("spawn")
 
     def make() -> Executor:
         return ProcessPoolExecutor(
-            max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(threads_per_worker,)
+            max_workers=workers,
+            mp_context=ctx,
+            initializer=_worker_init,
+            initargs=(threads_per_worker,),
+            max_tasks_per_child=max_tasks_per_worker or None,
         )
 
     return ExecutorSpec(make(), workers, make, f"process pool ({workers} workers)")
@@ -200,8 +208,16 @@ def wrap_executor(executor: Executor, capacity: int) -> ExecutorSpec:
     return ExecutorSpec(executor, max(1, capacity), None, type(executor).__name__, owned=False)
 
 
-def make_executor(workers: int, scheduler: str | None = None, *, threads_per_worker: int = 1) -> ExecutorSpec:
+def make_executor(
+    workers: int,
+    scheduler: str | None = None,
+    *,
+    threads_per_worker: int = 1,
+    max_tasks_per_worker: int | None = None,
+) -> ExecutorSpec:
     """The executor the CLI asks for: a process pool, or Dask when ``scheduler`` is given."""
     if scheduler:
         return dask_executor(scheduler, workers, threads_per_worker=threads_per_worker)
-    return process_pool(workers, threads_per_worker=threads_per_worker)
+    return process_pool(
+        workers, threads_per_worker=threads_per_worker, max_tasks_per_worker=max_tasks_per_worker
+    )

@@ -70,6 +70,12 @@ def batch(
         None, "--timeout-per-pattern", min=0.0, help="Time limit per pattern in seconds (default: none)."
     ),
     threads: int = typer.Option(1, "--threads-per-worker", min=1, help="torch/BLAS threads in each worker."),
+    recycle: int = typer.Option(
+        0,
+        "--recycle-after",
+        min=0,
+        help="Replace each worker process after N patterns (0: never; local pool).",
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
 ) -> None:
     """Run a task on many patterns: resumable (re-run the same command), fault-tolerant, local or on Dask."""
@@ -118,7 +124,9 @@ def batch(
         torch_threads=threads,
         progress=progress,
     )
-    spec = make_executor(n_workers, scheduler, threads_per_worker=threads)
+    spec = make_executor(
+        n_workers, scheduler, threads_per_worker=threads, max_tasks_per_worker=recycle or None
+    )
     try:
         summary = run_batch(items, outdir, config=config, executor=spec)
     finally:
@@ -242,6 +250,9 @@ def bench_batch(
                 figures["overhead_fraction_vs_direct"] = round(t_batch / t_direct - 1.0, 4)
                 figures["overhead_per_pattern_s"] = round(statistics.median(per), 4)
                 figures["overhead_per_pattern_fraction"] = round(statistics.median(per) / (t_direct / n), 4)
+                figures["workers1_task_s_per_pattern"] = round(
+                    statistics.median(r["seconds_task"] for r in rows), 3
+                )
                 figures["worker_startup_s"] = round(max(per) - statistics.median(per), 3)
         figures["speedup_2_vs_1_workers"] = round(
             float(figures["workers2_patterns_per_min"]) / float(figures["workers1_patterns_per_min"]),
