@@ -79,3 +79,19 @@ def test_wk95_default_differs_only_by_form_factor_table(shared_data) -> None:
     structures = _varied(20, 4, 4)
     results = _check(structures, "wk95", 1e-3, 5.0)
     assert np.median([r.max_intensity_error for r in results]) < 1.0
+
+
+def test_neutron_matches_pymatgen_ndcalculator(shared_data) -> None:
+    """Neutron mode (no polarisation, constant b) against pymatgen's NDCalculator with its b table."""
+    from pymatgen.analysis.diffraction.neutron import NDCalculator
+
+    structures = _varied(12, 4, 4)
+    inst = Instrument(Radiation.parse("neutron:1.54"), form_factors="pymatgen")
+    tables = reflection_tables(structures, inst, 90.0, 5.0)
+    for t, s in zip(tables, structures, strict=True):
+        p = NDCalculator(wavelength=1.54).get_pattern(s, two_theta_range=(5.0, 90.0))
+        r = compare_sticks(t, (np.asarray(p.x), np.asarray(p.y)))
+        assert r.unmatched == 0 and r.max_position_error < 1e-4 and r.max_intensity_error < 1e-6, (
+            s.composition,
+            r,
+        )

@@ -36,7 +36,8 @@ class Instrument:
     goniometer_radius in mm (for sample displacement); po_axis: March–Dollase axis as a reciprocal-lattice
     direction hkl; window_fwhm: each peak is evaluated over a total width of window_fwhm × FWHM;
     anomalous: add f′ + i f″ (Chantler) at each wavelength; form_factors: "wk95" (xraydb
-    Waasmaier–Kirfel, default) or "pymatgen" (pymatgen XRDCalculator's table, for exact comparison).
+    Waasmaier–Kirfel; neutrons: periodictable b_c; default) or "pymatgen" (the tables of pymatgen's
+    XRDCalculator / NDCalculator, for exact comparison).
     """
 
     radiation: Radiation

@@ -53,7 +53,8 @@ class ScatteringTable:
     pmg_a: np.ndarray  # (S,4)
     pmg_b: np.ndarray  # (S,4)
     pmg_ok: np.ndarray  # (S,) bool: pymatgen coefficients present
-    neutron_b: np.ndarray  # (S,) coherent scattering length, fm
+    neutron_b: np.ndarray  # (S,) coherent scattering length, fm (periodictable)
+    pmg_neutron_b: np.ndarray  # (S,) pymatgen NDCalculator's table, fm (NaN where absent)
 
     @property
     def index(self) -> dict[str, int]:
@@ -70,6 +71,16 @@ def _pymatgen_params() -> dict[str, list[list[float]]]:
 
     path = Path(xrd_module.__file__).with_name("atomic_scattering_params.json")
     return json.loads(path.read_text())
+
+
+def _pymatgen_neutron() -> dict[str, float]:
+    import pymatgen.analysis.diffraction.neutron as neutron_module
+
+    path = Path(neutron_module.__file__).with_name("neutron_scattering_length.json")
+    return {
+        k: float(np.real(complex(v))) if not isinstance(v, (int, float)) else float(v)
+        for k, v in json.loads(path.read_text()).items()
+    }
 
 
 @functools.lru_cache(maxsize=1)
@@ -116,6 +127,8 @@ def get_table() -> ScatteringTable:
     pmg_b = np.zeros((len(names), 4))
     pmg_ok = np.zeros(len(names), dtype=bool)
     nb = np.zeros(len(names))
+    pmg_nb = np.full(len(names), np.nan)
+    pmg_n = _pymatgen_neutron()
     for i, (_name, zz) in enumerate(zip(names, z, strict=True)):
         sym = periodictable.elements[zz].symbol
         if sym in pmg:
@@ -125,6 +138,8 @@ def get_table() -> ScatteringTable:
             pmg_ok[i] = True
         b_c = periodictable.elements[zz].neutron.b_c
         nb[i] = float(b_c) if b_c is not None else np.nan
+        if sym in pmg_n:
+            pmg_nb[i] = float(pmg_n[sym])
     return ScatteringTable(
         names=tuple(names),
         z=np.asarray(z, dtype=np.int64),
@@ -137,6 +152,7 @@ def get_table() -> ScatteringTable:
         pmg_b=pmg_b,
         pmg_ok=pmg_ok,
         neutron_b=nb,
+        pmg_neutron_b=pmg_nb,
     )
 
 
@@ -265,9 +281,16 @@ def _anomalous_table(wavelength: float) -> tuple[np.ndarray, np.ndarray]:
     return fp, fpp
 
 
-def neutron_lengths(species: Tensor, dtype: torch.dtype) -> Tensor:
-    """Coherent neutron scattering length b_c (fm) per atom, shaped like ``species``."""
-    nb = torch.as_tensor(get_table().neutron_b, dtype=dtype, device=species.device)
+def neutron_lengths(species: Tensor, dtype: torch.dtype, table_name: str = "wk95") -> Tensor:
+    """Coherent neutron scattering length b_c (fm) per atom, shaped like ``species``.
+
+    Default: ``periodictable`` (Sears 1992 with later updates); ``table_name="pymatgen"``: the table of
+    pymatgen's NDCalculator (for exact comparison). Missing values are 0.
+    """
+    t = get_table()
+    nb = torch.as_tensor(
+        t.pmg_neutron_b if table_name == "pymatgen" else t.neutron_b, dtype=dtype, device=species.device
+    )
     out = nb[species]
     return torch.nan_to_num(out, nan=0.0)
 

@@ -62,7 +62,7 @@ def structure_factor_flat(
     slot, slot_species = species_slots(crystals.species, crystals.mask)
     slot_t = slot[crystal_index]  # (T,N)
     if neutron:
-        f_atom = neutron_lengths(crystals.species, dtype)[crystal_index]
+        f_atom = neutron_lengths(crystals.species, dtype, table)[crystal_index]
     else:
         f_slot = form_factor_at(slot_species[crystal_index], s2, table)  # (T,S)
         f_atom = f_slot.gather(1, slot_t)
