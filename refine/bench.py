@@ -41,13 +41,14 @@ def simulate_pattern(
     grid = torch.as_tensor(two_theta, dtype=torch.float64)
     p = ProfileParams.default(1, **prof)  # type: ignore[arg-type]
     y = simulate(cb, grid, inst, p)
-    assert isinstance(y, torch.Tensor)
+    if not isinstance(y, torch.Tensor):
+        raise TypeError("simulate returned per-reflection data")
     scale = peak_counts / max(float(y.max()), 1e-30)
-    p = ProfileParams.default(
-        1, scale=scale, background=torch.tensor([list(background)], dtype=torch.float64), **prof
-    )  # type: ignore[arg-type]
+    bg = torch.tensor([list(background)], dtype=torch.float64)
+    p = ProfileParams.default(1, scale=scale, background=bg, **prof)  # type: ignore[arg-type]
     y = simulate(cb, grid, inst, p)
-    assert isinstance(y, torch.Tensor)
+    if not isinstance(y, torch.Tensor):
+        raise TypeError("simulate returned per-reflection data")
     rng = np.random.default_rng(seed)
     counts = rng.poisson(np.clip(y[0].numpy(), 0, None)).astype(float)
     return SimulatedPattern(np.asarray(two_theta, dtype=float), counts, inst.radiation, inst.geometry)

@@ -48,7 +48,7 @@ def load_cif(path: str | Path) -> list[Structure]:
     ``_atom_site_B_iso_or_equiv`` or ``_atom_site_U_iso_or_equiv`` × 8π² (0 when absent).
     Raises :class:`StructureError` when the file has no atoms.
     """
-    from pymatgen.io.cif import CifParser
+    from pymatgen.io.cif import CifFile, CifParser
 
     path = Path(path)
     with warnings.catch_warnings():
@@ -60,7 +60,7 @@ def load_cif(path: str | Path) -> list[Structure]:
             raise StructureError(f"{path}: no structure could be read ({exc})") from None
     if not structures:
         raise StructureError(f"{path}: no atoms found")
-    blocks = [b for b in parser._cif.data.values() if "_atom_site_label" in b.data]
+    blocks = [b for b in CifFile.from_file(str(path)).data.values() if "_atom_site_label" in b.data]
     out = []
     for i, s in enumerate(structures):
         bmap = _b_iso_by_label(blocks[i].data) if i < len(blocks) else {}
@@ -320,7 +320,8 @@ def parameterize(
     keys = [tuple(sorted((str(sp), round(float(o), 6)) for sp, o in c.items())) for c in comps]
     type_ids = {k: i + 1 for i, k in enumerate(dict.fromkeys(keys))}
     numbers = [type_ids[k] for k in keys]
-    dataset = spglib.get_symmetry_dataset((lattice, frac_in, numbers), symprec=symprec)
+    cell = (lattice.tolist(), frac_in.tolist(), numbers)
+    dataset = spglib.get_symmetry_dataset(cell, symprec=symprec)
     if dataset is None:
         rots = np.eye(3, dtype=int)[None]
         trans = np.zeros((1, 3))
@@ -371,7 +372,9 @@ def parameterize(
         proj_site = np.mean(np.asarray(stab, dtype=float), axis=0) if stab else np.eye(3)
         basis, pivots = _column_basis(proj_site)
         # symmetrise the representative onto its special position: x ← x0 with x0 invariant under stab
-        ops_r, ops_t, found = [], [], []
+        ops_r: list[np.ndarray] = []
+        ops_t: list[np.ndarray] = []
+        found: list[np.ndarray] = []
         for r, t in zip(rots, trans, strict=True):
             y = r @ x + t
             if any(np.all(np.abs((y - z) - np.round(y - z)) < 10 * symprec) for z in found):

@@ -201,7 +201,7 @@ class RefinementResult:
 # ---------------------------------------------------------------------------------------------- construction
 def _cell_mass(structure: Structure) -> float:
     """Mass of the unit-cell contents (g/mol), occupancies included."""
-    return float(sum(sp.atomic_mass * occ for site in structure for sp, occ in site.species.items()))
+    return float(structure.composition.weight)
 
 
 def _r_bragg(
