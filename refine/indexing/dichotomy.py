@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .systems import FloatArray, IntArray, SystemModel
+from .systems import FloatArray, IntArray, SystemModel, box_bounds
 
 log = logging.getLogger(__name__)
 
@@ -56,18 +56,21 @@ def dichotomy(
 
     When ``zero_max`` > 0 the zero shift z (2θ_true = 2θ_obs − z) is one more box dimension in
     [−zero_max, zero_max], halved down to ``zero_width``; ``grad`` (N,) is d(1/d²)/d2θ per degree of each
-    line. ``resolution`` is the final width of the parameter boxes in 1/d² units (default: the smallest
-    tolerance divided by the number of parameters). Raises :class:`BoxLimitExceeded` if the search
+    line. ``resolution`` is the final width of the boxes in log(1/d²) (default: the median relative
+    tolerance of the lines). Raises :class:`BoxLimitExceeded` if the search
     explodes and ``TimeoutError`` past ``deadline`` (a ``time.monotonic`` value).
     """
-    lo0, hi0 = model.ranges(space.a_min, space.a_max)
+    lo0, hi0 = model.u_ranges(space.a_min, space.a_max)
     p = model.n_params
-    res = resolution if resolution is not None else float(np.min(q_tol)) / p
     n_lines = len(q_obs)
+    # boxes narrower than the lines' relative tolerance only multiply: stop there and let the
+    # least-squares refinement converge from the box centres
+    res = resolution if resolution is not None else float(np.median(q_tol / q_obs))
     use_zero = zero_max > 0 and grad is not None
     g = np.zeros_like(q_obs) if grad is None else np.asarray(grad, dtype=np.float64)
     q_hi = float(np.max(q_obs + q_tol + zero_max * g))
-    hkl_all = model.hkl_candidates(lo0, q_hi)
+    p_lo0, _ = model.box_params(lo0[None, :], hi0[None, :])
+    hkl_all = model.hkl_candidates(p_lo0[0], q_hi)
     x_all = model.design(hkl_all)
     lower_x = _lower_design(model, x_all)
 
@@ -77,6 +80,9 @@ def dichotomy(
     dims = len(lo0)
     target = np.full(dims, res)
     divisions = np.full(dims, initial_divisions)
+    if model.name == "monoclinic":
+        target[3] = res / 2.0
+        divisions[3] = 4
     if use_zero:
         target[-1] = zero_width
         divisions[-1] = max(1, int(np.ceil(2 * zero_max / (4 * zero_width))))
@@ -85,19 +91,20 @@ def dichotomy(
     idx = np.stack([gr.ravel() for gr in grids], axis=1).astype(np.int64)
     level = 0
     while True:
-        lo = lo0 + idx * width
-        hi = lo + width
-        keep = model.feasible(lo[:, :p], hi[:, :p])
-        vlo, vhi = model.volume_range(lo[:, :p], hi[:, :p])
+        u_lo = lo0 + idx * width
+        u_hi = u_lo + width
+        lo, hi = model.box_params(u_lo[:, :p], u_hi[:, :p])
+        keep = model.feasible(lo, hi)
+        vlo, vhi = model.volume_range(lo, hi)
         keep &= (vhi >= space.v_min) & (vlo <= space.v_max)
-        idx, lo, hi = idx[keep], lo[keep], hi[keep]
+        idx, lo, hi, u_lo, u_hi = idx[keep], lo[keep], hi[keep], u_lo[keep], u_hi[keep]
         if len(idx):
             if use_zero:
-                line_lo = q_obs[None, :] - hi[:, p : p + 1] * g[None, :] - q_tol[None, :]
-                line_hi = q_obs[None, :] - lo[:, p : p + 1] * g[None, :] + q_tol[None, :]
+                line_lo = q_obs[None, :] - u_hi[:, p : p + 1] * g[None, :] - q_tol[None, :]
+                line_hi = q_obs[None, :] - u_lo[:, p : p + 1] * g[None, :] + q_tol[None, :]
             else:
-                line_lo = np.broadcast_to(q_obs - q_tol, (len(idx), len(q_obs)))
-                line_hi = np.broadcast_to(q_obs + q_tol, (len(idx), len(q_obs)))
+                line_lo = np.broadcast_to(q_obs - q_tol, (len(idx), n_lines))
+                line_hi = np.broadcast_to(q_obs + q_tol, (len(idx), n_lines))
             # cheap necessary test on the low-angle lines (few hkl reach them), then all lines
             for n_use in sorted({min(n_lines, 8), n_lines}):
                 if len(idx) == 0:
@@ -105,22 +112,24 @@ def dichotomy(
                 ok = _indexable(
                     x_all,
                     lower_x,
-                    lo[:, :p],
-                    hi[:, :p],
+                    lo,
+                    hi,
                     line_lo[:, :n_use],
                     line_hi[:, :n_use],
                     max_unindexed,
                     float(line_hi[:, n_use - 1].max()),
                     deadline,
                 )
-                idx, lo, hi = idx[ok], lo[ok], hi[ok]
+                idx, lo, hi, u_lo, u_hi = idx[ok], lo[ok], hi[ok], u_lo[ok], u_hi[ok]
                 line_lo, line_hi = line_lo[ok], line_hi[ok]
         log.debug("%s level %d: %d boxes, width %s", model.name, level, len(idx), width)
         if len(idx) == 0 or np.all(width <= target):
-            centre = (lo + hi) / 2.0
-            zeros = centre[:, p] if use_zero else np.zeros(len(centre))
-            return centre[:, :p], zeros
+            centre = model.u_centre(u_lo[:, :p], u_hi[:, :p])
+            zeros = (u_lo[:, p] + u_hi[:, p]) / 2.0 if use_zero else np.zeros(len(centre))
+            return centre, zeros
         split = width > target
+        if use_zero and np.any(split[:p] & (width[:p] > 8 * target[:p])):
+            split[-1] = False  # the zero shift matters only once the cell boxes are narrow
         if len(idx) * 2 ** int(split.sum()) > max_boxes:
             raise BoxLimitExceeded(f"{model.name}: {len(idx) * 2 ** int(split.sum())} boxes at level {level}")
         if deadline is not None and time.monotonic() > deadline:
@@ -164,27 +173,26 @@ def _indexable(
     n = line_lo.shape[1]
     out = np.zeros(len(lo), dtype=bool)
     order = np.lexsort(lo.T[::-1])
+    xp = np.maximum(x_all, 0.0)
+    xn = np.minimum(x_all, 0.0)
     start = 0
     while start < len(order):
-        # grow the chunk while the hkl union stays affordable
-        size = min(len(order) - start, 4096)
+        # small chunks of neighbouring boxes share a short list of reachable hkl
+        size = min(len(order) - start, 256)
         while True:
             sel = order[start : start + size]
-            lo_min = lo[sel].min(axis=0)
-            hmask = lower_x @ lo_min <= q_hi
-            nh = int(hmask.sum())
+            reach = xp @ lo[sel].min(axis=0) + xn @ hi[sel].max(axis=0) <= q_hi
+            nh = int(reach.sum())
             if size == 1 or size * n * max(nh, 1) <= _CHUNK_ELEMENTS:
                 break
             size = max(1, size // 2)
         if nh:
-            x = x_all[hmask]
-            # all boxes of a level share one width: qmax = qmin + |X| @ width
-            width = hi[sel[0]] - lo[sel[0]]
-            qmin = lo[sel] @ x.T + np.minimum(x, 0.0) @ width
-            qmax = qmin + np.abs(x) @ width
+            qmin, qmax = box_bounds(x_all[reach], lo[sel], hi[sel])
+            qmin32 = qmin.astype(np.float32)[:, None, :]
+            qmax32 = qmax.astype(np.float32)[:, None, :]
             hit = np.any(
-                (qmin[:, None, :] <= line_hi[sel][:, :, None])
-                & (qmax[:, None, :] >= line_lo[sel][:, :, None]),
+                (qmin32 <= line_hi[sel].astype(np.float32)[:, :, None])
+                & (qmax32 >= line_lo[sel].astype(np.float32)[:, :, None]),
                 axis=2,
             )
             out[sel] = (n - hit.sum(axis=1)) <= max_unindexed

@@ -3,6 +3,7 @@ lattice-centring detection, figures of merit, reduction and deduplication."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import time
@@ -13,7 +14,7 @@ import numpy as np
 
 from .dichotomy import BoxLimitExceeded, SearchSpace, dichotomy
 from .merit import de_wolff_m, smith_snyder_f
-from .observations import IndexingError, Peaks, d_inv_d2, inv_d2, two_theta_from_inv_d2
+from .observations import NOTIONAL_WAVELENGTH, IndexingError, Peaks, d_inv_d2, inv_d2, two_theta_from_inv_d2
 from .refinement import refine_trials
 from .solution import CellSolution, centring_allows, same_lattice
 from .systems import MODELS, SYSTEMS, CrystalSystem, FloatArray, IntArray, SystemModel
@@ -37,16 +38,17 @@ _CENTRED_VOLUME = {"cubic": 4.0, "tetragonal": 2.0, "hexagonal": 3.0}
 class IndexingOptions:
     """Search settings. Lengths Å, volumes Å³, angles degrees 2θ, ``time_limit`` seconds.
 
-    ``tolerance`` is the allowed |2θ_obs − zero − 2θ_calc| of an indexed line; during the search it is
-    widened by ``max_zero_shift`` (the zero shift is refined afterwards). ``shell_volume`` sets the volume
+    ``tolerance`` is the allowed |2θ_obs − zero − 2θ_calc| of an indexed line and ``max_zero_shift`` the
+    largest zero shift searched (a box dimension of the dichotomy, refined afterwards); their defaults,
+    0.03° and 0.1° at Cu Kα1, scale with the wavelength so that they mean the same d resolution. ``shell_volume`` sets the volume
     shells of the orthorhombic and monoclinic searches (DICVOL uses 400 Å³). The search of lower
     symmetries stops once a solution reaches ``stop_m20`` unless ``exhaustive``.
     """
 
     systems: tuple[CrystalSystem, ...] = SYSTEMS
     n_lines: int = 20
-    tolerance: float = 0.03
-    max_zero_shift: float = 0.1
+    tolerance: float | None = None
+    max_zero_shift: float | None = None
     max_volume: float = 2000.0
     a_min: float = 2.0
     a_max: float = 25.0
@@ -59,6 +61,16 @@ class IndexingOptions:
     min_m20: float = 3.0
     max_candidates: int = 60
 
+    @property
+    def tol(self) -> float:
+        """The 2θ tolerance (degrees) once resolved (Cu Kα1 default when unset)."""
+        return 0.03 if self.tolerance is None else self.tolerance
+
+    @property
+    def zero_max(self) -> float:
+        """The largest zero shift (degrees 2θ) once resolved (Cu Kα1 default when unset)."""
+        return 0.1 if self.max_zero_shift is None else self.max_zero_shift
+
 
 def index_peaks(
     peaks: Peaks, options: IndexingOptions | None = None, **overrides: object
@@ -70,24 +82,33 @@ def index_peaks(
     """
     opts = options or IndexingOptions()
     if overrides:
-        opts = IndexingOptions(**{**opts.__dict__, **overrides})  # type: ignore[arg-type]
+        opts = dataclasses.replace(opts, **overrides)  # type: ignore[arg-type]
     unknown = [s for s in opts.systems if s not in MODELS]
     if unknown:
         raise IndexingError(f"unknown crystal system(s) {unknown}; expected some of {list(SYSTEMS)}")
     lines = peaks.first(opts.n_lines)
+    scale = lines.wavelength / NOTIONAL_WAVELENGTH
+    opts = dataclasses.replace(
+        opts,
+        tolerance=opts.tolerance if opts.tolerance is not None else 0.03 * scale,
+        max_zero_shift=opts.max_zero_shift if opts.max_zero_shift is not None else 0.1 * scale,
+    )
     if len(lines) < 4:
         raise IndexingError(f"at least 4 peaks are needed to index, got {len(lines)}")
-    zero_max = opts.max_zero_shift if lines.zero_allowed else 0.0
+    zero_max = opts.zero_max if lines.zero_allowed else 0.0
     tt, lam = lines.two_theta, lines.wavelength
     q_obs = inv_d2(tt, lam)
     grad = d_inv_d2(tt, lam)
-    q_tol = grad * opts.tolerance
+    q_tol = grad * opts.tol
     a_max = max(opts.a_max, 1.05 * float(lines.d[0]))
     deadline = time.monotonic() + opts.time_limit
     found: list[CellSolution] = []
     for v_lo, v_hi in _shells(opts):
         for name in opts.systems:
             model = MODELS[name]
+            expensive = name in ("orthorhombic", "monoclinic")
+            if expensive and not opts.exhaustive and any(s.m20 >= opts.stop_m20 for s in found):
+                break
             scale = _CENTRED_VOLUME.get(name, 1.0)
             space = SearchSpace(opts.a_min, a_max, v_lo * scale, v_hi * scale)
             t0 = time.monotonic()
@@ -101,7 +122,7 @@ def index_peaks(
                     deadline=deadline,
                     grad=grad,
                     zero_max=zero_max,
-                    zero_width=opts.tolerance,
+                    zero_width=opts.tol,
                 )
             except BoxLimitExceeded as exc:
                 log.warning("indexing: %s; shell %.0f–%.0f Å³ skipped", exc, v_lo, v_hi)
@@ -142,15 +163,13 @@ def _solutions(
     if len(centres) == 0:
         return []
     tt, lam = lines.two_theta, lines.wavelength
-    refine_zero = lines.zero_allowed and opts.max_zero_shift > 0
-    q_hi = float(inv_d2(np.array([min(tt[-1] + opts.tolerance + opts.max_zero_shift, 179.0)]), lam)[0])
+    refine_zero = lines.zero_allowed and opts.zero_max > 0
+    q_hi = float(inv_d2(np.array([min(tt[-1] + opts.tol + opts.zero_max, 179.0)]), lam)[0])
     lo = centres.min(axis=0) * 0.95
     hkl = model.hkl_candidates(lo, q_hi * 1.02)
-    ref = refine_trials(
-        model, centres, tt, lam, hkl, refine_zero=refine_zero, tolerance=opts.tolerance, zero=zeros
-    )
-    ok = (np.abs(ref.residual) > opts.tolerance).sum(axis=1) <= opts.max_unindexed
-    ok &= np.abs(ref.zero) <= opts.max_zero_shift + opts.tolerance
+    ref = refine_trials(model, centres, tt, lam, hkl, refine_zero=refine_zero, tolerance=opts.tol, zero=zeros)
+    ok = (np.abs(ref.residual) > opts.tol).sum(axis=1) <= opts.max_unindexed
+    ok &= np.abs(ref.zero) <= opts.zero_max + opts.tol
     ok &= np.all(ref.params[:, : min(3, model.n_params)] > 0, axis=1)
     if not ok.any():
         return []
@@ -191,6 +210,13 @@ def _best_centring(
     refine_zero: bool,
 ) -> CellSolution | None:
     best: CellSolution | None = None
+    if model.name == "hexagonal":  # the R conditions need every (h, k), not only h ≥ k ≥ 0
+        hk = hkl[:, :2]
+        n = int(np.abs(hk).max())
+        r = np.arange(-n, n + 1)
+        grid = np.stack(np.meshgrid(r, r, np.unique(hkl[:, 2]), indexing="ij"), axis=-1).reshape(-1, 3)
+        q_lim = float((model.design(hkl) @ params).max())
+        hkl = grid[(model.design(grid) @ params <= q_lim) & np.any(grid != 0, axis=1)]
     for centring in ("P", *CENTRINGS[model.name]):
         allowed = hkl[centring_allows(centring, hkl)]
         ref = refine_trials(
@@ -200,11 +226,11 @@ def _best_centring(
             lines.wavelength,
             allowed,
             refine_zero=refine_zero,
-            tolerance=opts.tolerance,
+            tolerance=opts.tol,
             zero=np.array([zero]),
         )
         resid = ref.residual[0]
-        if (np.abs(resid) > opts.tolerance).sum() > opts.max_unindexed:
+        if (np.abs(resid) > opts.tol).sum() > opts.max_unindexed:
             continue
         sol = _make_solution(
             model, centring, ref.params[0], float(ref.zero[0]), ref.hkl[0], resid, lines, allowed, opts
@@ -228,16 +254,16 @@ def _make_solution(
     if np.any(params[: min(3, model.n_params)] <= 0):
         return None
     tt, lam = lines.two_theta, lines.wavelength
-    indexed = np.abs(resid) <= opts.tolerance
+    indexed = np.abs(resid) <= opts.tol
     tt_corr = tt - zero
     q_obs = inv_d2(tt_corr, lam)
     x_lines = model.design(hkl_lines)
     q_lines = x_lines @ params
     q_all = model.design(allowed) @ params
     # unindexed lines count with the tolerance as their error
-    q_lines = np.where(indexed, q_lines, q_obs - d_inv_d2(tt_corr, lam) * opts.tolerance)
+    q_lines = np.where(indexed, q_lines, q_obs - d_inv_d2(tt_corr, lam) * opts.tol)
     m20 = de_wolff_m(q_obs, q_lines, q_all, n=20)
-    tt_lines = np.where(indexed, two_theta_from_inv_d2(q_lines, lam), tt_corr - opts.tolerance)
+    tt_lines = np.where(indexed, two_theta_from_inv_d2(q_lines, lam), tt_corr - opts.tol)
     f_n, f_lines, f_delta, f_poss = smith_snyder_f(tt_corr, tt_lines, two_theta_from_inv_d2(q_all, lam), n=30)
     try:
         a, b, c, al, be, ga = model.cell(params)
@@ -273,7 +299,7 @@ def _make_solution(
 
 def _rank(found: Sequence[CellSolution], max_solutions: int) -> list[CellSolution]:
     """Deduplicate by reduced primitive lattice (keeping the highest symmetry, found first) and sort."""
-    sym_rank = {name: i for i, name in enumerate(SYSTEMS)}
+    sym_rank: dict[str, int] = {name: i for i, name in enumerate(SYSTEMS)}
     by_sym = sorted(found, key=lambda s: (sym_rank[s.crystal_system], -s.m20))
     kept: list[tuple[CellSolution, object]] = []
     for sol in by_sym:

@@ -114,3 +114,22 @@ def two_theta_from_inv_d2(q: FloatArray, wavelength: float) -> FloatArray:
 def d_from_two_theta(two_theta: FloatArray, wavelength: float) -> FloatArray:
     """d-spacing (Å) from 2θ (degrees)."""
     return np.asarray(wavelength / (2.0 * np.sin(np.radians(two_theta) / 2.0)), dtype=np.float64)
+
+
+def drop_kalpha2(
+    two_theta: FloatArray,
+    height: FloatArray,
+    wavelength1: float,
+    wavelength2: float,
+    tolerance: float = 0.03,
+    max_ratio: float = 0.8,
+) -> np.ndarray:
+    """Mask of peaks to keep: drops peaks that sit at the Kα2 position (within ``tolerance`` degrees 2θ)
+    of a peak at least 1/``max_ratio`` times stronger. 2θ in degrees, wavelengths in Å."""
+    tt = np.asarray(two_theta, dtype=np.float64)
+    hh = np.asarray(height, dtype=np.float64)
+    s = np.sin(np.radians(tt) / 2.0) * wavelength2 / wavelength1
+    partner = np.where(s < 1.0, 2.0 * np.degrees(np.arcsin(np.minimum(s, 1.0))), np.inf)
+    close = np.abs(tt[None, :] - partner[:, None]) <= tolerance  # (Kα1 candidate, Kα2 candidate)
+    weaker = hh[None, :] <= max_ratio * hh[:, None]
+    return ~np.any(close & weaker, axis=0)
