@@ -133,11 +133,12 @@ def spacegroup_hints(
     """Rank space groups of ``solution``'s crystal system by agreement with the extinctions in ``peaks``.
 
     ``peaks`` are the observed lines (2θ degrees at the solution's wavelength, or any wavelength — they are
-    compared through 1/d²); ``tolerance`` is the 2θ window (degrees, default 2.5× the solution's mean
-    |Δ2θ|, at least 0.01°) within which a reflection indexes a line. Settings with more than
+    compared through 1/d²); ``tolerance`` is the 2θ window (degrees, default 4× the solution's mean
+    |Δ2θ|, at least 0.02° at Cu Kα1 and scaled with the wavelength) within which a reflection indexes a line. Settings with more than
     ``max_violations`` unexplained observed lines are dropped.
     """
-    tol = tolerance if tolerance is not None else max(0.01, 2.5 * float(solution.f_delta or 0.0))
+    floor = 0.02 * peaks.wavelength / 1.540593
+    tol = tolerance if tolerance is not None else max(floor, 4.0 * float(solution.f_delta or 0.0))
     tt = peaks.two_theta - (solution.zero_shift if peaks.zero_allowed else 0.0)
     q_obs = inv_d2(tt, peaks.wavelength)
     q_tol = q_obs * tol * math.pi / 180.0 / np.tan(np.radians(tt) / 2.0)
@@ -189,7 +190,7 @@ def spacegroup_hints(
 def _reflections(solution: CellSolution, q_max: float) -> tuple[IntArray, FloatArray]:
     """All reflections of one hemisphere (l > 0, or l = 0 and (k > 0 or k = 0 and h > 0)) with 1/d² ≤ q_max."""
     recip = solution.lattice().reciprocal_lattice_crystallographic
-    n = [math.ceil(math.sqrt(q_max) * d) + 1 for d in _plane_spacings(recip.matrix)]
+    n = [math.ceil(math.sqrt(q_max) / d) + 1 for d in _plane_spacings(recip.matrix)]
     grid = np.stack(np.meshgrid(*[np.arange(-m, m + 1) for m in n], indexing="ij"), axis=-1).reshape(-1, 3)
     h, k, l_ = grid.T
     grid = grid[(l_ > 0) | ((l_ == 0) & ((k > 0) | ((k == 0) & (h > 0))))]

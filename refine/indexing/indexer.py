@@ -59,7 +59,8 @@ class IndexingOptions:
     exhaustive: bool = False
     stop_m20: float = 20.0
     min_m20: float = 3.0
-    max_candidates: int = 60
+    max_candidates: int = 40
+    max_trials: int = 2000
 
     @property
     def tol(self) -> float:
@@ -165,6 +166,9 @@ def _solutions(
     tt, lam = lines.two_theta, lines.wavelength
     refine_zero = lines.zero_allowed and opts.zero_max > 0
     q_hi = float(inv_d2(np.array([min(tt[-1] + opts.tol + opts.zero_max, 179.0)]), lam)[0])
+    if len(centres) > opts.max_trials:  # underdetermined at this tolerance: smallest cells first
+        keep = np.argsort(model.volume(centres))[: opts.max_trials]
+        centres, zeros = centres[keep], zeros[keep]
     lo = centres.min(axis=0) * 0.95
     hkl = model.hkl_candidates(lo, q_hi * 1.02)
     ref = refine_trials(model, centres, tt, lam, hkl, refine_zero=refine_zero, tolerance=opts.tol, zero=zeros)
@@ -186,9 +190,11 @@ def _solutions(
     q_corr = inv_d2(tt[None, :] - zero[:, None], lam)
     qn = q_corr[:, -1] if len(tt) < 20 else q_corr[:, 19]
     calc = params @ model.design(hkl).T
-    qc_sorted = np.sort(np.where(calc <= qn[:, None] * (1 + 1e-7), calc, np.inf), axis=1)
-    distinct = np.isfinite(qc_sorted[:, :1]).sum(axis=1) + (
-        np.isfinite(qc_sorted[:, 1:]) & (np.diff(qc_sorted, axis=1) > 1e-7 * qn[:, None])
+    big = 1e6 * float(qn.max())
+    qc_sorted = np.sort(np.where(calc <= qn[:, None] * (1 + 1e-7), calc, big), axis=1)
+    inside = qc_sorted < big
+    distinct = inside[:, 0].astype(int) + (
+        inside[:, 1:] & (np.diff(qc_sorted, axis=1) > 1e-7 * qn[:, None])
     ).sum(axis=1)
     score = 1.0 / np.maximum(distinct, 1)
     order = np.argsort(-score)[: opts.max_candidates]

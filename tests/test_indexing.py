@@ -1,0 +1,138 @@
+"""Powder indexing (xrdsolve.refine.indexing): figures of merit, synthetic sticks, space-group hints."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pymatgen.analysis.diffraction.xrd import XRDCalculator
+from pymatgen.core import Lattice, Structure
+from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+from xrdsolve.refine.indexing import IndexingError, Peaks, de_wolff_m, index_peaks, smith_snyder_f
+from xrdsolve.refine.indexing.extinctions import spacegroup_hints
+from xrdsolve.refine.indexing.observations import drop_kalpha2, inv_d2
+from xrdsolve.refine.indexing.solution import CellSolution, same_lattice
+
+CU = 1.540593
+
+
+def stick_peaks(
+    structure: Structure, n: int = 25, zero: float = 0.03, noise: float = 0.01, seed: int = 0
+) -> tuple[Peaks, float]:
+    """First ``n`` pymatgen XRD sticks (Cu Kα1, I > 1 %) with a zero shift and uniform ±``noise`` (°)."""
+    pat = XRDCalculator("CuKa1").get_pattern(structure, two_theta_range=(5, 100))
+    tt = np.asarray(pat.x)[np.asarray(pat.y) > 1.0][:n]
+    rng = np.random.default_rng(seed)
+    return Peaks.from_two_theta(tt + zero + rng.uniform(-noise, noise, tt.size), CU), zero
+
+
+def matches(solution: CellSolution, structure: Structure) -> bool:
+    """Whether the solution's lattice is the structure's (primitive, Niggli-reduced) lattice."""
+    prim = SpacegroupAnalyzer(structure).get_primitive_standard_structure().lattice
+    return same_lattice(solution.reduced_lattice(), prim.get_niggli_reduced_lattice(), ltol=0.01, atol=1.0)
+
+
+def load_cif(path: Path) -> Structure:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Structure.from_file(path)
+
+
+def test_de_wolff_m20_by_hand() -> None:
+    q_obs = np.linspace(0.01, 0.20, 20)
+    q_calc = q_obs + 1e-4
+    q_all = np.concatenate([q_obs + 1e-4, [0.005, 0.015]])  # 22 calculated lines up to Q20
+    m20 = de_wolff_m(q_obs, q_calc, q_all)
+    assert m20 == pytest.approx(0.20 / (2 * 1e-4 * 21))  # 0.015+... one extra below Q20 besides 0.005
+    f, n, delta, n_poss = smith_snyder_f(
+        np.arange(1.0, 31.0), np.arange(1.0, 31.0) + 0.01, np.arange(1.0, 31.0)
+    )
+    assert (n, n_poss) == (30, 30)
+    assert f == pytest.approx(30 / (0.01 * 30), rel=1e-6) and delta == pytest.approx(0.01)
+
+
+def test_peaks_validation() -> None:
+    with pytest.raises(IndexingError):
+        Peaks.from_two_theta([], CU)
+    with pytest.raises(IndexingError):
+        Peaks.from_two_theta([10.0, 200.0], CU)
+    with pytest.raises(IndexingError):
+        Peaks.from_two_theta([10.0, 20.0], -1.0)
+    with pytest.raises(IndexingError):
+        index_peaks(Peaks.from_two_theta([10.0, 20.0, 30.0], CU))
+    p = Peaks.from_d([3.0, 2.0, 1.5, 1.2, 1.0])
+    assert not p.zero_allowed
+    np.testing.assert_allclose(p.d, [3.0, 2.0, 1.5, 1.2, 1.0])
+    np.testing.assert_allclose(inv_d2(p.two_theta, p.wavelength), 1 / p.d**2)
+
+
+def test_drop_kalpha2() -> None:
+    tt = np.array([40.0, 40.0 + 0.1, 60.0])
+    s2 = np.sin(np.radians(40.0) / 2) * 1.544427 / CU
+    tt[1] = 2 * np.degrees(np.arcsin(s2))
+    keep = drop_kalpha2(tt, np.array([100.0, 50.0, 30.0]), CU, 1.544427)
+    assert keep.tolist() == [True, False, True]
+
+
+def test_cubic_f_ceo2_with_zero_shift() -> None:
+    ceo2 = Structure.from_spacegroup(
+        "Fm-3m", Lattice.cubic(5.411), ["Ce", "O"], [[0, 0, 0], [0.25, 0.25, 0.25]]
+    )
+    peaks, zero = stick_peaks(ceo2, zero=0.04)
+    sols = index_peaks(peaks)
+    best = sols[0]
+    assert (best.crystal_system, best.centring) == ("cubic", "F")
+    assert best.a == pytest.approx(5.411, abs=0.002)
+    assert best.zero_shift == pytest.approx(zero, abs=0.01)
+    assert best.m20 > 50 and best.n_unindexed == 0
+    hints = spacegroup_hints(best, peaks)
+    assert all(h.centring == "F" for h in hints[:3])
+    assert 225 in [h.number for h in hints[:3]]
+
+
+def test_tetragonal_rutile_and_screw_axis_hints() -> None:
+    rutile = Structure.from_spacegroup(
+        "P4_2/mnm", Lattice.tetragonal(4.594, 2.959), ["Ti", "O"], [[0, 0, 0], [0.3048, 0.3048, 0]]
+    )
+    peaks, _ = stick_peaks(rutile, zero=-0.03, seed=1)
+    best = index_peaks(peaks)[0]
+    assert best.crystal_system == "tetragonal" and matches(best, rutile)
+    assert (best.a, best.c) == (pytest.approx(4.594, abs=0.002), pytest.approx(2.959, abs=0.002))
+    numbers = [h.number for h in spacegroup_hints(best, peaks)[:3]]
+    assert 136 in numbers
+
+
+def test_hexagonal_fluorapatite_from_reference_cif(real_data: Path) -> None:
+    fap = load_cif(real_data / "fluorapatite_xray_lab" / "fluorapatite_from_FAP_EXP.cif")
+    peaks, zero = stick_peaks(fap, seed=2)
+    best = index_peaks(peaks)[0]
+    assert best.crystal_system == "hexagonal" and matches(best, fap)
+    assert best.zero_shift == pytest.approx(zero, abs=0.01)
+
+
+def test_orthorhombic_pbso4_and_pnma_hint(real_data: Path) -> None:
+    pbso4 = load_cif(real_data / "pbso4_xray_lab" / "PbSO4.cif")
+    peaks, _ = stick_peaks(pbso4, seed=3)
+    sols = index_peaks(peaks)
+    assert sols[0].crystal_system == "orthorhombic" and matches(sols[0], pbso4)
+    assert 62 in [h.number for h in spacegroup_hints(sols[0], peaks)[:3]]
+
+
+def test_d_spacing_input_without_zero() -> None:
+    nacl = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    peaks, _ = stick_peaks(nacl, zero=0.0, noise=0.005)
+    best = index_peaks(Peaks.from_d(peaks.d))[0]
+    assert best.centring == "F" and best.a == pytest.approx(5.64, abs=0.003) and best.zero_shift == 0.0
+
+
+@pytest.mark.slow
+def test_monoclinic_synthetic() -> None:
+    lat = Lattice.monoclinic(5.2, 6.1, 7.3, 104.0)
+    s = Structure.from_spacegroup("P2_1/c", lat, ["Zn", "O"], [[0.21, 0.13, 0.31], [0.62, 0.41, 0.12]])
+    peaks, _ = stick_peaks(s, seed=4)
+    sols = index_peaks(peaks, time_limit=120)
+    assert sols and matches(sols[0], s)
+    assert sols[0].crystal_system == "monoclinic"
