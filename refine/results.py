@@ -217,10 +217,10 @@ def _r_bragg(
     if idx.numel() == 0:
         return float("nan")
     th = theta[b : b + 1]
-    crystals = model.crystals(th, k)
+    crystals = model.crystals(th, k, torch.tensor([b]))
     prof = model.profile(th, k)
-    y = model.obs.numpy()
-    w = model.weight_sqrt.numpy() > 0
+    y, _, ws = model.observed_row(b)
+    w = ws > 0
     denom = calc - bg
     ratio = np.where(w & (np.abs(denom) > 1e-12), (y - bg) / np.where(np.abs(denom) > 1e-12, denom, 1.0), 0.0)
     i_obs_total = 0.0
@@ -275,13 +275,14 @@ def build_result(
         converged, status, n_free = False, "not_refined", 0
     vals = th[0].detach().numpy()
 
-    stats = model.statistics(th)
+    row = torch.tensor([b])
+    stats = model.statistics(th, row)
     calc = stats["calc"][0].numpy()
     with torch.no_grad():
         bg = model.background(th)[0].numpy()
-        phase_curves = [p[0].numpy() for p in model.phase_patterns(th)]
-    y = model.obs.numpy()
-    w = model.weight_sqrt.numpy() ** 2
+        phase_curves = [p[0].numpy() for p in model.phase_patterns(th, row)]
+    y, sig_b, ws = model.observed_row(b)
+    w = ws**2
     n_obs = model.n_obs
     chi2 = float(stats["chi2"][0])
     dof = max(n_obs - n_free, 1)
@@ -393,7 +394,7 @@ def build_result(
         with torch.no_grad():
             hkl_b = (model.hkl[k][0][b : b + 1], model.hkl[k][1][b : b + 1])
             refl = bragg_intensities(
-                model.crystals(th, k), model.instrument, None, hkl_b, float(model.two_theta[-1])
+                model.crystals(th, k, row), model.instrument, None, hkl_b, float(model.two_theta[-1])
             )
             prof = model.profile(th, k)
             lam = model.instrument.radiation
@@ -442,7 +443,7 @@ def build_result(
         background=background,
         two_theta=model.two_theta.numpy(),
         observed=y,
-        sigma=model.sigma.numpy(),
+        sigma=sig_b,
         calculated=calc,
         background_curve=bg,
         phase_curves=phase_curves,

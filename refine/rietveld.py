@@ -13,6 +13,7 @@ Units: zero in degrees 2θ, displacement in μm, U V W in centideg², X Y in cen
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -292,19 +293,45 @@ class RietveldModel:
     def residuals(self, theta: Tensor, index: Tensor | None = None) -> Tensor:
         """Weighted residuals (obs − calc)/σ, (B',M); zero at excluded points. ``index`` maps rows to
         candidates when theta stacks repeated candidates (batched Jacobian)."""
-        return (self.obs - self.calculated(theta, index)) * self.weight_sqrt
+        obs, ws = self.obs, self.weight_sqrt
+        if obs.ndim == 2 and index is not None:
+            obs, ws = obs[index], ws[index]
+        return (obs - self.calculated(theta, index)) * ws
+
+    def set_observations(self, intensity: np.ndarray, sigma: np.ndarray) -> None:
+        """Per-candidate observations (B,M) on this model's 2θ grid (one pattern per candidate)."""
+        y = torch.as_tensor(np.asarray(intensity, dtype=float))
+        sig = torch.as_tensor(np.asarray(sigma, dtype=float))
+        if y.shape != (self.batch_size, self.two_theta.shape[0]) or sig.shape != y.shape:
+            raise RefineError(f"observations must be (B,M) = ({self.batch_size}, {self.two_theta.shape[0]})")
+        if not bool(torch.isfinite(y).all()):
+            raise RefineError("observations contain non-finite values")
+        valid = torch.isfinite(sig) & (sig > 0)
+        self.obs = y
+        self.sigma = torch.where(valid, sig, torch.ones_like(sig))
+        self.weight_sqrt = torch.where(valid, 1.0 / self.sigma, torch.zeros_like(sig))
+        self.n_obs = int(valid.sum(dim=1).min())
+
+    def observed_row(self, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(intensity, sigma, sqrt-weight) of candidate b."""
+        if self.obs.ndim == 2:
+            return self.obs[b].numpy(), self.sigma[b].numpy(), self.weight_sqrt[b].numpy()
+        return self.obs.numpy(), self.sigma.numpy(), self.weight_sqrt.numpy()
 
     # ------------------------------------------------------------------------------------------ statistics
-    def statistics(self, theta: Tensor) -> dict[str, Tensor]:
+    def statistics(self, theta: Tensor, index: Tensor | None = None) -> dict[str, Tensor]:
+        """Rwp, Rp (fractions), χ² and the calculated pattern of each row of theta."""
         with torch.no_grad():
-            calc = self.calculated(theta)
+            calc = self.calculated(theta, index)
         w = self.weight_sqrt**2
         y = self.obs
-        num = (w * (y - calc) ** 2).sum(dim=1)
-        den = (w * y * y).sum()
+        if y.ndim == 2 and index is not None:
+            w, y = w[index], y[index]
+        num = (w * (y - calc) ** 2).sum(dim=-1)
+        den = (w * y * y).sum(dim=-1)
         rwp = (num / den).sqrt()
         valid = w > 0
-        rp = ((y - calc).abs() * valid).sum(dim=1) / (y.abs() * valid).sum()
+        rp = ((y - calc).abs() * valid).sum(dim=-1) / (y.abs() * valid).sum(dim=-1)
         return {"rwp": rwp, "rp": rp, "chi2": num, "calc": calc}
 
 
@@ -415,12 +442,13 @@ def _initial_scale(model: RietveldModel, theta: Tensor) -> Tensor:
     """Scale (and a constant background) from a linear least-squares fit of each candidate's unit-scale pattern."""
     y = model.obs
     w = model.weight_sqrt**2
-    bg0 = float(np.percentile(y.numpy(), 10))
+    bg0 = torch.quantile(y, 0.1, dim=-1, keepdim=True)
     with torch.no_grad():
         pats = model.phase_patterns(theta)
     total = sum(pats)
     assert isinstance(total, Tensor)
     num = (w * (y - bg0) * total).sum(dim=1)
+    bg0 = bg0.flatten().expand(model.batch_size)
     den = (w * total * total).sum(dim=1).clamp_min(1e-300)
     s = (num / den).clamp_min(1e-12)
     theta = theta.clone()
@@ -451,7 +479,7 @@ def _run(
     """Staged refinement of every candidate; returns theta, last LM result, per-candidate stage logs, dead mask."""
     from .results import StageLog
 
-    y = model.obs.numpy()
+    y = model.observed_row(0)[0]
     fwhm = estimate_fwhm(model.two_theta.numpy(), y) if "W" not in start else 0.1
     theta, lower, upper = _initial_theta(model, start, fwhm)
     model.update_hkl(theta)
@@ -497,6 +525,9 @@ def _run(
             )
             theta = torch.where((dead | pre.diverged)[:, None], theta, pre.theta)
         if "lattice" in stage.groups and options.lattice_annealing:
+            inst_full = model.instrument
+            # broadened peaks need only a short window (the Gaussian dominates); keeps the cost down
+            model.instrument = dataclasses.replace(inst_full, window_fwhm=min(inst_full.window_fwhm, 6.0))
             for extra in options.lattice_annealing:
                 model.extra_w = (extra * 100.0) ** 2 / (8.0 * math.log(2.0))
                 model.update_hkl(theta)
@@ -514,6 +545,7 @@ def _run(
                 )
                 theta = torch.where((dead | pre.diverged)[:, None], theta, pre.theta)
             model.extra_w = 0.0
+            model.instrument = inst_full
         model.update_hkl(theta)
         res = levenberg_marquardt(
             model.residuals,

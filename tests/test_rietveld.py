@@ -1,0 +1,129 @@
+"""Rietveld engine: synthetic recoveries, outputs, bad input, batched == sequential."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+from pymatgen.core import Lattice, Structure
+from pymatgen.io.cif import CifParser
+
+from xrdsolve.refine.bench import make_benchmark_problem, perturb, simulate_pattern
+from xrdsolve.refine.errors import RefineError, StructureError
+from xrdsolve.refine.rietveld import RefineOptions, refine, refine_candidates
+
+
+@pytest.fixture(scope="module")
+def rutile_problem():
+    return make_benchmark_problem(3, seed=1)
+
+
+@pytest.fixture(scope="module")
+def rutile_result(rutile_problem):
+    pattern, _, cands = rutile_problem
+    return refine(pattern, cands[0])
+
+
+def test_rutile_recovers_truth_within_3_esd(rutile_problem, rutile_result) -> None:
+    _, truth, _ = rutile_problem
+    r = rutile_result
+    assert r.converged, r.status
+    assert r.gof < 1.2
+    ph = r.phases[0]
+    for name, true in zip(("a", "c"), (truth.lattice.a, truth.lattice.c), strict=True):
+        v = ph.lattice[name]
+        assert v.esd > 0
+        assert abs(v.value - true) < 3 * v.esd, (name, v, true)
+    o = next(s for s in ph.sites if s.occupancy.keys() == {"O"})
+    x = o.xyz[0]
+    assert abs(x.value - 0.3049) < 3 * x.esd or abs(x.value - (1 - 0.3049)) < 3 * x.esd
+    assert o.xyz[0].value == pytest.approx(o.xyz[1].value)  # (x, x, 0) special position kept
+    assert o.xyz[2].esd == 0.0
+    for s in ph.sites:
+        true_b = 0.5 if "Ti" in s.occupancy else 0.8
+        assert abs(s.b_iso.value - true_b) < 3 * s.b_iso.esd + 1e-9
+    assert 0 <= ph.r_bragg < 0.05
+    assert ph.weight_fraction.value == pytest.approx(1.0)
+    # stage log: Rwp never increases through the staged strategy
+    rwps = [s.rwp for s in r.stages]
+    assert all(b <= a + 1e-9 for a, b in itertools.pairwise(rwps))
+    assert r.stages[-1].rwp == pytest.approx(r.rwp)
+
+
+def test_summary_schema_and_outputs(rutile_result, tmp_path) -> None:
+    r = rutile_result
+    d = json.loads(json.dumps(r.to_summary_dict()))
+    for key in ("rwp", "rp", "gof", "converged", "phases"):
+        assert key in d
+    assert 0 < d["rwp"] < 1
+    ph = d["phases"][0]
+    for key in ("formula", "spacegroup", "lattice", "weight_fraction", "sites"):
+        assert key in ph
+    assert set(ph["lattice"]) == {"a", "b", "c", "alpha", "beta", "gamma"}
+    assert set(ph["lattice"]["a"]) == {"value", "esd"}
+    site = ph["sites"][0]
+    assert {"label", "wyckoff", "xyz", "b_iso", "occupancy"} <= set(site)
+    assert isinstance(site["occupancy"], dict)
+    assert set(next(iter(site["occupancy"].values()))) == {"value", "esd"}
+    # refined CIF parses back to the refined structure
+    cif = r.to_cif()
+    s = CifParser.from_str(cif).parse_structures(primitive=False)[0]
+    assert len(s) == len(r.phases[0].structure)
+    assert s.lattice.a == pytest.approx(r.phases[0].lattice["a"].value, abs=1e-4)
+    assert "(" in cif  # esds written
+    ax = r.plot()
+    assert ax.get_xlabel().startswith("2θ")
+    r.write_xye(tmp_path / "fit.xye")
+    data = np.loadtxt(tmp_path / "fit.xye")
+    assert data.shape == (r.two_theta.size, 5)
+    assert np.allclose(data[:, 4], data[:, 1] - data[:, 2], atol=1e-5)
+
+
+def test_candidates_batched_match_sequential(rutile_problem) -> None:
+    pattern, _, cands = rutile_problem
+    batched = refine_candidates(pattern, cands)
+    single = [refine(pattern, c) for c in cands[1:]]
+    for rb, rs in zip(batched[1:], single, strict=True):
+        assert rb.rwp == pytest.approx(rs.rwp, rel=1e-3)
+        assert rb.phases[0].lattice["a"].value == pytest.approx(rs.phases[0].lattice["a"].value, abs=1e-4)
+
+
+def test_structure_without_atoms_raises(rutile_problem) -> None:
+    pattern, _, _ = rutile_problem
+    with pytest.raises(StructureError):
+        refine(pattern, Structure(Lattice.cubic(4.0), [], []))
+
+
+def test_phase_outside_range_raises(rutile_problem) -> None:
+    pattern, _, _ = rutile_problem
+    tiny = Structure(Lattice.cubic(1.2), ["Si"], [[0, 0, 0]])  # first reflection d = 1.2 Å -> 2θ ≈ 80°...
+    with pytest.raises(RefineError, match="no reflections"):
+        refine(pattern, tiny, options=RefineOptions(two_theta_max=40.0))
+
+
+def test_nan_in_data_raises(rutile_problem) -> None:
+    pattern, _, cands = rutile_problem
+    bad = type(pattern)(pattern.two_theta, pattern.intensity.copy(), pattern.radiation, pattern.geometry)
+    bad.intensity[100] = math.nan
+    with pytest.raises(RefineError, match="non-finite"):
+        refine(bad, cands[0])
+
+
+def test_candidate_outside_range_is_flagged_not_fatal(rutile_problem) -> None:
+    pattern, truth, _ = rutile_problem
+    tiny = Structure(Lattice.cubic(0.9), ["Si"], [[0, 0, 0]])  # no reflection below 2θ = 117°
+    out = refine_candidates(pattern, [truth, tiny])
+    assert not out[1].converged and out[1].status == "no_reflections_in_range"
+    assert out[0].converged and out[0].gof < 1.3
+
+
+def test_perturb_keeps_symmetry(rutile_problem) -> None:
+    _, truth, _ = rutile_problem
+    s = perturb(truth, np.random.default_rng(3))
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    assert SpacegroupAnalyzer(s, symprec=1e-4).get_space_group_number() == 136
+    assert simulate_pattern(s, np.arange(20, 40, 0.05)).intensity.max() > 0
