@@ -1,0 +1,32 @@
+"""``xrdsolve index`` on real measured patterns (LaB6 SRM 660c, lab Cu Kα1/Kα2)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from xrdsolve.cli import main
+
+
+def test_index_cli_lab6(real_data: Path, real_manifest: list, capsys: pytest.CaptureFixture[str]) -> None:
+    case = next(c for c in real_manifest if c["case"] == "lab6_srm660c_lab")
+    ref = next(iter(case["val"]["G2_validation.json"]["cells"].values()))
+    path = real_data / "lab6_srm660c_lab" / case["cfg"]["pattern"]
+    assert main(["index", str(path), "--radiation", "CuKa", "--json", "--top", "3"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    best = out["cells"][0]
+    assert (best["crystal_system"], best["centring"]) == ("cubic", "P")
+    assert best["a"] == pytest.approx(ref["length_a"], abs=0.005)  # GSAS-II refined 4.15513 Å
+    assert best["M20"] > 20
+    assert out["spacegroups"][0]["number"] in (221, 195, 200, 207, 215)  # no extinctions: primitive cubic
+
+
+def test_index_cli_table_and_errors(real_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = real_data / "lab6_srm660c_lab" / "NIST660CBI.gsas"
+    assert main(["index", str(path), "-r", "CuKa", "--systems", "cubic", "--top", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "cubic P" in text and "4.15" in text and "Pm-3m" in text
+    assert main(["index", str(path), "-r", "CuKa", "--systems", "triclinic"]) == 2
+    assert "unknown crystal system" in capsys.readouterr().err
