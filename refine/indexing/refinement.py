@@ -58,11 +58,11 @@ def refine_trials(
         q_top = float(q.max()) * 1.05
         for s in range(0, m, chunk):
             qc = params[s : s + chunk] @ x_all.T
-            cols = np.flatnonzero(qc.min(axis=0) <= q_top)  # reflections that can reach the lines
-            if cols.size == 0:
-                cols = np.arange(x_all.shape[0])
-            near = np.argmin(np.abs(qc[:, None, cols] - q[s : s + chunk, :, None]), axis=2)
-            assigned[s : s + chunk] = cols[near]
+            reach = np.flatnonzero(qc.min(axis=0) <= q_top)  # reflections that can reach the lines
+            if reach.size == 0:
+                reach = np.arange(x_all.shape[0])
+            near = np.argmin(np.abs(qc[:, None, reach] - q[s : s + chunk, :, None]), axis=2)
+            assigned[s : s + chunk] = reach[near]
         xa = x_all[assigned]  # (M, N, P)
         q_calc = np.einsum("mnp,mp->mn", xa, params)
         resid_tt = (q - q_calc) / g
