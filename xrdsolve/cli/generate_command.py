@@ -43,6 +43,9 @@ def generate(
     weights: Path | None = typer.Option(
         None, "--weights", help="Weights directory (default: shipped model)."
     ),
+    physics_guidance: bool = typer.Option(
+        False, "--physics-guidance", help="Nudge samples towards the pattern."
+    ),
 ) -> None:
     """Propose candidate structures for PATTERN with the diffusion generator (raw samples, no refinement)."""
     import json
@@ -59,8 +62,13 @@ def generate(
         raise typer.BadParameter("-n must be at least 1")
     pat = read_pattern(pattern, radiation=radiation)
     lattice = _parse_cell(cell)
+    hook = None
+    if physics_guidance:
+        from xrdsolve.generate.guidance import PatternGuidance
+
+        hook = PatternGuidance(pat)
     structures = sample(pat, composition, n=n, seed=seed, lattice=lattice, steps=steps,
-                        guidance_scale=guidance_scale, weights=weights)  # fmt: skip
+                        guidance_scale=guidance_scale, guidance=hook, weights=weights)  # fmt: skip
     _, cfg, _ = cached_default("cpu") if weights is None else load_weights(weights)
     from xrdsolve.conditioning.preprocess import QGrid
 

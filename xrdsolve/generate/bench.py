@@ -173,20 +173,17 @@ def bench_generate(
     return result
 
 
-def _baseline(truth: Sequence[Structure], k: int, seed: int, cache_dir: Path | None) -> list[list[Structure]]:
-    """k pyxtal random symmetric structures per target with the same composition and atom count."""
-    cache = None
-    if cache_dir is not None:
-        cache = cache_dir / f"baseline_{len(truth)}_{k}_{seed}.json"
-        if cache.is_file():
-            rows = json.loads(cache.read_text())
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                return [[Structure.from_dict(d) for d in row] for row in rows]
+def baseline_candidates(
+    truth: Sequence[Structure], k: int, seed: int, index: Sequence[int]
+) -> list[list[Structure]]:
+    """k pyxtal random symmetric structures for each ``truth[i]``, i in ``index`` (same composition and
+    atom count; space groups from the MP-20 frequencies among the compatible ones). Per-target seeds, so
+    any split of ``index`` gives the same structures."""
     freq = spacegroup_frequencies()
-    rng = np.random.default_rng(seed + 1)
     out: list[list[Structure]] = []
-    for s in tqdm(truth, desc="baseline", mininterval=5):
+    for i in tqdm(index, desc="baseline", mininterval=5):
+        s = truth[i]
+        rng = np.random.default_rng([seed, int(i)])
         row: list[Structure] = []
         for _ in range(k):
             c = random_crystal(
@@ -195,6 +192,20 @@ def _baseline(truth: Sequence[Structure], k: int, seed: int, cache_dir: Path | N
             if c is not None:
                 row.append(c)
         out.append(row)
+    return out
+
+
+def _baseline(truth: Sequence[Structure], k: int, seed: int, cache_dir: Path | None) -> list[list[Structure]]:
+    """Baseline candidates for every target, read from / written to ``cache_dir`` when given."""
+    cache = None
+    if cache_dir is not None:
+        cache = cache_dir / f"baseline_{len(truth)}_{k}_{seed}.json"
+        if cache.is_file():
+            rows = json.loads(cache.read_text())
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return [[Structure.from_dict(d) for d in row] for row in rows]
+    out = baseline_candidates(truth, k, seed, range(len(truth)))
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         cache.write_text(json.dumps([[c.as_dict() for c in row] for row in out]))

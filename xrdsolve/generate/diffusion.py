@@ -27,7 +27,9 @@ class DiffusionConfig:
     cosine_s: float = 0.008
     lattice_weight: float = 1.0
     coord_weight: float = 1.0
-    # mean / std of the normalised lattice parameters (set from the training data)
+    # mean / std of the normalised lattice parameters; fitted to the MP-20 training rows when
+    # fit_lattice_stats is true, else taken as given
+    fit_lattice_stats: bool = True
     lat_mean: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
     lat_std: tuple[float, ...] = (0.15, 0.15, 0.15, 0.15, 0.15, 0.15)
 

@@ -24,9 +24,12 @@ from .model import GeneratorModel
 
 log = logging.getLogger(__name__)
 
-#: A physics-guidance hook: (frac x̂₀ (B,N,3), lattice x̂₀ (B,3,3) Å, t) → (Δfrac, Δlattice-params (B,6))
-#: nudges applied to the current sample (e.g. minus a step × gradient of a pattern mismatch).
-GuidanceHook = Callable[[Tensor, Tensor, float], tuple[Tensor, Tensor]]
+#: A physics-guidance hook: (species (B,N), mask (B,N), frac x̂₀ (B,N,3), normalised lattice x̂₀ (B,6),
+#: decode: normalised lattice → (B,3,3) Å, t) → (Δfrac, Δlattice (B,6)) nudges applied to the current
+#: sample (e.g. minus a step × gradient of a pattern mismatch; see guidance.py).
+GuidanceHook = Callable[
+    [Tensor, Tensor, Tensor, Tensor, Callable[[Tensor], Tensor], float], tuple[Tensor, Tensor]
+]
 
 
 @dataclass
@@ -35,6 +38,8 @@ class SamplerSettings:
     guidance_scale: float = 1.0  # classifier-free guidance weight w (1 = conditional only)
     corrector_lr: float = 0.4  # Langevin step = corrector_lr · σ²
     t_min: float = 1e-3
+    min_distance: float = 0.9  # Å: overlapping atoms are pushed apart at the end (0 = off)
+    min_distance: float = 0.9  # Å: overlapping atoms are pushed apart at the end (0 = off)
 
 
 def _predict(
@@ -114,8 +119,12 @@ def reverse_process(
         x0_lat = ((lat - (1 - ab_t).sqrt() * pl) / ab_t.sqrt()).clamp(-6, 6)
         if guidance is not None:
             x0_frac = wn.wrap(frac + sig_t**2 * score)
+
+            def decode(z: Tensor) -> Tensor:
+                return schedule.lat_decode(z, n_atoms)
+
             with torch.enable_grad():
-                dfrac, dlat = guidance(x0_frac, schedule.lat_decode(x0_lat, n_atoms), float(t))
+                dfrac, dlat = guidance(species, mask, x0_frac, x0_lat, decode, float(t))
             frac = frac + dfrac.to(dtype)
             x0_lat = x0_lat + dlat.to(dtype)
         noise_x = torch.randn(frac.shape, generator=generator, dtype=dtype) if i < st.steps - 1 else 0.0
@@ -129,11 +138,36 @@ def reverse_process(
         lat = mean + var.clamp_min(0).sqrt() * noise_l
         if i == st.steps - 1:
             lat = x0_lat
-    frac = frac * mask[..., None]
     lattice_out = (
         lattice.to(dev).float() if lattice is not None else schedule.lat_decode(lat, n_atoms).float()
     )
+    if st.min_distance > 0:
+        frac = separate_atoms(frac, lattice_out, mask, st.min_distance)
+    frac = frac * mask[..., None]
     return CrystalTensors(species, frac, lattice_out, mask)
+
+
+def separate_atoms(frac: Tensor, lattice: Tensor, mask: Tensor, d_min: float, steps: int = 60) -> Tensor:
+    """Push apart atoms closer than ``d_min`` (Å, minimum image) by gradient steps on Σ relu(d_min − d)².
+
+    A last clean-up of the reverse process (it only moves atoms that overlap; the rest stay put).
+    """
+    x = frac.detach().clone()
+    eye = torch.eye(mask.shape[1], dtype=torch.bool, device=mask.device)
+    pm = (mask[:, :, None] & mask[:, None, :] & ~eye).to(x.dtype)
+    lat = lattice.detach().to(x.dtype)
+    inv_len = 1.0 / torch.linalg.norm(lat, dim=-1).clamp_min(1e-3)  # (B,3) Å⁻¹ per axis
+    for _ in range(steps):
+        x.requires_grad_(True)
+        with torch.enable_grad():
+            d = wn.wrap_centered(x[:, None, :, :] - x[:, :, None, :])
+            r = torch.linalg.norm(d @ lat[:, None], dim=-1).clamp_min(1e-6)
+            pen = (torch.relu(d_min - r) ** 2 * pm).sum()
+            if float(pen.detach()) < 1e-8:
+                break
+            (g,) = torch.autograd.grad(pen, x)
+        x = wn.wrap(x.detach() - 0.25 * g * inv_len[:, None, :] ** 2)
+    return x.detach()
 
 
 def _lattice_matrix(lattice: object) -> np.ndarray:

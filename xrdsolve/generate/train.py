@@ -141,6 +141,25 @@ def load_checkpoint(
     return state
 
 
+def load_checkpoint_meta(run_dir: Path) -> dict[str, Any]:
+    """Training metadata of a run (steps, validation history, split IDs, data sources, commit)."""
+    state = json.loads((run_dir / "checkpoint.json").read_text())
+    if not state.get("split_ids"):
+        cfg = GeneratorConfig.load(run_dir / "config.json")
+        sources = build_sources(cfg)
+        state.update(
+            split_ids=sources.split_ids(), sources=sources.names, source_weights=sources.weights.tolist()
+        )
+    return {
+        "steps": state.get("step"),
+        "validation": state.get("val", []),
+        "split_ids": state.get("split_ids", {}),
+        "sources": state.get("sources", []),
+        "source_weights": state.get("source_weights", []),
+        "git_commit": state.get("git_commit", git_commit()),
+    }
+
+
 def _ddp() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -162,9 +181,9 @@ def train(cfg: GeneratorConfig, run_dir: Path, device: str = "cpu", resume: bool
     run_dir.mkdir(parents=True, exist_ok=True)
     sources = build_sources(cfg)
     # lattice normalisation statistics from the real training structures
-    mp = sources.packs[0]
-    mean, std = lattice_statistics(torch.as_tensor(mp.lattice).double(), torch.as_tensor(mp.n))
-    if not resume:
+    if cfg.diffusion.fit_lattice_stats:  # deterministic: the same on resume
+        mp = sources.packs[0]
+        mean, std = lattice_statistics(torch.as_tensor(mp.lattice).double(), torch.as_tensor(mp.n))
         cfg.diffusion.lat_mean = tuple(mean)
         cfg.diffusion.lat_std = tuple(std)
     cfg.to_json(run_dir / "config.json")
@@ -175,6 +194,8 @@ def train(cfg: GeneratorConfig, run_dir: Path, device: str = "cpu", resume: bool
     ema.requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     state: dict[str, Any] = {"step": 0, "history": []}
+    state.update(split_ids=sources.split_ids(), sources=sources.names, source_weights=sources.weights.tolist(),
+                 git_commit=git_commit())  # fmt: skip
     if resume and (run_dir / "checkpoint.safetensors").is_file():
         state = load_checkpoint(run_dir, model, ema, opt)
         rng = np.random.default_rng(tc.seed + 7919 * rank + state["step"])

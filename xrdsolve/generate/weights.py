@@ -64,3 +64,16 @@ def cached_default(device: str = "cpu") -> tuple[GeneratorModel, GeneratorConfig
 
 def to_device(model: GeneratorModel, device: str) -> GeneratorModel:
     return model.to(torch.device(device))
+
+
+def export_checkpoint(run_dir: Path, directory: Path, extra_meta: dict[str, Any] | None = None) -> None:
+    """Write the EMA weights of a training run's latest checkpoint as a weights directory."""
+    from .train import load_checkpoint_meta
+
+    cfg = GeneratorConfig.load(run_dir / "config.json")
+    tensors = load_file(str(run_dir / "checkpoint.safetensors"))
+    model = GeneratorModel(cfg)
+    model.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    meta = load_checkpoint_meta(run_dir)
+    meta.update(extra_meta or {})
+    save_weights(directory, model, cfg, meta)
