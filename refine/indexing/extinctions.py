@@ -147,6 +147,7 @@ def spacegroup_hints(
     if solution.centring == "Rrev":  # reverse → obverse setting: a, b turned by 180° about c
         hkl = hkl * np.array([-1, -1, 1])
     near = np.abs(q_calc[None, :] - q_obs[:, None]) <= q_tol[:, None]  # (lines, reflections)
+    near = near[near.any(axis=1)]  # lines the cell cannot index at all (impurity, noise) say nothing
     observed_refl = np.asarray(near.any(axis=0), dtype=bool)
     positions = _position_ids(q_calc, float(np.median(q_tol)))
     unobserved_pos = np.unique(positions[~observed_refl & ~_pos_observed(positions, observed_refl)])
