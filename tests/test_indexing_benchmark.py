@@ -52,6 +52,10 @@ def test_mp20_val_indexing_success(shared_data: Path) -> None:
         c[0] += 1
         c[1] += bool(ranks and ranks[0] == 0)
         c[2] += bool(ranks and ranks[0] < 5)
+        print(
+            f"{row.material_id} {system} rank={ranks[0] if ranks else None} {times[system][-1]:.1f}s",
+            flush=True,
+        )
     out = {
         sys_: {
             "n": c[0],

@@ -5,7 +5,8 @@ permutations such as Pnma/Pmcn and monoclinic cell choices are covered), reflect
 ``Rᵀh = h`` and non-integer ``h·t`` for some operation (R, t) are systematically absent. A setting is
 compatible when every observed line can be indexed by at least one reflection it allows; compatible
 settings are ranked by how many calculated-but-unobserved positions their absences explain, then by how
-common the space group is among known inorganic structures.
+common the space group is among known inorganic structures. Observed lines that no reflection of the cell
+indexes (impurity, noise) are left out.
 """
 
 from __future__ import annotations
