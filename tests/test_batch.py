@@ -259,6 +259,7 @@ def test_sigterm_stops_at_once_and_kills_workers(tmp_path):
         env=env,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
     t0 = time.monotonic()
     while not store_rows(out) and time.monotonic() - t0 < 120:
@@ -267,9 +268,10 @@ def test_sigterm_stops_at_once_and_kills_workers(tmp_path):
     children = [
         int(c) for t in Path(f"/proc/{proc.pid}/task").iterdir() for c in (t / "children").read_text().split()
     ]
-    proc.send_signal(signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGTERM)  # as `timeout` and SLURM do: the whole process group
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
+    assert "worker process died" not in err
     assert [Path(r["path"]).name for r in store_rows(out)] == ["a_ok.xye"]
     time.sleep(1)
     alive = []

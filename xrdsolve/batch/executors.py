@@ -26,8 +26,11 @@ _THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 def _worker_init(threads: int) -> None:
-    """Process-pool worker initialiser: leave Ctrl-C to the coordinator; cap native thread pools."""
+    """Process-pool worker initialiser: leave SIGINT/SIGTERM to the coordinator (Ctrl-C, ``timeout``
+    and SLURM signal the whole process group; the coordinator decides and stops workers itself, with
+    SIGKILL); cap native thread pools."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     for name in _THREAD_ENV:
         os.environ[name] = str(threads)
 
@@ -68,14 +71,12 @@ class ExecutorSpec:
         procs = list((getattr(self.executor, "_processes", None) or {}).values())
         for p in procs:
             with contextlib.suppress(Exception):
-                p.terminate()
+                p.kill()
         with contextlib.suppress(Exception):
             self.executor.shutdown(wait=False, cancel_futures=True)
         for p in procs:
             with contextlib.suppress(Exception):
                 p.join(timeout=5)
-                if p.is_alive():
-                    p.kill()
 
     def close(self, *, wait: bool = True) -> None:
         """Shut the executor down (waiting for running jobs when ``wait``) and release the cluster;
