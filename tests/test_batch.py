@@ -300,3 +300,40 @@ def test_workers_recycled_after_n_patterns(tmp_path):
         spec.close()
     assert s.ok == 3
     assert len({r["worker"] for r in store_rows(tmp_path / "out")}) == 3
+
+
+def test_solve_task_wiring(tmp_path, monkeypatch):
+    """The solve task passes the batch options to xrdsolve.pipeline.solve and stores the best candidate
+    (the solver itself is replaced by a stub here: it takes minutes; its own tests cover it)."""
+    from pymatgen.core import Structure
+
+    import xrdsolve.pipeline as pipeline
+    from xrdsolve.batch.tasks import task_solve
+    from xrdsolve.solution import Candidate, Solution
+
+    examples = Path(__file__).resolve().parents[1] / "data" / "examples"
+    rutile = Structure.from_file(examples / "rutile_TiO2.cif")
+    seen = {}
+
+    def fake_solve(pattern, composition, *, radiation, instrument, options, progress):
+        seen.update(composition=composition, radiation=radiation, options=options, progress=progress)
+        return Solution(pattern, [Candidate(1, rutile, 0.12, 0.09, 1.5)])
+
+    monkeypatch.setattr(pipeline, "solve", fake_solve)
+    opts = {"composition": "TiO2", "seed": 7, "n_candidates": 16, "use_generator": False}
+    out = tmp_path / "o"
+    out.mkdir()
+    fields = task_solve(examples / "demo_pattern.xye", opts, out)
+    assert seen["composition"] == "TiO2" and seen["progress"] is False
+    assert (seen["options"].seed, seen["options"].n_candidates, seen["options"].use_generator) == (
+        7,
+        16,
+        False,
+    )
+    assert fields["formula"] == "TiO2" and fields["spacegroup"] == "P4_2/mnm" and fields["rwp"] == 0.12
+    assert fields["lattice"]["a"] == pytest.approx(4.5937)
+    assert (out / "summary.json").is_file() and (out / "rank01.cif").is_file()
+
+    monkeypatch.setattr(pipeline, "solve", lambda p, c, **kw: Solution(p, [], messages=["no peaks found"]))
+    with pytest.raises(Exception, match="no solution: no peaks found"):
+        task_solve(examples / "demo_pattern.xye", opts, out)
