@@ -118,3 +118,22 @@ def test_central_differences_agree_with_forward_mode() -> None:
     b = levenberg_marquardt(resid, true * 1.1, jacobian_method="central")
     assert torch.allclose(a.theta, b.theta, rtol=1e-5)
     assert torch.allclose(a.esd, b.esd, rtol=1e-3)
+
+
+def test_batched_jacobian_matches_forward_mode() -> None:
+    """The stacked one-hot-tangent Jacobian (residual_fn(theta, index)) equals the per-column one."""
+    resid, true = _exp_problem(5, seed=11)
+    x = torch.linspace(0, 4, 200, dtype=torch.float64)
+
+    def resid_indexed(theta: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        if index is None:
+            return resid(theta)
+        # rows of a stacked theta map to candidates through index; the data do not enter the Jacobian
+        calc = theta[:, :1] * torch.exp(-theta[:, 1:2] * x) + theta[:, 2:3]
+        return -calc / 0.02  # d/dθ of (y − calc)/σ does not depend on y
+
+    from xrdsolve.refine.lm import jacobian
+
+    j_batched = jacobian(resid_indexed, true * 1.1, method="batched", max_rows=4)
+    j_forward = jacobian(resid, true * 1.1, method="forward")
+    assert torch.allclose(j_batched, j_forward, atol=1e-9)
