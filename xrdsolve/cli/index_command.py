@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def index_cmd(
 
     from xrdsolve.conditioning import read_pattern
     from xrdsolve.errors import UsageError
-    from xrdsolve.refine.indexing import Peaks, index_peaks
+    from xrdsolve.refine.indexing import IndexingOptions, Peaks, index_peaks
     from xrdsolve.refine.indexing.extinctions import spacegroup_hints
     from xrdsolve.refine.indexing.observations import drop_kalpha2
 
@@ -58,17 +59,18 @@ def index_cmd(
     if tt.size < 4:
         raise UsageError(f"{file}: only {tt.size} peaks found; at least 4 are needed to index")
     obs = Peaks.from_two_theta(tt, float(wavelengths[0]), height)
-    overrides: dict[str, object] = {
-        "max_volume": max_volume,
-        "n_lines": peaks,
-        "tolerance": tolerance,
-        "max_zero_shift": max_zero,
-        "max_unindexed": unindexed,
-        "time_limit": time_limit,
-    }
+    opts = IndexingOptions(
+        max_volume=max_volume,
+        n_lines=peaks,
+        tolerance=tolerance,
+        max_zero_shift=max_zero,
+        max_unindexed=unindexed,
+        time_limit=time_limit,
+    )
     if systems:
-        overrides["systems"] = tuple(s.strip().lower() for s in systems.split(",") if s.strip())
-    sols = index_peaks(obs, **overrides)[:top]
+        chosen = tuple(s.strip().lower() for s in systems.split(",") if s.strip())
+        opts = dataclasses.replace(opts, systems=chosen)  # type: ignore[arg-type]  # validated by index_peaks
+    sols = index_peaks(obs, opts)[:top]
     hints = spacegroup_hints(sols[0], obs) if sols else []
     if json_out:
         print(json.dumps({"cells": [s.as_dict() for s in sols], "spacegroups": [h.as_dict() for h in hints]}))
