@@ -58,4 +58,6 @@ class CompositionEncoder(nn.Module):
         return torch.cat([frac / n, torch.log(n)], dim=1)
 
     def forward(self, species: Tensor, mask: Tensor) -> Tensor:
-        return self.net(self.featurise(species, mask.long(), self.net[0].weight.dtype))
+        first = self.net[0]
+        assert isinstance(first, nn.Linear)
+        return self.net(self.featurise(species, mask.long(), first.weight.dtype))

@@ -75,6 +75,7 @@ def pattern_scores(pattern: Pattern, candidates: Sequence[Structure], grid: QGri
         prof = ProfileParams.default(len(sel), dtype=torch.float32, U=8.0, V=-2.0, W=6.0, X=2.0, Y=2.0)
         with torch.no_grad():
             y = simulate(cb, torch.as_tensor(tt, dtype=torch.float32), inst, prof)
+        assert isinstance(y, torch.Tensor)
         q = 4 * np.pi * np.sin(np.deg2rad(tt / 2)) / inst.radiation.primary_wavelength
         for j, row in zip(sel, y.double().numpy(), strict=True):
             enc = encode_arrays(q, row, grid)[0]

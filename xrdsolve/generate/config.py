@@ -96,7 +96,7 @@ def _build(cls: Any, d: dict[str, Any], where: str) -> Any:
         raise UsageError(f"{where}: unknown keys {sorted(unknown)}; expected some of {sorted(names)}")
     kwargs: dict[str, Any] = {}
     for k, v in d.items():
-        default = getattr(cls(), k) if is_dataclass(cls) else None
+        default = getattr(cls(), k)
         if is_dataclass(default) and isinstance(v, dict):
             kwargs[k] = _build(type(default), v, f"{where}.{k}")
         elif isinstance(default, tuple):

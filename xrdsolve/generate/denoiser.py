@@ -73,6 +73,8 @@ class Denoiser(nn.Module):
         self.layers = nn.ModuleList([_Layer(h, e_dim) for _ in range(cfg.layers)])
         self.coord_out = nn.Sequential(nn.Linear(h, h), nn.SiLU(), nn.Linear(h, 3))
         self.lat_out = nn.Sequential(nn.Linear(2 * h, h), nn.SiLU(), nn.Linear(h, 6))
+        self._freq: Tensor
+        self._rbf: Tensor
         self.register_buffer("_freq", 2 * math.pi * torch.arange(1, cfg.n_freq + 1, dtype=torch.float32))
         self.register_buffer("_rbf", torch.linspace(0.0, 2.0, cfg.n_rbf))
 

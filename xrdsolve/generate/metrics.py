@@ -9,14 +9,19 @@ import numpy as np
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Structure
 
-MATCHER_KW = {"stol": 0.5, "angle_tol": 10, "ltol": 0.3}
+MATCHER_KW: dict[str, float] = {"stol": 0.5, "angle_tol": 10, "ltol": 0.3}
+
+
+def matcher() -> StructureMatcher:
+    """The benchmark matcher (stol=0.5, angle_tol=10, ltol=0.3)."""
+    return StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3)
 
 
 def rms_if_match(
-    truth: Structure, candidate: Structure, matcher: StructureMatcher | None = None
+    truth: Structure, candidate: Structure, sm_in: StructureMatcher | None = None
 ) -> float | None:
     """Normalised RMS displacement when ``candidate`` matches ``truth``, else None."""
-    sm = matcher or StructureMatcher(**MATCHER_KW)
+    sm = sm_in or matcher()
     if candidate.composition.reduced_composition != truth.composition.reduced_composition:
         return None
     if not np.isfinite(candidate.lattice.volume) or candidate.lattice.volume <= 0:
@@ -34,7 +39,7 @@ def match_rate(
     truth: Sequence[Structure], candidates: Sequence[Sequence[Structure]], k: int | None = None
 ) -> tuple[float, list[float | None]]:
     """Fraction of ``truth`` structures matched by any of the first ``k`` candidates; best RMS per target."""
-    sm = StructureMatcher(**MATCHER_KW)
+    sm = matcher()
     best: list[float | None] = []
     for t, cands in zip(truth, candidates, strict=True):
         rms = [rms_if_match(t, c, sm) for c in (cands if k is None else cands[:k])]

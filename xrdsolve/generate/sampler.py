@@ -39,7 +39,6 @@ class SamplerSettings:
     corrector_lr: float = 0.4  # Langevin step = corrector_lr · σ²
     t_min: float = 1e-3
     min_distance: float = 0.9  # Å: overlapping atoms are pushed apart at the end (0 = off)
-    min_distance: float = 0.9  # Å: overlapping atoms are pushed apart at the end (0 = off)
 
 
 def _predict(
