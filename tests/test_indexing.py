@@ -129,11 +129,6 @@ def test_d_spacing_input_without_zero() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="known limitation: the monoclinic dichotomy exceeds its 2M-box limit at level 3 for this cell "
-    "(a 5.2, b 6.1, c 7.3 Å, β 104°) and gives up; pruning of coarse monoclinic boxes is still too weak",
-    strict=True,
-)
 def test_monoclinic_synthetic() -> None:
     lat = Lattice.monoclinic(5.2, 6.1, 7.3, 104.0)
     s = Structure.from_spacegroup("P2_1/c", lat, ["Zn", "O"], [[0.21, 0.13, 0.31], [0.62, 0.41, 0.12]])

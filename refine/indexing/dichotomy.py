@@ -81,8 +81,8 @@ def dichotomy(
     target = np.full(dims, res)
     divisions = np.full(dims, initial_divisions)
     if model.name == "monoclinic":
-        target[3] = res / 2.0
-        divisions[3] = 4
+        target[3] = res * float(np.median(q_obs)) / 4.0  # E = 2a*·c* is linear (Å⁻²)
+        divisions[3] = initial_divisions
     if use_zero:
         target[-1] = zero_width
         divisions[-1] = max(1, int(np.ceil(2 * zero_max / (4 * zero_width))))

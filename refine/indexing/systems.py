@@ -130,13 +130,13 @@ class SystemModel:
     # --- box coordinates u used by the dichotomy -------------------------------------------------
     # u = log(p) for the squared reciprocal lengths (relative resolution is what indexing needs: a
     # reflection's 1/d² range over a box is then about Δu·1/d² whatever its indices); for monoclinic
-    # the last coordinate is cos β* in [0, 1/2] and E = 2 cos β* √(A C).
+    # the last coordinate is E itself (linear, so its bounds stay exact).
 
     def u_ranges(self, a_min: float, a_max: float) -> tuple[FloatArray, FloatArray]:
         """Initial box in u coordinates for cell edges between ``a_min`` and ``a_max`` (Å)."""
         lo, hi = self.ranges(a_min, a_max)
         if self.name == "monoclinic":
-            return np.array([*np.log(lo[:3]), 0.0]), np.array([*np.log(hi[:3]), 0.5])
+            return np.array([*np.log(lo[:3]), 0.0]), np.array([*np.log(hi[:3]), hi[3]])
         return np.log(lo), np.log(hi)
 
     def box_params(self, u_lo: FloatArray, u_hi: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -145,9 +145,7 @@ class SystemModel:
             return np.exp(u_lo), np.exp(u_hi)
         p_lo = np.exp(u_lo[:, :3])
         p_hi = np.exp(u_hi[:, :3])
-        e_lo = 2.0 * u_lo[:, 3] * np.sqrt(p_lo[:, 0] * p_lo[:, 2])
-        e_hi = 2.0 * u_hi[:, 3] * np.sqrt(p_hi[:, 0] * p_hi[:, 2])
-        return np.column_stack([p_lo, e_lo]), np.column_stack([p_hi, e_hi])
+        return np.column_stack([p_lo, u_lo[:, 3]]), np.column_stack([p_hi, u_hi[:, 3]])
 
     def u_centre(self, u_lo: FloatArray, u_hi: FloatArray) -> FloatArray:
         """Parameters p (M, P) at the centres of boxes in u."""
@@ -155,7 +153,7 @@ class SystemModel:
         if self.name != "monoclinic":
             return np.exp(mid)
         p = np.exp(mid[:, :3])
-        return np.column_stack([p, 2.0 * mid[:, 3] * np.sqrt(p[:, 0] * p[:, 2])])
+        return np.column_stack([p, mid[:, 3]])
 
     def cell(self, p: FloatArray) -> tuple[float, float, float, float, float, float]:
         """Direct cell (a, b, c in Å; α, β, γ in degrees) for one parameter vector."""
