@@ -35,3 +35,18 @@ def test_console_script_runs_as_module():
     out = subprocess.run([sys.executable, "-m", "xrdsolve", "--help"], capture_output=True, text=True)
     assert out.returncode == 0
     assert "Usage" in out.stdout
+
+
+def test_exit_code_of_a_command_is_returned() -> None:
+    import typer
+
+    from xrdsolve.cli import app, main
+
+    @app.command("zz-exit-code-test", hidden=True)
+    def _exit_five() -> None:
+        raise typer.Exit(5)
+
+    try:
+        assert main(["zz-exit-code-test"]) == 5
+    finally:
+        app.registered_commands = [c for c in app.registered_commands if c.name != "zz-exit-code-test"]

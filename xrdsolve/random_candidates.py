@@ -137,9 +137,10 @@ def random_symmetric_structures(
 
     rng = np.random.default_rng(seed)
     if spacegroups:
-        prior = {int(sg): SPACEGROUP_COUNTS.get(int(sg), 0) + SMOOTHING for sg in spacegroups}
-        total = sum(prior.values())
-        prior = {k: v / total for k, v in prior.items()}
+        # groups allowed by the data (e.g. extinction hints): half uniform, half the real-crystal prior
+        counts = {int(sg): SPACEGROUP_COUNTS.get(int(sg), 0) + SMOOTHING for sg in spacegroups}
+        total = sum(counts.values())
+        prior = {k: 0.5 / len(counts) + 0.5 * v / total for k, v in counts.items()}
     else:
         prior = spacegroup_prior(crystal_systems)
     groups = np.array(list(prior))

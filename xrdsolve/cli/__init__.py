@@ -72,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     _register()
     prog = "xrdsolve"
     try:
-        app(args=argv, prog_name=prog, standalone_mode=False)
+        rv = app(args=argv, prog_name=prog, standalone_mode=False)
+        if isinstance(rv, int):  # click returns typer.Exit's code in non-standalone mode
+            return rv
     except typer.Exit as exc:
         return int(exc.exit_code)
     except _click_exc.ClickException as exc:
