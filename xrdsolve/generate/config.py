@@ -55,6 +55,7 @@ class TrainConfig:
     checkpoint_every_s: float = 240.0
     threads: int = 2
     time_limit_s: float = 0.0  # stop after this wall time (0 = no limit)
+    stop_step: int = 0  # stop at this step (0 = run to `steps`); the LR schedule still spans `steps`
 
 
 @dataclass

@@ -246,7 +246,9 @@ def train(cfg: GeneratorConfig, run_dir: Path, device: str = "cpu", resume: bool
             log.info("validation %s", metrics)
             with (run_dir / "val.jsonl").open("a") as fh:
                 fh.write(json.dumps(metrics) + "\n")
-        out_of_time = tc.time_limit_s > 0 and time.time() - t_start > tc.time_limit_s
+        out_of_time = (tc.time_limit_s > 0 and time.time() - t_start > tc.time_limit_s) or (
+            tc.stop_step > 0 and state["step"] >= tc.stop_step
+        )
         if rank == 0 and (time.time() - last_ckpt > tc.checkpoint_every_s or out_of_time):
             save_checkpoint(run_dir, model, ema, opt, state)
             last_ckpt = time.time()
