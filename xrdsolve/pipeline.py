@@ -23,12 +23,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from pymatgen.core import Composition, Structure
 
 from .composition import parse_composition, z_candidates
 from .errors import UsageError, XrdsolveError
-from .random_candidates import CandidateSpec, random_symmetric_structures
+from .random_candidates import CandidateSpec, enumerated_symmetric_structures, random_symmetric_structures
 from .solution import Candidate, Solution
 
 log = logging.getLogger(__name__)
@@ -54,6 +53,7 @@ class SolveOptions:
     use_indexing: bool = True
     max_cells: int = 3
     max_z: int = 2
+    max_spacegroups: int = 6
     screen_chunk: int = 64
 
     def to_dict(self) -> dict[str, Any]:
@@ -105,67 +105,51 @@ def _load_pattern(pattern_or_path: Any, radiation: Any) -> Any:
     return pattern
 
 
-def strip_kalpha2(
-    two_theta: np.ndarray, height: np.ndarray, radiation: Any, tol: float = 0.025
-) -> np.ndarray:
-    """Mask of peaks to keep: drops a peak sitting at the Kα2 position of a stronger peak (degrees 2θ)."""
-    keep = np.ones(two_theta.size, dtype=bool)
-    if radiation is None or len(radiation.wavelengths) < 2:
-        return keep
-    l1, l2 = radiation.wavelengths[0], radiation.wavelengths[1]
-    s2 = np.sin(np.deg2rad(two_theta) / 2) * l2 / l1
-    partner = np.where(s2 < 1, 2 * np.rad2deg(np.arcsin(np.clip(s2, -1, 1))), np.inf)
-    for i in range(two_theta.size):
-        j = np.argmin(np.abs(two_theta - partner[i]))
-        if j != i and abs(two_theta[j] - partner[i]) < tol and height[j] < 0.8 * height[i]:
-            keep[j] = False
-    return keep
-
-
 def _index(pattern: Any, tried: dict[str, Any], clock: _Clock, options: SolveOptions) -> list[Any]:
     from xrdsolve.conditioning.peaks import find_peaks
+    from xrdsolve.refine.indexing.extinctions import spacegroup_hints
     from xrdsolve.refine.indexing.indexer import IndexingOptions, index_peaks
-    from xrdsolve.refine.indexing.observations import IndexingError, Peaks
+    from xrdsolve.refine.indexing.observations import IndexingError, Peaks, drop_kalpha2
 
-    peaks = find_peaks(pattern, max_peaks=40)
-    keep = strip_kalpha2(peaks.two_theta, peaks.height, pattern.radiation)
-    tt = peaks.two_theta[keep]
-    tried["peaks"] = {"found": len(peaks), "after_kalpha2_removal": int(tt.size)}
+    found = find_peaks(pattern, max_peaks=40)
+    tt, height = found.two_theta, found.height
+    wavelengths = list(pattern.radiation.wavelengths)
+    if len(wavelengths) > 1 and tt.size:
+        keep = drop_kalpha2(tt, height, wavelengths[0], wavelengths[1])
+        tt, height = tt[keep], height[keep]
+    tried["peaks"] = {"found": len(found), "after_kalpha2_removal": int(tt.size)}
     if tt.size < 4 or not options.use_indexing:
         return []
-    time_limit = 30.0 if clock.budget is None else max(3.0, 0.25 * clock.left())
+    t0 = time.perf_counter()
+    time_limit = 60.0 if clock.budget is None else max(3.0, 0.3 * clock.left())
     try:
-        cells = index_peaks(
-            Peaks.from_two_theta(tt, pattern.radiation.primary_wavelength),
-            IndexingOptions(time_limit=time_limit, max_solutions=10),
-        )
+        peaks = Peaks.from_two_theta(tt, float(wavelengths[0]), height)
+        cells = index_peaks(peaks, IndexingOptions(time_limit=time_limit, max_solutions=10))
     except IndexingError as exc:
         tried["indexing"] = {"error": str(exc)}
         return []
     good = [c for c in cells if c.m20 >= MIN_M20][: options.max_cells]
+    planned = []
+    for cell in good:
+        try:
+            hints = [
+                h
+                for h in spacegroup_hints(cell, peaks, max_hints=options.max_spacegroups)
+                if h.violations == 0
+            ]
+        except Exception as exc:  # hints are advisory
+            log.info("space-group hints failed: %s", exc)
+            hints = []
+        planned.append((cell, [h.number for h in hints]))
     tried["indexing"] = {
         "solutions": [c.summary() for c in cells[:5]],
-        "used": [c.as_dict() | {"hkl": None} for c in good],
-        "seconds": round(clock.elapsed(), 2),
+        "used": [
+            {k: v for k, v in c.as_dict().items() if k != "hkl"} | {"spacegroups": groups}
+            for c, groups in planned
+        ],
+        "seconds": round(time.perf_counter() - t0, 2),
     }
-    return good
-
-
-def _spacegroups_for(cell: Any) -> tuple[list[int] | None, list[str]]:
-    """Space groups compatible with an indexed cell (from extinction hints when available)."""
-    try:
-        from xrdsolve.refine.indexing import spacegroup_hints  # type: ignore[attr-defined]
-    except ImportError:
-        spacegroup_hints = None
-    if spacegroup_hints is not None:
-        try:
-            hints = spacegroup_hints(cell)
-            groups = [int(getattr(h, "number", h)) for h in hints]
-            if groups:
-                return groups, [cell.crystal_system]
-        except Exception as exc:  # hints are advisory
-            log.debug("space-group hints failed: %s", exc)
-    return None, [cell.crystal_system]
+    return planned
 
 
 def _generator_candidates(
@@ -204,43 +188,46 @@ def _propose(
     tried: dict[str, Any],
 ) -> _Pool:
     pool = _Pool()
-    plans: list[tuple[Any, int, list[int] | None, list[str] | None]] = []
-    for cell in cells:
+    # (cell, Z, hinted groups, crystal systems, weight): earlier cells and likelier Z get more candidates
+    plans: list[tuple[Any, int, list[int] | None, list[str] | None, float]] = []
+    for rank, (cell, groups) in enumerate(cells):
         zs = z_candidates(comp, cell.volume)[: options.max_z]
-        groups, systems = _spacegroups_for(cell)
-        plans.extend((cell, z, groups, systems) for z in zs)
+        plans.extend(
+            (cell, z, groups or None, [cell.crystal_system], 1.0 / ((rank + 1) ** 2 * (j + 1)))
+            for j, z in enumerate(zs)
+        )
     if not plans:
-        for z in z_candidates(comp)[:6]:
-            plans.append((None, z, None, None))
+        plans = [(None, z, None, None, 1.0) for z in z_candidates(comp)[:6]]
     n_random = options.n_candidates
     if options.use_generator:
-        lattices = [c.lattice() for c in cells]
+        lattices = [c.lattice() for c, _ in cells]
         gen = _generator_candidates(pattern, comp, options.n_candidates // 2, options.seed, lattices, tried)
         for s, prov in gen:
             pool.add(s, prov)
         n_random = max(options.n_candidates - len(gen), options.n_candidates // 2)
     else:
         tried["generator"] = {"used": False, "reason": "switched off"}
-    per_plan = max(2, math.ceil(n_random / len(plans)))
-    for i, (cell, z, plan_groups, plan_systems) in enumerate(plans):
-        lattice = None if cell is None else (cell.a, cell.b, cell.c, cell.alpha, cell.beta, cell.gamma)
-        drawn = random_symmetric_structures(
-            comp,
-            [z],
-            per_plan,
-            seed=options.seed * 1000 + i,
-            crystal_systems=plan_systems,
-            spacegroups=plan_groups,
-            lattice=lattice,
-        )
+    total_weight = sum(p[4] for p in plans)
+    for i, (cell, z, plan_groups, plan_systems, weight) in enumerate(plans):
+        share = max(2, round(n_random * weight / total_weight))
+        seed = options.seed * 1000 + i
+        if cell is not None and plan_groups:
+            lattice = (cell.a, cell.b, cell.c, cell.alpha, cell.beta, cell.gamma)
+            drawn = enumerated_symmetric_structures(comp, z, plan_groups, share, lattice=lattice, seed=seed)
+        else:
+            lattice = None if cell is None else (cell.a, cell.b, cell.c, cell.alpha, cell.beta, cell.gamma)
+            drawn = random_symmetric_structures(
+                comp, [z], share, seed=seed, crystal_systems=plan_systems, lattice=lattice
+            )
         for s, spec in drawn:
             pool.add(s, _provenance(spec, cell))
     tried["candidates"] = {
         "total": len(pool),
         "by_source": {
-            src: sum(p["source"] == src for p in pool.provenance) for src in ("generator", "random")
+            src: sum(p["source"] == src for p in pool.provenance)
+            for src in ("generator", "random", "random+indexing", "enumerated+indexing")
         },
-        "plans": [{"cell": None if c is None else c.summary(), "z": z} for c, z, _, _ in plans],
+        "plans": [{"cell": None if c is None else c.summary(), "z": z} for c, z, *_ in plans],
     }
     return pool
 
@@ -248,7 +235,7 @@ def _propose(
 def _provenance(spec: CandidateSpec, cell: Any) -> dict[str, Any]:
     prov = spec.to_dict()
     if cell is not None:
-        prov["source"] = "random+indexing"
+        prov["source"] = f"{spec.source}+indexing"
         prov["cell"] = cell.summary()
     return prov
 
@@ -425,4 +412,4 @@ def _load_instrument(instrument: Any) -> Any:
     return read_instrument(instrument)
 
 
-__all__ = ["SolveOptions", "XrdsolveError", "solve", "strip_kalpha2"]
+__all__ = ["SolveOptions", "XrdsolveError", "solve"]

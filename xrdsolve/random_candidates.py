@@ -109,6 +109,122 @@ def _pyxtal_lattice(params: Sequence[float], spacegroup: int):  # -> pyxtal Latt
     return PyxtalLattice.from_para(a, b, c, alpha, beta, gamma, ltype=ltype)
 
 
+def wyckoff_combinations(spacegroup: int, counts: Sequence[int], limit: int = 64) -> list[list[list[str]]]:
+    """Wyckoff-site assignments (per species, e.g. ``[['2a'], ['4f']]``) realising ``counts`` atoms in
+    ``spacegroup``'s conventional cell, simplest first (fewest sites), at most ``limit``."""
+    from pyxtal.symmetry import Group
+
+    try:
+        combos, _, _ = Group(spacegroup).list_wyckoff_combinations(list(counts))
+    except Exception:  # pyxtal raises for impossible counts
+        return []
+    combos = sorted(combos or [], key=lambda c: (sum(len(sites) for sites in c), str(c)))
+    return [[list(sites) for sites in combo] for combo in combos[:limit]]
+
+
+#: Closest approach allowed between two atoms, as a fraction of the sum of their covalent radii.
+MIN_DISTANCE_FACTOR = 0.7
+_ORTHO_PERMUTATIONS = ((0, 1, 2), (1, 2, 0), (2, 0, 1), (0, 2, 1), (1, 0, 2), (2, 1, 0))
+
+
+def _covalent_radius(symbol: str) -> float:
+    from pymatgen.analysis.molecule_structure_comparator import CovalentRadius
+    from pymatgen.core.periodic_table import Element
+
+    radius = CovalentRadius.radius.get(symbol)
+    if radius is None:
+        radius = float(Element(symbol).atomic_radius or 1.5)
+    return float(radius)
+
+
+def place_on_wyckoff_sites(
+    spacegroup: int,
+    species: Sequence[str],
+    combo: Sequence[Sequence[str]],
+    lattice: Sequence[float],
+    rng: np.random.Generator,
+    tries: int = 40,
+) -> Structure | None:
+    """Atoms on the given Wyckoff sites (standard setting) of a given cell, with random free coordinates.
+
+    ``lattice`` is a, b, c (Å), α, β, γ (degrees). Returns None when no try keeps every pair of atoms
+    further apart than :data:`MIN_DISTANCE_FACTOR` × the sum of their covalent radii.
+    """
+    from pymatgen.core import Lattice
+    from pyxtal.symmetry import Group
+
+    group = Group(spacegroup)
+    lat = Lattice.from_parameters(*lattice)
+    radii = np.array([_covalent_radius(sp) for sp, sites in zip(species, combo, strict=True) for _ in sites])
+    wps = [group.get_wyckoff_position(label) for sites in combo for label in sites]
+    site_species = [sp for sp, sites in zip(species, combo, strict=True) for _ in sites]
+    for _ in range(tries):
+        coords: list[np.ndarray] = []
+        labels: list[str] = []
+        owner: list[int] = []
+        for k, (wp, sp) in enumerate(zip(wps, site_species, strict=True)):
+            point = wp.ops[0].operate(rng.random(3))
+            orbit = np.mod(np.asarray(wp.apply_ops(point), dtype=float), 1.0)
+            coords.extend(orbit)
+            labels.extend([sp] * len(orbit))
+            owner.extend([k] * len(orbit))
+        frac = np.array(coords)
+        dist = lat.get_all_distances(frac, frac)
+        np.fill_diagonal(dist, np.inf)
+        own = np.array(owner)
+        limit = MIN_DISTANCE_FACTOR * (radii[own][:, None] + radii[own][None, :])
+        if np.all(dist > limit):
+            return Structure(lat, labels, frac)
+    return None
+
+
+def enumerated_symmetric_structures(
+    composition: Composition,
+    z: int,
+    spacegroups: Sequence[int],
+    n: int,
+    *,
+    lattice: Sequence[float],
+    seed: int = 0,
+) -> list[tuple[Structure, CandidateSpec]]:
+    """Up to ``n`` structures in a given cell that walk through the Wyckoff assignments of each group.
+
+    Space groups are taken in the given order (e.g. extinction hints, most likely first) and each
+    one's assignments simplest first, with random free coordinates; when every assignment has one
+    structure, the walk starts again with new coordinates. Systematic where random draws keep missing
+    the few assignments small structures have. Orthorhombic cells are tried in every axis order
+    (indexing sorts a ≤ b ≤ c; the group's standard setting may not).
+    """
+    sc = _species_counts(composition.reduced_composition, z)
+    if sc is None:
+        return []
+    species, counts = sc
+    rng = np.random.default_rng(seed)
+    plan = []
+    for sg in spacegroups:
+        perms = _ORTHO_PERMUTATIONS if crystal_system_of(int(sg)) == "orthorhombic" else ((0, 1, 2),)
+        for combo in wyckoff_combinations(int(sg), counts):
+            plan.extend((int(sg), combo, perm) for perm in perms)
+    out: list[tuple[Structure, CandidateSpec]] = []
+    failed: set[int] = set()
+    i = 0
+    while len(out) < n and len(failed) < len(plan):
+        j = i % len(plan)
+        i += 1
+        if j in failed:
+            continue
+        sg, combo, perm = plan[j]
+        abc = [lattice[p] for p in perm]
+        cell = (*abc, *lattice[3:])
+        structure = place_on_wyckoff_sites(sg, species, combo, cell, rng)
+        if structure is None:
+            failed.add(j)
+            continue
+        extra: dict[str, object] = {"wyckoff": ["+".join(sites) for sites in combo], "axes": list(perm)}
+        out.append((structure, CandidateSpec(sg, z, seed, True, source="enumerated", extra=extra)))
+    return out
+
+
 def random_symmetric_structures(
     composition: Composition,
     z_values: Sequence[int],
