@@ -6,15 +6,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_OUT ?= out/demo
 
-.PHONY: demo test venv lint typecheck pytest test-fast test-slow clean
+.PHONY: demo test venv lint typecheck pytest test-fast test-slow test-all clean
 
 venv:
 	@bash .ci/venv.sh
 
 demo: venv
-	@$(BIN)/xrdsolve info data/examples/demo_pattern.xye
-	@$(BIN)/xrdsolve plot data/examples/demo_pattern.xye -o $(DEMO_OUT)/demo_pattern.png
-	@echo "plot written to $(DEMO_OUT)/demo_pattern.png"
+	@$(BIN)/xrdsolve info data/examples/demo_pattern.xye --peaks 8
+	@$(BIN)/xrdsolve solve data/examples/demo_pattern.xye --composition TiO2 --candidates 24 -k 4 --seed 0 -o $(DEMO_OUT)
 
 lint: venv
 	$(BIN)/ruff check xrdsolve conditioning refine tests data
@@ -29,8 +28,9 @@ typecheck: venv
 	@ln -s "$(CURDIR)/refine" build/typecheck/xrdsolve/refine
 	cd build/typecheck && "$(CURDIR)/$(BIN)/mypy" --config-file "$(CURDIR)/pyproject.toml" -p xrdsolve
 
+# The default suite skips tests marked slow (run them with `make test-slow`; `make test-all` runs both).
 pytest: venv
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow" --durations=15
 
 test: lint typecheck pytest
 
@@ -39,6 +39,9 @@ test-fast: venv
 
 test-slow: venv
 	$(BIN)/python -m pytest -q -m slow
+
+test-all: venv
+	$(BIN)/python -m pytest -q
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache out

@@ -63,7 +63,7 @@ class Stage:
 DEFAULT_STRATEGY: tuple[Stage, ...] = (
     Stage("scale+background", ("scale", "background"), 20),
     Stage("+lattice+zero", ("lattice", "zero"), 30),
-    Stage("+profile", ("profile", "displacement"), 30),
+    Stage("+profile", ("profile", "displacement", "asym"), 30),
     Stage("+positions", ("xyz",), 30),
     Stage("+B_iso", ("biso",), 30),
     Stage("+occupancies", ("occ",), 30),
@@ -402,7 +402,8 @@ def _initial_theta(
     lower = torch.full_like(theta, -math.inf)
     upper = torch.full_like(theta, math.inf)
     w_from_data = (pattern_fwhm * 100.0) ** 2 / (8.0 * math.log(2.0))
-    defaults = {"zero": 0.0, "displacement": 0.0, "U": 0.0, "V": 0.0, "W": w_from_data, "asym": 0.0}
+    # asym starts slightly above 0: at exactly 0 the symmetric profile has no asym derivative to follow
+    defaults = {"zero": 0.0, "displacement": 0.0, "U": 0.0, "V": 0.0, "W": w_from_data, "asym": 0.002}
     for n in GLOBAL_NAMES:
         theta[:, lay.global_index(n)] = float(start.get(n, defaults[n]))
     i = lay.global_index

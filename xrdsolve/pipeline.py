@@ -153,7 +153,12 @@ def _index(pattern: Any, tried: dict[str, Any], clock: _Clock, options: SolveOpt
 
 
 def _generator_candidates(
-    pattern: Any, comp: Composition, n: int, seed: int, lattices: Sequence[Any], tried: dict[str, Any]
+    pattern: Any,
+    comp: Composition,
+    n: int,
+    seed: int,
+    targets: Sequence[tuple[Any, int]],
+    tried: dict[str, Any],
 ) -> list[tuple[Structure, dict[str, Any]]]:
     """Samples of the shipped generator; empty (with the reason recorded) when it is not available."""
     try:
@@ -166,16 +171,18 @@ def _generator_candidates(
         tried["generator"] = {"used": False, "reason": "no shipped weights in xrdsolve/weights/default"}
         return []
     out: list[tuple[Structure, dict[str, Any]]] = []
-    targets: list[Any] = list(lattices) or [None]
-    per = max(1, n // len(targets))
-    for i, lat in enumerate(targets):
+    per = max(1, n // max(len(targets), 1))
+    for i, (lat, z) in enumerate(targets):
+        cell_content = comp.reduced_composition * z
         try:
-            structures = sample(pattern, comp, n=per, seed=seed + i, lattice=lat)
+            structures = sample(pattern, cell_content, n=per, seed=seed + i, lattice=lat)
         except Exception as exc:  # the generator must never sink the solve
             tried["generator"] = {"used": False, "reason": f"sampling failed: {exc}"}
             return out
         for s in structures:
-            out.append((s, {"source": "generator", "seed": seed + i, "lattice_given": lat is not None}))
+            out.append(
+                (s, {"source": "generator", "seed": seed + i, "z": z, "lattice_given": lat is not None})
+            )
     tried["generator"] = {"used": True, "samples": len(out)}
     return out
 
@@ -200,8 +207,8 @@ def _propose(
         plans = [(None, z, None, None, 1.0) for z in z_candidates(comp)[:6]]
     n_random = options.n_candidates
     if options.use_generator:
-        lattices = [c.lattice() for c, _ in cells]
-        gen = _generator_candidates(pattern, comp, options.n_candidates // 2, options.seed, lattices, tried)
+        targets = [(None if c is None else c.lattice(), z) for c, z, *_ in plans[:4]]
+        gen = _generator_candidates(pattern, comp, options.n_candidates // 2, options.seed, targets, tried)
         for s, prov in gen:
             pool.add(s, prov)
         n_random = max(options.n_candidates - len(gen), options.n_candidates // 2)
@@ -211,13 +218,14 @@ def _propose(
     for i, (cell, z, plan_groups, plan_systems, weight) in enumerate(plans):
         share = max(2, round(n_random * weight / total_weight))
         seed = options.seed * 1000 + i
-        if cell is not None and plan_groups:
-            lattice = (cell.a, cell.b, cell.c, cell.alpha, cell.beta, cell.gamma)
-            drawn = enumerated_symmetric_structures(comp, z, plan_groups, share, lattice=lattice, seed=seed)
+        cell_params = None if cell is None else (cell.a, cell.b, cell.c, cell.alpha, cell.beta, cell.gamma)
+        if cell_params is not None and plan_groups:
+            drawn = enumerated_symmetric_structures(
+                comp, z, plan_groups, share, lattice=cell_params, seed=seed
+            )
         else:
-            lattice = None if cell is None else (cell.a, cell.b, cell.c, cell.alpha, cell.beta, cell.gamma)
             drawn = random_symmetric_structures(
-                comp, [z], share, seed=seed, crystal_systems=plan_systems, lattice=lattice
+                comp, [z], share, seed=seed, crystal_systems=plan_systems, lattice=cell_params
             )
         for s, spec in drawn:
             pool.add(s, _provenance(spec, cell))

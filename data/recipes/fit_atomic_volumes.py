@@ -18,7 +18,15 @@ import numpy as np
 from pymatgen.core import Structure
 from scipy.optimize import nnls
 
-TRAIN = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "structures" / "mp20_subset" / "train.csv"
+TRAIN = (
+    Path(__file__).resolve().parents[2]
+    / ".."
+    / "shared"
+    / "data"
+    / "structures"
+    / "mp20_subset"
+    / "train.csv"
+)
 
 
 def main(path: Path = TRAIN) -> None:

@@ -46,7 +46,7 @@ def solve(
     )
     summary = solution.write(out)
     con = Console(highlight=False)
-    con.print(solution.table(top))
+    typer.echo(solution.table(top))
     for msg in solution.messages:
         con.print(f"[yellow]note:[/yellow] {msg}")
     con.print(f"results in {summary.parent}/ (summary.json, rank01.cif, …, fit.png)")
