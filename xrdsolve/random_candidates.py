@@ -200,7 +200,7 @@ def enumerated_symmetric_structures(
         return []
     species, counts = sc
     rng = np.random.default_rng(seed)
-    plan = []
+    plan: list[tuple[int, list[list[str]], tuple[int, int, int]]] = []
     for sg in spacegroups:
         perms = _ORTHO_PERMUTATIONS if crystal_system_of(int(sg)) == "orthorhombic" else ((0, 1, 2),)
         for combo in wyckoff_combinations(int(sg), counts):
@@ -254,9 +254,9 @@ def random_symmetric_structures(
     rng = np.random.default_rng(seed)
     if spacegroups:
         # groups allowed by the data (e.g. extinction hints): half uniform, half the real-crystal prior
-        counts = {int(sg): SPACEGROUP_COUNTS.get(int(sg), 0) + SMOOTHING for sg in spacegroups}
-        total = sum(counts.values())
-        prior = {k: 0.5 / len(counts) + 0.5 * v / total for k, v in counts.items()}
+        seen = {int(sg): SPACEGROUP_COUNTS.get(int(sg), 0) + SMOOTHING for sg in spacegroups}
+        total = sum(seen.values())
+        prior = {k: 0.5 / len(seen) + 0.5 * v / total for k, v in seen.items()}
     else:
         prior = spacegroup_prior(crystal_systems)
     groups = np.array(list(prior))
