@@ -1,0 +1,62 @@
+"""End-to-end solve on the bundled demo pattern, and the pipeline's failure modes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pymatgen.analysis.structure_matcher import StructureMatcher
+from pymatgen.core import Structure
+
+from xrdsolve.cli import main
+from xrdsolve.conditioning import Pattern
+from xrdsolve.errors import UsageError
+from xrdsolve.pipeline import solve
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "data" / "examples" / "demo_pattern.xye"
+RUTILE = REPO / "data" / "examples" / "rutile_TiO2.cif"
+
+
+def test_demo_solve_finds_rutile_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "solve"
+    code = main(
+        ["solve", str(DEMO), "--composition", "TiO2", "--candidates", "24", "-k", "4", "-o", str(out)]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "TiO2" in printed and "P4_2/mnm" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    best = summary["candidates"][0]
+    assert best["rank"] == 1 and best["formula"] == "TiO2"
+    assert set(best) >= {"rank", "formula", "spacegroup", "lattice", "rwp", "gof", "cif", "provenance"}
+    assert best["rwp"] < 0.08 and best["gof"] < 1.6
+    assert best["lattice"]["a"] == pytest.approx(4.5937, abs=0.01)
+    assert best["lattice"]["c"] == pytest.approx(2.9587, abs=0.01)
+    refined = Structure.from_file(out / best["cif"])
+    matcher = StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3)
+    assert matcher.fit(refined, Structure.from_file(RUTILE))
+    assert (out / "fit.png").stat().st_size > 10_000
+    assert summary["tried"]["indexing"]["used"][0]["crystal_system"] == "tetragonal"
+    assert best["provenance"]["source"]
+
+
+def test_flat_pattern_gives_no_solution_and_says_why() -> None:
+    tt = np.arange(10.0, 80.0, 0.02)
+    rng = np.random.default_rng(0)
+    y = rng.poisson(200.0, tt.size).astype(float)
+    flat = Pattern.from_arrays(tt, y, radiation="CuKa")
+    sol = solve(flat, "TiO2", n_candidates=4, k=2, progress=False)
+    assert sol.candidates == [] and sol.best is None
+    assert any("peaks" in m for m in sol.messages)
+    assert "no candidate" in sol.table()
+
+
+def test_composition_is_required_and_elements_not_yet_supported() -> None:
+    with pytest.raises(UsageError, match="composition"):
+        solve(DEMO, None)
+    with pytest.raises(UsageError, match="elements"):
+        solve(DEMO, None, elements="Ti,O")
+    assert main(["solve", str(DEMO), "--composition", "Qq2"]) == 2
