@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 GLOBAL_NAMES = ("zero", "displacement", "U", "V", "W", "asym")
 PHASE_PROFILE_NAMES = ("scale", "X", "Y", "po_ratio")
 HKL_MARGIN_DEG = 3.0
+#: Start of the asymmetry (S/L = H/L) when it is first refined.
+ASYM_START = 0.002
 
 
 @dataclass(frozen=True)
@@ -402,8 +404,7 @@ def _initial_theta(
     lower = torch.full_like(theta, -math.inf)
     upper = torch.full_like(theta, math.inf)
     w_from_data = (pattern_fwhm * 100.0) ** 2 / (8.0 * math.log(2.0))
-    # asym starts slightly above 0: at exactly 0 the symmetric profile has no asym derivative to follow
-    defaults = {"zero": 0.0, "displacement": 0.0, "U": 0.0, "V": 0.0, "W": w_from_data, "asym": 0.002}
+    defaults = {"zero": 0.0, "displacement": 0.0, "U": 0.0, "V": 0.0, "W": w_from_data, "asym": 0.0}
     for n in GLOBAL_NAMES:
         theta[:, lay.global_index(n)] = float(start.get(n, defaults[n]))
     i = lay.global_index
@@ -507,6 +508,11 @@ def _run(
         free = _free_mask(model, groups, fixed) & ~dead[:, None]
         if not bool(free.any()):
             continue
+        if "asym" in stage.groups:
+            # at exactly 0 the symmetric profile has no asym derivative to follow: start just above it
+            # (only now: an asymmetric profile costs several times more to compute in earlier stages)
+            ia = model.layout.global_index("asym")
+            theta[:, ia] = torch.where(free[:, ia], theta[:, ia].clamp(min=ASYM_START), theta[:, ia])
         if "profile" in stage.groups:
             # widths first (W, X, Y), then the angle dependence (U, V): avoids negative-variance traps
             uv = [lay_i for lay_i in (model.layout.global_index("U"), model.layout.global_index("V"))]

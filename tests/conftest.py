@@ -30,3 +30,14 @@ def real_data(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def real_manifest(real_data: Path) -> dict:
     return json.loads((real_data / "manifest.json").read_text())
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """Batch tasks run in-process set torch's thread count for their worker; give it back after each test."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
