@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from pymatgen.core import Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+from .jsonio import json_default
 
 
 def spacegroup_symbol(structure: Structure, symprec: float = 0.1) -> tuple[str, int]:
@@ -140,7 +141,7 @@ class Solution:
         for entry, path in zip(summary["candidates"], cif_paths, strict=False):
             entry["cif"] = path.name
         tmp = out / "summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2, default=_json_default))
+        tmp.write_text(json.dumps(summary, indent=2, default=json_default))
         tmp.replace(out / "summary.json")
         if plot and self.best is not None and self.best.result is not None:
             fig = self._figure()
@@ -200,13 +201,3 @@ class Solution:
             f"<th>c (Å)</th><th>Rwp %</th><th>GoF</th><th>source</th></tr>{rows}</table>"
             f"{img}<ul>{msgs}</ul></div>"
         )
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    return str(obj)

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ..jsonio import json_default
 from .errors import TaskFailedError, TaskUnavailableError
 
 log = logging.getLogger(__name__)
@@ -53,17 +54,7 @@ def _read(path: Path, options: Mapping[str, Any]) -> Any:
 
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2, default=_json_default, allow_nan=False))
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    return str(obj)
+    path.write_text(json.dumps(data, indent=2, default=json_default, allow_nan=False))
 
 
 def _finite(x: Any) -> float | None:
