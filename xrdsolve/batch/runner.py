@@ -336,7 +336,11 @@ class BatchRunner:
         )
         from .tasks import run_job
 
-        fut = self.spec.executor.submit(run_job, job)
+        try:
+            fut = self.spec.executor.submit(run_job, job)
+        except BaseException:  # not submitted: leave no partial folder behind
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
         return fut, _Flight(item, job, time.monotonic(), alone)
 
     def _loop(self, todo: list[_Item], interrupt: _Interrupt) -> None:
@@ -360,13 +364,17 @@ class BatchRunner:
             # submit: suspects of a crash run alone; otherwise keep every worker slot busy
             if not stopping:
                 try:
+                    # an item leaves its queue only once submitted: a pool that broke between two
+                    # polls raises in _submit, and the item must stay queued for the restarted pool
                     if suspects:
                         if not inflight:
-                            fut, fl = self._submit(suspects.popleft(), alone=True)
+                            fut, fl = self._submit(suspects[0], alone=True)
+                            suspects.popleft()
                             inflight[fut] = fl
                     else:
                         while pending and len(inflight) < self.spec.capacity:
-                            fut, fl = self._submit(pending.popleft(), alone=self.spec.capacity == 1)
+                            fut, fl = self._submit(pending[0], alone=self.spec.capacity == 1)
+                            pending.popleft()
                             inflight[fut] = fl
                 except (cf.BrokenExecutor, RuntimeError) as exc:  # pool broke between two polls
                     log.warning("executor unusable (%s): restarting", exc)
