@@ -6,10 +6,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_OUT ?= out/demo
 
-.PHONY: demo test venv lint typecheck pytest test-fast test-slow test-all clean
+.PHONY: demo test venv browser lint typecheck pytest test-fast test-slow test-all clean
 
 venv:
 	@bash .ci/venv.sh
+
+# Headless Chromium for the report rendering test (installed from Debian's packages when missing).
+browser:
+	@bash .ci/browser.sh
 
 demo: venv
 	@$(BIN)/xrdsolve info data/examples/demo_pattern.xye --peaks 8
@@ -29,18 +33,18 @@ typecheck: venv
 	cd build/typecheck && "$(CURDIR)/$(BIN)/mypy" --config-file "$(CURDIR)/pyproject.toml" -p xrdsolve
 
 # The default suite skips tests marked slow (run them with `make test-slow`; `make test-all` runs both).
-pytest: venv
+pytest: venv browser
 	$(BIN)/python -m pytest -q -m "not slow" --durations=15
 
 test: lint typecheck pytest
 
-test-fast: venv
+test-fast: venv browser
 	$(BIN)/python -m pytest -q -m "not slow"
 
-test-slow: venv
+test-slow: venv browser
 	$(BIN)/python -m pytest -q -m slow
 
-test-all: venv
+test-all: venv browser
 	$(BIN)/python -m pytest -q
 
 clean:
