@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 LATTICE_NAMES = ("a", "b", "c", "alpha", "beta", "gamma")
 _SYMPREC = 1e-3
 _EIGHT_PI2 = 8.0 * math.pi**2
+#: Site occupancies (or site totals) up to this value are rounding and scaled to 1; above it they are errors.
+OCCUPANCY_TOLERANCE = 1.02
 
 
 # ------------------------------------------------------------------------------------------------ CIF input
@@ -53,10 +55,11 @@ def load_cif(path: str | Path) -> list[Structure]:
     path = Path(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        parser = CifParser(str(path))
+        parser = CifParser(str(path), occupancy_tolerance=OCCUPANCY_TOLERANCE)
         try:
             structures = parser.parse_structures(primitive=False)
         except ValueError as exc:
+            _check_cif_occupancies(path)
             raise StructureError(f"{path}: no structure could be read ({exc})") from None
     if not structures:
         raise StructureError(f"{path}: no atoms found")
@@ -67,6 +70,31 @@ def load_cif(path: str | Path) -> list[Structure]:
         s.add_site_property("b_iso", [bmap.get(site.label, 0.0) for site in s])
         out.append(s)
     return out
+
+
+def _check_cif_occupancies(path: Path) -> None:
+    """Raise StructureError naming the first ``_atom_site_occupancy`` above 1 (beyond rounding) in a CIF."""
+    from pymatgen.io.cif import CifFile
+
+    try:
+        blocks = CifFile.from_file(str(path)).data.values()
+    except Exception:  # unreadable file: the caller reports the parser's own error
+        return
+    for block in blocks:
+        labels = block.data.get("_atom_site_label")
+        occs = block.data.get("_atom_site_occupancy")
+        if not isinstance(labels, list) or not isinstance(occs, list):
+            continue
+        for lab, o in zip(labels, occs, strict=False):
+            try:
+                val = float(str(o).split("(")[0])
+            except ValueError:
+                continue
+            if val > OCCUPANCY_TOLERANCE:
+                raise StructureError(
+                    f"{path}: site {lab} has occupancy {val:g} > 1; occupancies are fractions of a site (0..1)"
+                )
+    return
 
 
 def _b_iso_by_label(data: dict[str, object]) -> dict[str, float]:
@@ -226,6 +254,9 @@ class PhaseParameterization:
     atom_site: list[int]  # (N,) index of the asymmetric-unit site of each atom entry
     symops_rot: np.ndarray = field(default_factory=lambda: np.eye(3)[None])  # (K,3,3) space-group rotations
     symops_trans: np.ndarray = field(default_factory=lambda: np.zeros((1, 3)))  # (K,3) translations
+    #: linear occupancy inequalities ``occ_ineq @ p + occ_ineq_offset >= 0`` (C,P), (C,) (e.g. site total ≤ 1)
+    occ_ineq: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    occ_ineq_offset: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @property
     def n_params(self) -> int:
@@ -238,6 +269,17 @@ class PhaseParameterization:
     def block(self, kind: str) -> np.ndarray:
         """Indices of the parameters of one kind ("lattice", "xyz", "occ", "biso")."""
         return np.asarray([i for i, k in enumerate(self.kinds) if k == kind], dtype=int)
+
+    def site_occupancy_rows(self, site_index: int) -> list[tuple[str, np.ndarray, float]]:
+        """(species, row (P,), offset) per species of one asymmetric-unit site: occupancy = row·p + offset."""
+        out = []
+        seen: set[str] = set()
+        for n in range(self.n_atoms):
+            if self.atom_site[n] != site_index or self.atom_species[n] in seen:
+                continue
+            seen.add(self.atom_species[n])
+            out.append((self.atom_species[n], self.occ_map[n].copy(), float(self.occ_offset[n])))
+        return out
 
     # ----------------------------------------------------------------- evaluation (single phase, numpy/torch)
     def lattice_matrix(self, values: Tensor) -> Tensor:
