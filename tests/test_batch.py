@@ -8,12 +8,14 @@ import os
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pytest
 from batch_helpers import CORRUPT, store_rows, write_corrupt, write_patterns
 
 from xrdsolve.batch import BatchConfig, BatchInputError, ResultStore, expand_inputs, run_batch
+from xrdsolve.batch.executors import ExecutorSpec
 from xrdsolve.batch.inputs import normalise_options
 from xrdsolve.batch.store import commit_output, options_hash, output_name
 from xrdsolve.batch.tasks import Job, run_job
@@ -199,6 +201,47 @@ def test_any_executor_is_accepted(tmp_path):
     assert s.ok == 4
     rows = store_rows(tmp_path / "out")
     assert all(r["n_peaks"] >= 2 for r in rows)
+
+
+class _BreaksOnSubmit(ThreadPoolExecutor):
+    """A pool that is found broken at its ``n``-th submit, as when a worker dies between two polls."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(2)
+        self.calls, self.n = 0, n
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        if self.calls == self.n:
+            raise BrokenProcessPool("a child process terminated abruptly")
+        return super().submit(fn, *args, **kwargs)
+
+
+def test_pool_broken_between_polls_loses_no_input(tmp_path):
+    """Deterministic: submit raises BrokenProcessPool for the 3rd input; the runner restarts the pool
+    and that input (and every other) still ends with exactly one ok row and no partial folder."""
+    write_patterns(tmp_path / "in", 6, points=1500)
+    pools = [_BreaksOnSubmit(3)]
+
+    def fresh() -> ThreadPoolExecutor:
+        pools.append(ThreadPoolExecutor(2))
+        return pools[-1]
+
+    spec = ExecutorSpec(pools[0], 2, fresh, "flaky pool")
+    s = run_batch(
+        expand_inputs([tmp_path / "in"]),
+        tmp_path / "out",
+        config=BatchConfig(task="info", progress=False),
+        executor=spec,
+    )
+    for pool in pools:
+        pool.shutdown(wait=True)
+    assert (s.ok, s.failed, s.worker_restarts) == (6, 0, 1)
+    rows = store_rows(tmp_path / "out")
+    assert sorted(Path(r["path"]).name for r in rows) == [f"sim_{i:04d}.xye" for i in range(6)]
+    assert {r["status"] for r in rows} == {"ok"}
+    _check_outputs(tmp_path / "out", rows)
+    assert not list((tmp_path / "out").glob(".partial/*"))
 
 
 def test_cli_batch_info_and_report(tmp_path, capsys):
