@@ -180,24 +180,35 @@ class Solution:
             )
         return "\n".join(lines)
 
+    def write_report(self, path: str | Path, top: int = 3, axis: str = "c") -> Path:
+        """Write the self-contained HTML report (ranked table, Rietveld plot, projected structures of the
+        ``top`` candidates along lattice ``axis``, provenance) to ``path``; returns the path."""
+        from .report import write_report
+
+        return write_report(self, path, top=top, axis=axis)
+
     def _repr_html_(self) -> str:
-        rows = "".join(
-            "<tr>"
-            f"<td>{c.rank}</td><td>{html.escape(c.formula)}</td><td>{html.escape(c.spacegroup)}</td>"
-            f"<td>{c.structure.lattice.a:.4f}</td><td>{c.structure.lattice.b:.4f}</td>"
-            f"<td>{c.structure.lattice.c:.4f}</td><td>{100 * c.rwp:.2f}</td><td>{c.gof:.2f}</td>"
-            f"<td>{html.escape(str(c.provenance.get('source', '?')))}</td></tr>"
-            for c in self.candidates[:20]
-        )
+        """Notebook view: headline, ranked table, notes and the best fit plot inline (PNG, base64)."""
+        from .report import template as t
+
+        best = self.best
+        if best is None:
+            head = "no candidate fitted"
+        else:
+            head = (
+                f"best {html.escape(best.formula)} {html.escape(best.spacegroup)}: Rwp {t.pct(best.rwp)} %, "
+                f"Rp {t.pct(best.rp)} %, GoF {t.num(best.gof)}"
+            )
         img = ""
-        if self.best is not None and self.best.result is not None:
+        if best is not None and best.result is not None:
             buf = io.BytesIO()
             self._figure().savefig(buf, format="png", dpi=90)
-            img = '<img src="data:image/png;base64,' + base64.b64encode(buf.getvalue()).decode() + '"/>'
-        msgs = "".join(f"<li>{html.escape(m)}</li>" for m in self.messages)
+            img = (
+                '<img alt="Rietveld plot" src="data:image/png;base64,'
+                + base64.b64encode(buf.getvalue()).decode()
+                + '"/>'
+            )
         return (
-            "<div><b>xrdsolve Solution</b>"
-            "<table><tr><th>rank</th><th>formula</th><th>space group</th><th>a (Å)</th><th>b (Å)</th>"
-            f"<th>c (Å)</th><th>Rwp %</th><th>GoF</th><th>source</th></tr>{rows}</table>"
-            f"{img}<ul>{msgs}</ul></div>"
+            f"<div class='xrdsolve-solution'><b>xrdsolve Solution</b> ({len(self.candidates)} candidates; {head})"
+            f"{t.candidates_table(self.candidates, 20)}{t.messages_list(self.messages)}{img}</div>"
         )

@@ -25,14 +25,25 @@ def solve(
     no_generator: bool = typer.Option(False, "--no-generator", help="Random symmetric candidates only."),
     out: Path = typer.Option(Path("out/solve"), "-o", "--out", help="Output folder."),
     top: int = typer.Option(10, "--top", help="Rows of the ranked table printed."),
+    report: bool = typer.Option(
+        False,
+        "--report",
+        help="Also write OUTDIR/report.html (self-contained: plots, structures, provenance).",
+    ),
+    view_axis: str = typer.Option(
+        "c", "--view-axis", help="Lattice axis the report's structure views look along."
+    ),
 ) -> None:
     """Solve a structure: index, propose candidates, screen, refine, rank. Writes summary.json,
-    rank01.cif, rank02.cif, … and fit.png into the output folder and prints the ranked table."""
+    rank01.cif, rank02.cif, … and fit.png (and report.html with --report) into the output folder and
+    prints the ranked table."""
     from rich.console import Console
 
     from xrdsolve.pipeline import SolveOptions
     from xrdsolve.pipeline import solve as run_solve
 
+    if view_axis not in ("a", "b", "c"):
+        raise typer.BadParameter("must be a, b or c", param_hint="--view-axis")
     options = SolveOptions(
         k=k, n_candidates=candidates, seed=seed, time_budget=time_budget, use_generator=not no_generator
     )
@@ -45,10 +56,13 @@ def solve(
         options=options,
     )
     summary = solution.write(out)
+    if report:
+        solution.write_report(out / "report.html", axis=view_axis)
     con = Console(highlight=False)
     typer.echo(solution.table(top))
     for msg in solution.messages:
         con.print(f"[yellow]note:[/yellow] {msg}")
-    con.print(f"results in {summary.parent}/ (summary.json, rank01.cif, …, fit.png)")
+    extra = ", report.html" if report else ""
+    con.print(f"results in {summary.parent}/ (summary.json, rank01.cif, …, fit.png{extra})")
     if not solution.candidates:
         raise typer.Exit(1)
