@@ -354,11 +354,9 @@ def build_result(
         volume = Value(float(cell[6]), float(cell_esd[6]))
         # sites
         xyz_idx = ph.block("xyz")
-        occ_idx = ph.block("occ")
         b_idx = ph.block("biso")
         sites = []
         kx = 0
-        ko = 0
         for s_i, site in enumerate(ph.sites):
             n = site.n_free_xyz
             pidx = xyz_idx[kx : kx + n]
@@ -369,18 +367,12 @@ def build_result(
             xyz_cov = site.basis @ c @ site.basis.T if n else np.zeros((3, 3))
             xyz_esd = np.sqrt(np.clip(np.diag(xyz_cov), 0, None))
             occ: dict[str, Value] = {}
-            if site.is_mixed:
-                m = len(site.species) - 1
-                oi = off + occ_idx[ko : ko + m]
-                ko += m
-                total = float(sum(site.occupancy))
-                for j, sp in enumerate(site.species[:-1]):
-                    occ[sp] = Value(float(vals[oi[j]]), float(esd[oi[j]]))
-                last_v = total - float(vals[oi].sum())
-                last_e = math.sqrt(max(float(cov[np.ix_(oi, oi)].sum()), 0.0))
-                occ[site.species[-1]] = Value(last_v, last_e)
-            else:
-                occ[site.species[0]] = Value(site.occupancy[0], 0.0)
+            # occupancy = row·p + offset for every species (mixed sites, vacancies, shared exchange parameters)
+            p_sl = np.arange(off, off + ph.n_params)
+            cov_p = cov[np.ix_(p_sl, p_sl)]
+            for sp, orow, ooff in ph.site_occupancy_rows(s_i):
+                o_esd = math.sqrt(max(float(orow @ cov_p @ orow), 0.0))
+                occ[sp] = Value(float(orow @ vals[p_sl] + ooff), o_esd)
             bj = off + b_idx[s_i]
             sites.append(
                 SiteResult(
