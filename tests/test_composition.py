@@ -13,7 +13,12 @@ from xrdsolve.composition import (
     z_candidates,
 )
 from xrdsolve.errors import UsageError
-from xrdsolve.random_candidates import crystal_system_of, random_symmetric_structures, spacegroup_prior
+from xrdsolve.random_candidates import (
+    crystal_system_of,
+    random_symmetric_structures,
+    spacegroup_prior,
+    wyckoff_combinations,
+)
 
 
 def test_parse_plain_and_mixed_formulas() -> None:
@@ -84,3 +89,31 @@ def test_random_candidates_in_a_given_cell() -> None:
     for structure, spec in out:
         assert spec.lattice_given and spec.spacegroup == 136
         assert structure.lattice.abc == pytest.approx(cell[:3], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("spacegroup", "counts"),
+    [(225, [4, 4, 8]), (12, [4, 4, 4, 16]), (62, [4, 4, 16]), (136, [2, 4]), (1, [3, 12])],
+)
+def test_wyckoff_combinations_are_valid_and_simplest_first(spacegroup: int, counts: list[int]) -> None:
+    from pyxtal.symmetry import Group
+
+    group = Group(spacegroup)
+    mult = {wp.get_label(): wp.multiplicity for wp in group}
+    free = {wp.get_label(): wp.get_dof() > 0 for wp in group}
+    combos = wyckoff_combinations(spacegroup, counts)
+    assert combos
+    sizes = [sum(len(sites) for sites in combo) for combo in combos]
+    assert sizes == sorted(sizes)
+    for combo in combos:
+        assert [sum(mult[s] for s in sites) for sites in combo] == counts
+        fixed = [s for sites in combo for s in sites if not free[s]]
+        assert len(fixed) == len(set(fixed))  # a site without free coordinates holds one atom type
+    if spacegroup == 225:  # NaCl-like ternary: the three special sites only
+        assert {tuple(sorted(s for sites in combo for s in sites)) for combo in combos} == {
+            ("4a", "4b", "8c")
+        }
+
+
+def test_wyckoff_combinations_impossible_counts() -> None:
+    assert wyckoff_combinations(225, [3]) == []  # no site of Fm-3m holds 3 atoms

@@ -109,17 +109,81 @@ def _pyxtal_lattice(params: Sequence[float], spacegroup: int):  # -> pyxtal Latt
     return PyxtalLattice.from_para(a, b, c, alpha, beta, gamma, ltype=ltype)
 
 
+#: Most Wyckoff sites one species may occupy in an enumerated assignment.
+MAX_SITES_PER_SPECIES = 6
+
+
+def _species_options(
+    count: int, sites: Sequence[tuple[str, int, bool]], max_sites: int, cap: int
+) -> list[tuple[int, ...]]:
+    """Multisets of site indices (into ``sites``: label, multiplicity, has free coordinates) whose
+    multiplicities sum to ``count``; a site without free coordinates is used at most once. Fewest
+    sites first, at most ``cap``."""
+    found: list[tuple[int, ...]] = []
+
+    def walk(start: int, left: int, chosen: list[int]) -> None:
+        if len(found) >= 50 * cap:
+            return
+        if left == 0:
+            found.append(tuple(chosen))
+            return
+        if len(chosen) >= max_sites:
+            return
+        for i in range(start, len(sites)):
+            _, mult, free = sites[i]
+            if mult > left:
+                continue
+            chosen.append(i)
+            walk(i if free else i + 1, left - mult, chosen)
+            chosen.pop()
+
+    walk(0, count, [])
+    found.sort(key=lambda combo: (len(combo), combo))
+    return found[:cap]
+
+
 def wyckoff_combinations(spacegroup: int, counts: Sequence[int], limit: int = 64) -> list[list[list[str]]]:
     """Wyckoff-site assignments (per species, e.g. ``[['2a'], ['4f']]``) realising ``counts`` atoms in
-    ``spacegroup``'s conventional cell, simplest first (fewest sites), at most ``limit``."""
+    ``spacegroup``'s conventional cell, simplest first (fewest sites in all), at most ``limit``.
+
+    A site with no free coordinate holds one species at most; at most
+    :data:`MAX_SITES_PER_SPECIES` sites per species. Exhaustive within those bounds and fast (a
+    bounded depth-first walk, unlike pyxtal's full product, which takes minutes for big groups)."""
     from pyxtal.symmetry import Group
 
     try:
-        combos, _, _ = Group(spacegroup).list_wyckoff_combinations(list(counts))
-    except Exception:  # pyxtal raises for impossible counts
+        group = Group(spacegroup)
+    except Exception:
         return []
-    combos = sorted(combos or [], key=lambda c: (sum(len(sites) for sites in c), str(c)))
-    return [[list(sites) for sites in combo] for combo in combos[:limit]]
+    sites = [(wp.get_label(), int(wp.multiplicity), wp.get_dof() > 0) for wp in group]
+    general = max(m for _, m, _ in sites)
+    options = [
+        _species_options(int(c), sites, max(MAX_SITES_PER_SPECIES, -(-int(c) // general)), 4 * limit)
+        for c in counts
+    ]
+    if any(not o for o in options):
+        return []
+    combos: list[tuple[int, list[tuple[int, ...]]]] = []
+    order = sorted(range(len(counts)), key=lambda i: len(options[i]))  # most constrained first
+
+    def walk(k: int, used: set[int], chosen: dict[int, tuple[int, ...]], n_sites: int) -> None:
+        if len(combos) >= 50 * limit:
+            return
+        if k == len(order):
+            combos.append((n_sites, [chosen[i] for i in range(len(counts))]))
+            return
+        i = order[k]
+        for opt in options[i]:
+            fixed = {j for j in opt if not sites[j][2]}
+            if fixed & used:
+                continue
+            chosen[i] = opt
+            walk(k + 1, used | fixed, chosen, n_sites + len(opt))
+        chosen.pop(i, None)
+
+    walk(0, set(), {}, 0)
+    combos.sort(key=lambda c: (c[0], str(c[1])))
+    return [[[sites[j][0] for j in opt] for opt in combo] for _, combo in combos[:limit]]
 
 
 #: Closest approach allowed between two atoms, as a fraction of the sum of their covalent radii.

@@ -45,6 +45,7 @@ COMMAND_MODULES = (
     "xrdsolve.cli.batch_command",
     "xrdsolve.cli.bench_forward",
     "xrdsolve.cli.bench_refine",
+    "xrdsolve.cli.bench_solve",
 )
 
 
