@@ -39,23 +39,64 @@ def d_min_for(two_theta_max: float, wavelength: float) -> float:
     return float(wavelength) / (2.0 * math.sin(theta))
 
 
-def _hkl_one(lattice: np.ndarray, d_min: float, friedel: bool) -> np.ndarray:
-    lengths = np.linalg.norm(lattice, axis=1)
-    hmax = np.floor(lengths / d_min + 1e-9).astype(int)
+def _hkl_batch(lattices: np.ndarray, d_min: np.ndarray, friedel: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Reflections of B cells in one vectorised pass: (hkl (B,R,3) int64, mask (B,R)), sorted by |g|.
+
+    The (h, k) columns of the box |h| ≤ |a|/d_min, |k| ≤ |b|/d_min are enumerated; for each column the l range
+    inside the sphere |h a* + k b* + l c*| ≤ 1/d_min solves a quadratic, so only points in (or at the edge of)
+    the sphere are generated. With ``friedel`` only h > 0, or h = 0 and k > 0, or h = k = 0 and l > 0 is kept.
+    """
+    bsz = lattices.shape[0]
+    rec = np.linalg.inv(lattices).transpose(0, 2, 1)  # (B,3,3) rows a*, b*, c*
+    q2 = (1.0 / d_min) ** 2 * (1 + 1e-12)
+    lengths = np.linalg.norm(lattices, axis=2)  # (B,3)
+    hmax = np.floor(lengths / d_min[:, None] + 1e-9).astype(np.int64)
     if np.any(hmax > 400):
-        raise StructureError(f"too many reflections: cell edges {lengths} Å with d_min {d_min:.3g} Å")
-    ranges = [np.arange(-m, m + 1) for m in hmax]
-    grid = np.stack(np.meshgrid(*ranges, indexing="ij"), axis=-1).reshape(-1, 3)
-    rec = np.linalg.inv(lattice).T
-    g = grid @ rec
-    g2 = np.einsum("ij,ij->i", g, g)
-    keep = (g2 > 0) & (g2 <= (1.0 / d_min) ** 2 * (1 + 1e-12))
+        bad = int(np.argmax(hmax.max(1)))
+        raise StructureError(
+            f"too many reflections: cell edges {lengths[bad]} Å with d_min {d_min[bad]:.3g} Å"
+        )
+    nh = hmax[:, 0] + 1 if friedel else 2 * hmax[:, 0] + 1
+    nk = 2 * hmax[:, 1] + 1
+    ncol = nh * nk
+    cidx = np.repeat(np.arange(bsz), ncol)  # crystal of each (h, k) column
+    local = np.arange(cidx.size) - np.repeat(np.cumsum(ncol) - ncol, ncol)
+    h = local // nk[cidx] - (0 if friedel else hmax[cidx, 0])
+    k = local % nk[cidx] - hmax[cidx, 1]
     if friedel:
-        h, k, ll = grid.T
-        keep &= (h > 0) | ((h == 0) & (k > 0)) | ((h == 0) & (k == 0) & (ll > 0))
-    grid, g2 = grid[keep], g2[keep]
-    order = np.lexsort((-grid[:, 2], -grid[:, 1], -grid[:, 0], np.round(g2, 12)))
-    return grid[order]
+        keep = (h > 0) | (k >= 0)
+        cidx, h, k = cidx[keep], h[keep], k[keep]
+    r = rec[cidx]
+    p = h[:, None] * r[:, 0] + k[:, None] * r[:, 1]  # (C,3) h a* + k b*
+    cs = r[:, 2]
+    qa = np.einsum("ij,ij->i", cs, cs)
+    qb = np.einsum("ij,ij->i", p, cs)
+    qc = np.einsum("ij,ij->i", p, p) - q2[cidx]
+    disc = np.sqrt(np.clip(qb * qb - qa * qc, 0.0, None))
+    lo = np.ceil((-qb - disc) / qa - 1e-6).astype(np.int64)
+    hi = np.floor((-qb + disc) / qa + 1e-6).astype(np.int64)
+    if friedel:
+        lo = np.where((h == 0) & (k == 0), np.maximum(lo, 1), lo)
+    cnt = np.clip(hi - lo + 1, 0, None)
+    col = np.repeat(np.arange(cnt.size), cnt)
+    ll = lo[col] + (np.arange(col.size) - np.repeat(np.cumsum(cnt) - cnt, cnt))
+    hkl = np.stack([h[col], k[col], ll], axis=1)
+    ci = cidx[col]
+    g = hkl[:, 0:1] * rec[ci, 0] + hkl[:, 1:2] * rec[ci, 1] + hkl[:, 2:3] * rec[ci, 2]
+    g2 = np.einsum("ij,ij->i", g, g)
+    ok = (g2 > 0) & (g2 <= q2[ci])
+    hkl, g2, ci = hkl[ok], g2[ok], ci[ok]
+    n_per = np.bincount(ci, minlength=bsz)
+    rmax = max(1, int(n_per.max()) if n_per.size else 1)
+    pos = np.arange(ci.size) - np.repeat(np.cumsum(n_per) - n_per, n_per)
+    key = np.full((bsz, rmax), np.inf)
+    key[ci, pos] = g2
+    order = np.argsort(key, axis=1, kind="stable")
+    out = np.zeros((bsz, rmax, 3), dtype=np.int64)
+    out[ci, pos] = hkl
+    out = np.take_along_axis(out, order[:, :, None], axis=1)
+    mask = np.arange(rmax)[None, :] < n_per[:, None]
+    return out, mask
 
 
 def generate_hkl(lattice: Tensor, d_min: float | Tensor, friedel: bool = True) -> tuple[Tensor, Tensor]:
@@ -64,7 +105,7 @@ def generate_hkl(lattice: Tensor, d_min: float | Tensor, friedel: bool = True) -
     lattice: (B,3,3) Å. d_min: scalar or (B,) Å. With ``friedel`` (no anomalous scattering) only one
     reflection of each Friedel pair ±h is kept (h > 0, or h = 0 and k > 0, or h = k = 0 and l > 0); the
     forward model counts it twice. Returns ``(hkl (B,R,3) long, mask (B,R) bool)``, sorted by increasing
-    1/d, padded with (0,0,0) and mask False.
+    1/d (ties in enumeration order), padded with (0,0,0) and mask False.
     """
     lat = lattice.detach().to("cpu", torch.float64).numpy()
     bsz = lat.shape[0]
@@ -72,11 +113,5 @@ def generate_hkl(lattice: Tensor, d_min: float | Tensor, friedel: bool = True) -
     dm = np.broadcast_to(dm, (bsz,))
     if np.any(dm <= 0):
         raise StructureError("d_min must be positive")
-    lists = [_hkl_one(lat[i], float(dm[i]), friedel) for i in range(bsz)]
-    rmax = max(1, max(len(x) for x in lists))
-    hkl = np.zeros((bsz, rmax, 3), dtype=np.int64)
-    mask = np.zeros((bsz, rmax), dtype=bool)
-    for i, x in enumerate(lists):
-        hkl[i, : len(x)] = x
-        mask[i, : len(x)] = True
+    hkl, mask = _hkl_batch(lat, np.ascontiguousarray(dm, dtype=np.float64), friedel)
     return torch.from_numpy(hkl).to(lattice.device), torch.from_numpy(mask).to(lattice.device)

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .render import GAUSS_CUT_FWHM, Bucket, RenderPlan, render_windows
+
 _LN2 = math.log(2.0)
 #: Smallest Gaussian variance allowed (centideg²), keeps widths positive for any U, V, W.
 MIN_SIGMA2 = 1e-4
@@ -153,24 +155,28 @@ def render_peaks(
         return _render_gather(grid, batch_index, centre, area, fwhm, eta, n_batch, window_fwhm)
     pad = kmax + 1
     width = m + 2 * pad
-    out = grid.new_zeros(n_batch * width)
+    step_f = float(step)
+    fw_pts = fwhm.detach() / step_f
+    order = torch.argsort(bucket)
+    used, counts = torch.unique_consecutive(bucket[order], return_counts=True)
+    start = torch.empty_like(first)
+    buckets = []
+    for b, idx in zip(used.tolist(), torch.split(order, counts.tolist()), strict=True):
+        size = _BUCKETS[b]
+        st = first[idx] - (size // 2 - 1)  # grid index of the window's first point (may be < 0)
+        start[idx] = st
+        # peak centres lie in column [size//2 − 1, size//2); the Gaussian is evaluated within GAUSS_CUT_FWHM
+        hw = math.ceil(GAUSS_CUT_FWHM * float(fw_pts[idx].max())) + 1
+        cc = size // 2 - 1
+        gauss = (max(0, cc - hw), min(size, cc + hw + 2))
+        buckets.append(Bucket(idx, batch_index[idx], st + pad, size, gauss))
+    plan = RenderPlan(step_f, n_batch, width, tuple(buckets))
+    x0 = (g0 + start.to(grid.dtype) * step) - centre  # offset of each window's first point, degrees
     inv = 2.0 / fwhm
     a_g = area * (1.0 - eta) * inv * math.sqrt(_LN2 / math.pi)
     a_l = area * eta * inv / math.pi
-    k2 = inv * inv
-    base = batch_index * width + pad
-    for b in torch.unique(bucket).tolist():
-        size = _BUCKETS[b]
-        idx = torch.nonzero(bucket == b).squeeze(1)
-        start = first[idx] - (size // 2 - 1)  # grid index of the window's first point (may be < 0)
-        x0 = (g0 + start.to(grid.dtype) * step) - centre[idx]  # offset of the first point, degrees
-        offs = torch.arange(size, device=grid.device, dtype=grid.dtype) * step
-        x = x0[:, None] + offs
-        z = k2[idx, None] * (x * x)
-        val = a_g[idx, None] * torch.exp(-_LN2 * z) + a_l[idx, None] / (1.0 + z)
-        pos = (base[idx] + start)[:, None] + torch.arange(size, device=grid.device)
-        out = out.index_add(0, pos.reshape(-1), val.reshape(-1))
-    return out.view(n_batch, width)[:, pad : pad + m]
+    out = render_windows(x0, inv * inv, a_g, a_l, plan)
+    return out[:, pad : pad + m]
 
 
 def _render_gather(
