@@ -281,6 +281,17 @@ def task_version(name: str) -> str:
     return TASK_VERSIONS.get(name, "1")
 
 
+def warm_up(task: str, path: str, options: Mapping[str, Any], outdir: str, torch_threads: int = 1) -> float:
+    """Run ``task`` once on ``path`` into ``outdir`` and return its seconds: brings a fresh worker
+    process to the state a long batch keeps it in (modules imported, tables loaded, first-call costs
+    paid). Used by ``xrdsolve bench batch`` so a short benchmark measures the steady state."""
+    _set_torch_threads(torch_threads)
+    t0 = time.perf_counter()
+    Path(outdir).mkdir(parents=True, exist_ok=True)
+    resolve_task(task)(Path(path), options, Path(outdir))
+    return time.perf_counter() - t0
+
+
 # -- the worker side -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Job:
