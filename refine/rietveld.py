@@ -595,16 +595,30 @@ def refine(
     radiation: Radiation | str | float | None = None,
     options: RefineOptions | None = None,
     names: Sequence[str] | None = None,
+    refine_occupancy: Sequence[str] | None = None,
+    mix: Mapping[str, Sequence[str]] | None = None,
+    exchange: Sequence[Sequence[str]] | None = None,
+    composition_restraint: tuple[str, float] | None = None,
 ) -> Any:
     """Rietveld refinement of one model (one or more phases) against ``pattern``.
 
     ``instrument``: an :class:`Instrument`, an ``InstrumentParameters`` from a GSAS .prm/.instprm file
     (starting U V W X Y, zero, SH/L, polarisation, wavelengths), or None (profile estimated from the data).
+    Occupancy model (sites by CIF label, see :mod:`~xrdsolve.refine.disorder`): ``refine_occupancy`` (vacancies),
+    ``mix`` {site: species} (fractions keep the site total), ``exchange`` [(A, B)] anti-site pairs,
+    ``composition_restraint`` (formula, weight = 1/σ per atom fraction).
     Returns a :class:`~xrdsolve.refine.results.RefinementResult`. Raises RefineError/StructureError for a
     structure without atoms, a phase without reflections in range, or non-finite data.
     """
     from .results import build_result
 
+    if refine_occupancy or mix or exchange or composition_restraint:
+        from .disorder import OccupancyModel, refine_disordered
+
+        occ = OccupancyModel.build(refine_occupancy, mix, exchange, composition_restraint)
+        return refine_disordered(
+            pattern, structures, occ, instrument=instrument, radiation=radiation, options=options, names=names
+        )
     t0 = time.perf_counter()
     opts = options or RefineOptions()
     structs = _as_structures(structures)
