@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -154,3 +156,52 @@ def test_refine_exchange_recovers_antisite_fraction() -> None:
     assert li1.occupancy["Li"].value + ni.value == pytest.approx(1.0)
     assert "exchange.Li1.Ni1" in r.parameter_names
     assert r.occupancy_model["exchange"] == [["Li1", "Ni1"]]
+
+
+def _write_inputs(tmp_path):  # type: ignore[no-untyped-def]
+    from pymatgen.io.cif import CifWriter
+
+    from xrdsolve.refine.bench import simulate_pattern
+
+    pat = simulate_pattern(linio2(0.05), np.arange(15.0, 90.0, 0.04), seed=5)
+    xye = tmp_path / "p.xye"
+    xye.write_text(
+        "".join(
+            f"{t:.4f} {y:.1f} {s:.3f}\n"
+            for t, y, s in zip(pat.two_theta, pat.intensity, pat.sigma, strict=True)
+        )
+    )
+    cif = tmp_path / "LiNiO2.cif"
+    CifWriter(linio2(0.0)).write_file(str(cif))
+    return xye, cif
+
+
+@pytest.mark.slow
+def test_cli_refine_with_exchange(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from xrdsolve.cli import main
+
+    xye, cif = _write_inputs(tmp_path)
+    labels = [site.label for site in load_cif(cif)[0]]
+    assert "Li1" in labels and "Ni1" in labels  # CifWriter keeps the labels
+    out = tmp_path / "out"
+    args = ["refine", str(xye), str(cif), "-o", str(out), "--radiation", "CuKa", "--background", "4"]
+    assert main([*args, "--exchange", "Li1,Ni1"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    sites = {s["label"]: s for s in summary["phases"][0]["sites"]}
+    assert set(sites) == {"Li1", "Ni1", "O1"}
+    ni_on_li = sites["Li1"]["occupancy"]["Ni"]
+    assert abs(ni_on_li["value"] - 0.05) < 0.02 and ni_on_li["esd"] > 0
+    assert summary["occupancy_model"]["exchange"] == [["Li1", "Ni1"]]
+    refined = load_cif(next(out.glob("refined_*.cif")))[0]
+    assert refined.composition.almost_equals(linio2(0.0).composition, rtol=1e-3)
+
+
+def test_cli_bad_occupancy_flags(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from xrdsolve.cli import main
+
+    xye, cif = _write_inputs(tmp_path)
+    args = ["refine", str(xye), str(cif), "-o", str(tmp_path / "o"), "--radiation", "CuKa"]
+    assert main([*args, "--refine-occupancy", "Co1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown site label" in err[0]
+    assert main([*args, "--mix", "Ni1"]) == 2

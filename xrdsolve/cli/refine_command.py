@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -29,6 +30,22 @@ def refine(
     two_theta_max: float | None = typer.Option(None, "--max", help="Highest 2θ (degrees) used."),
     n_background: int = typer.Option(6, "--background", help="Number of Chebyshev background terms."),
     fix: list[str] = typer.Option([], "--fix", help="Parameter or group held fixed (repeatable), e.g. occ."),
+    refine_occupancy: list[str] = typer.Option(
+        [],
+        "--refine-occupancy",
+        help="CIF site label(s) whose occupancy is refined (vacancies, total ≤ 1): SITE[,SITE] (repeatable).",
+    ),
+    mix: list[str] = typer.Option(
+        [], "--mix", help="Mixed site: SITE=Fe,Mn (fractions keep the site total; repeatable)."
+    ),
+    exchange: list[str] = typer.Option(
+        [], "--exchange", help="Anti-site exchange between two sites: A,B (e.g. Li1,Ni1; repeatable)."
+    ),
+    restrain_composition: str | None = typer.Option(
+        None,
+        "--restrain-composition",
+        help="Composition restraint FORMULA[:WEIGHT] (weight = 1/σ per atom fraction, default 100).",
+    ),
 ) -> None:
     """Refine the phases in MODEL.cif files against PATTERN; write summary.json, refined CIFs, fit.png, fit.xye."""
     from matplotlib.figure import Figure
@@ -58,11 +75,14 @@ def refine(
     opts = RefineOptions(
         n_background=n_background, two_theta_min=two_theta_min, two_theta_max=two_theta_max, fix=tuple(fix)
     )
-    result = run_refine(pat, structures, instrument=inst, radiation=rad, options=opts, names=names)
+    occ = _occupancy_options(refine_occupancy, mix, exchange, restrain_composition)
+    result = run_refine(pat, structures, instrument=inst, radiation=rad, options=opts, names=names, **occ)
     output.mkdir(parents=True, exist_ok=True)
     summary = result.to_summary_dict()
     summary["pattern"] = str(pattern)
     summary["models"] = [str(m) for m in models]
+    if getattr(result, "occupancy_model", None) is not None:
+        summary["occupancy_model"] = result.occupancy_model
     (output / "summary.json").write_text(json.dumps(summary, indent=1, allow_nan=True))
     for k, ph in enumerate(result.phases):
         safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in ph.name)
@@ -75,3 +95,40 @@ def refine(
     typer.echo(
         f"Rwp {100 * result.rwp:.3f} %  Rp {100 * result.rp:.3f} %  GoF {result.gof:.3f}  {status}  -> {output}"
     )
+
+
+def _occupancy_options(
+    refine_occupancy: list[str], mix: list[str], exchange: list[str], restrain_composition: str | None
+) -> dict[str, Any]:
+    """Keyword arguments of refine() from the --refine-occupancy/--mix/--exchange/--restrain-composition flags."""
+    out: dict[str, Any] = {}
+    sites = [lab.strip() for item in refine_occupancy for lab in item.split(",") if lab.strip()]
+    if sites:
+        out["refine_occupancy"] = sites
+    mixes: dict[str, list[str]] = {}
+    for item in mix:
+        site, sep, species = item.partition("=")
+        names = [sp.strip() for sp in species.split(",") if sp.strip()]
+        if not sep or not site.strip() or len(names) < 2:
+            raise typer.BadParameter(f"--mix {item!r}: expected SITE=El1,El2[,...]")
+        mixes[site.strip()] = names
+    if mixes:
+        out["mix"] = mixes
+    pairs = []
+    for item in exchange:
+        parts = [p.strip() for p in item.split(",")]
+        if len(parts) != 2 or not all(parts):
+            raise typer.BadParameter(f"--exchange {item!r}: expected two site labels A,B")
+        pairs.append((parts[0], parts[1]))
+    if pairs:
+        out["exchange"] = pairs
+    if restrain_composition:
+        formula, sep, weight = restrain_composition.partition(":")
+        try:
+            w = float(weight) if sep else 100.0
+        except ValueError:
+            raise typer.BadParameter(
+                f"--restrain-composition {restrain_composition!r}: weight is not a number"
+            ) from None
+        out["composition_restraint"] = (formula.strip(), w)
+    return out
