@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from xrdsolve.refine.physics import generate_hkl, pseudo_voigt
-from xrdsolve.refine.physics.profile import render_peaks
+from xrdsolve.refine.physics.profile import fcj_offsets, fcj_subpeaks, render_peaks
 
 
 def _peaks(n: int, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, ...]:
@@ -83,3 +83,23 @@ def test_hkl_equals_brute_force(friedel: bool) -> None:
         d = 1.0 / np.linalg.norm(np.asarray(got, dtype=float) @ rec, axis=1)
         assert np.all(np.diff(d) <= 1e-12)  # sorted by decreasing d
         assert float(d.min()) >= float(d_min[i]) * (1 - 1e-9)
+
+
+@pytest.mark.parametrize("two_theta", [10.0, 20.0, 40.0, 80.0, 120.0, 160.0])
+def test_adaptive_fcj_matches_converged_quadrature(two_theta: float) -> None:
+    tt = torch.tensor([two_theta], dtype=torch.float64)
+    asym = torch.tensor([0.02], dtype=torch.float64)
+    fwhm = torch.tensor([0.08], dtype=torch.float64)
+    x = torch.linspace(-2.0, 2.0, 8001, dtype=torch.float64)
+
+    def shape(off: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return (w[:, None] * pseudo_voigt(x[None, :] - off[:, None], fwhm, torch.tensor(0.5))).sum(0)
+
+    off, w = fcj_offsets(tt, asym, 256)
+    ref = shape(off[0], w[0])
+    parent, off_a, w_a = fcj_subpeaks(tt, asym, fwhm)
+    assert bool((parent == 0).all()) and float(w_a.sum()) == pytest.approx(1.0, abs=1e-12)
+    assert float((shape(off_a, w_a) - ref).abs().max() / ref.max()) < 2e-4
+    # float32 inputs: the weights are computed in float64 inside (the FCJ weight is singular at 2φ = 2θ)
+    _, off32, w32 = fcj_subpeaks(tt.float(), asym.float(), fwhm.float())
+    assert float((shape(off32.double(), w32.double()) - ref).abs().max() / ref.max()) < 1e-3

@@ -22,13 +22,14 @@ from .batch import CrystalBatch
 from .intensity import lorentz_polarisation, march_dollase
 from .lattice import d_min_for, generate_hkl, reciprocal_lattice
 from .params import Instrument, ProfileParams
-from .profile import fcj_offsets, render_peaks, tch_widths
+from .profile import fcj_subpeaks, render_peaks, tch_widths
 from .scattering import check_species
 from .structure_factor import structure_factor_flat
 
 #: Extra 2θ (degrees) beyond the grid's upper end for which reflections are generated (tails, zero shift).
 HKL_MARGIN_DEG = 2.0
-#: Quadrature points of the FCJ asymmetry (used only when some asym > 0).
+#: Fixed quadrature points of the FCJ asymmetry in :func:`~.profile.fcj_offsets` callers outside ``simulate``
+#: (``simulate`` itself chooses 1–64 nodes per peak with :func:`~.profile.fcj_subpeaks`).
 FCJ_POINTS = 8
 
 
@@ -238,11 +239,10 @@ def simulate(
         theta, profile.U[bidx], profile.V[bidx], profile.W[bidx], profile.X[bidx], profile.Y[bidx]
     )
     if bool((profile.asym > 0).any()):
-        off, w = fcj_offsets(bragg, profile.asym[bidx], FCJ_POINTS)  # (P,n)
-        n = off.shape[-1]
-        centre = (centre[:, None] + off).reshape(-1)
-        area = (area[:, None] * w).reshape(-1)
-        fwhm, eta, bidx = (t[:, None].expand(-1, n).reshape(-1) for t in (fwhm, eta, bidx))
+        parent, off, w = fcj_subpeaks(bragg, profile.asym[bidx], fwhm)
+        centre = centre[parent] + off
+        area = area[parent] * w
+        fwhm, eta, bidx = fwhm[parent], eta[parent], bidx[parent]
     pattern = render_peaks(grid, bidx, centre, area, fwhm, eta, bsz, instrument.window_fwhm)
     pattern = pattern + chebyshev_background(grid, profile.background, profile.inv_two_theta)
     if per_reflection:

@@ -76,27 +76,71 @@ def fcj_offsets(two_theta_deg: Tensor, asym: Tensor, n: int = 8) -> tuple[Tensor
     is removed by 2φ = 2θ − (2θ − 2φ_min)u², integrated by n-point Gauss–Legendre in u. Peaks below 90° 2θ
     tail to low angle, above 90° to high angle. ``asym`` = 0 gives zero offsets.
     """
+    out_dtype = two_theta_deg.dtype
     u_np, w_np = _gauss_legendre01(n)
-    u = torch.as_tensor(u_np, dtype=two_theta_deg.dtype, device=two_theta_deg.device)
-    gw = torch.as_tensor(w_np, dtype=two_theta_deg.dtype, device=two_theta_deg.device)
-    tt = torch.deg2rad(two_theta_deg)
+    u = torch.as_tensor(u_np, dtype=torch.float64, device=two_theta_deg.device)
+    gw = torch.as_tensor(w_np, dtype=torch.float64, device=two_theta_deg.device)
+    tt = torch.deg2rad(two_theta_deg.to(torch.float64))  # float64 inside: the weight is singular at 2φ = 2θ
     sign = torch.where(tt < math.pi / 2, 1.0, -1.0).to(tt.dtype)
     psi = torch.where(tt < math.pi / 2, tt, math.pi - tt).clamp(1e-6, math.pi / 2 - 1e-6)  # folded 2θ
-    a = asym.clamp_min(0.0)
+    a = asym.to(torch.float64).clamp_min(0.0)
     cos_min = (torch.cos(psi) * torch.sqrt(4.0 * a * a + 1.0)).clamp(max=1.0)
     span = (psi - torch.acos(cos_min)).clamp_min(0.0)  # 2θ − 2φ_min, rad
-    phi = psi[..., None] - span[..., None] * u * u  # (…,n)
-    ratio = (torch.cos(phi) / torch.cos(psi)[..., None]) ** 2 - 1.0
-    h = torch.sqrt(ratio.clamp_min(1e-30))  # h/L
+    delta = span[..., None] * u * u  # 2θ − 2φ ≥ 0, (…,n)
+    phi = psi[..., None] - delta
+    cpsi = torch.cos(psi)[..., None]
+    # (cos φ / cos ψ)² − 1 without cancellation: cos φ − cos ψ = 2 sin(ψ − δ/2) sin(δ/2)
+    ratio = 2.0 * torch.sin(psi[..., None] - 0.5 * delta) * torch.sin(0.5 * delta) * (torch.cos(phi) + cpsi)
+    ratio = ratio / (cpsi * cpsi)
+    h = torch.sqrt(ratio.clamp_min(1e-300))  # h/L
     wfun = (2.0 * a[..., None] - h).clamp_min(0.0) / (h * torch.cos(phi))
     # Jacobian of 2φ(u): 2 span u (the constant factors cancel in the normalisation)
     wts = wfun * u * gw
     total = wts.sum(-1, keepdim=True)
-    has = (span > 1e-12)[..., None] & (total > 0)
+    has = (span > 1e-15)[..., None] & (total > 0)
     uniform = torch.full_like(wts, 1.0 / n)
     wts = torch.where(has, wts / torch.where(has, total, 1.0), uniform)
-    offsets = torch.where(has, -sign[..., None] * torch.rad2deg(span[..., None] * u * u), 0.0)
-    return offsets, wts
+    offsets = torch.where(has, -sign[..., None] * torch.rad2deg(delta), 0.0)
+    return offsets.to(out_dtype), wts.to(out_dtype)
+
+
+#: Largest number of FCJ quadrature nodes per peak (:func:`fcj_subpeaks`).
+FCJ_MAX_POINTS = 64
+#: Allowed node counts of the adaptive FCJ quadrature (peaks are grouped by count).
+_FCJ_NODE_SET = (1, 3, 4, 5, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64)
+
+
+def fcj_subpeaks(two_theta_deg: Tensor, asym: Tensor, fwhm: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Adaptive FCJ quadrature: each peak becomes n sub-peaks, n chosen from its asymmetry span.
+
+    two_theta_deg, asym, fwhm (degrees): (P,). The span s = 2θ − 2φ_min of the axial-divergence weight over the
+    FWHM, r = s/FWHM, sets n = ⌈3 + 4.5 r⌉ Gauss–Legendre nodes (rounded up to a small set, at most
+    ``FCJ_MAX_POINTS``; n = 1 when s = 0): the profile is then within ~1e-4 of its maximum of the converged
+    quadrature for r ≲ 13 (measured against 256 nodes; a fixed 8-node rule errs by 2e-4 at r = 1.6 and 6e-3 at
+    r = 3.3). Returns (parent (Q,) index of the peak each sub-peak belongs to, offsets (Q,) degrees, weights (Q,)
+    summing to 1 per peak); offsets and weights are differentiable w.r.t. 2θ and asym as in
+    :func:`fcj_offsets`, the node count is not.
+    """
+    with torch.no_grad():
+        tt = torch.deg2rad(two_theta_deg.detach())
+        psi = torch.where(tt < math.pi / 2, tt, math.pi - tt).clamp(1e-6, math.pi / 2 - 1e-6)
+        a = asym.detach().clamp_min(0.0)
+        cos_min = (torch.cos(psi) * torch.sqrt(4.0 * a * a + 1.0)).clamp(max=1.0)
+        span = torch.rad2deg((psi - torch.acos(cos_min)).clamp_min(0.0))
+        need = torch.ceil(3.0 + 4.5 * span / fwhm.detach().clamp_min(1e-12))
+        need = torch.where(span > 1e-12, need, torch.ones_like(need))
+        sizes = torch.as_tensor(_FCJ_NODE_SET, dtype=need.dtype, device=need.device)
+        group = torch.searchsorted(sizes, need).clamp(max=len(_FCJ_NODE_SET) - 1)
+        order = torch.argsort(group)
+        used, counts = torch.unique_consecutive(group[order], return_counts=True)
+    parents, offs, wts = [], [], []
+    for g, idx in zip(used.tolist(), torch.split(order, counts.tolist()), strict=True):
+        n = _FCJ_NODE_SET[g]
+        off, w = fcj_offsets(two_theta_deg[idx], asym[idx], n)
+        parents.append(idx.repeat_interleave(n))
+        offs.append(off.reshape(-1))
+        wts.append(w.reshape(-1))
+    return torch.cat(parents), torch.cat(offs), torch.cat(wts)
 
 
 #: Window sizes (grid points) of the dense rendering buckets: a peak is evaluated over the smallest size that
