@@ -183,3 +183,11 @@ def test_report_renders_in_headless_chromium(solution: Solution, tmp_path: Path)
     assert best is not None
     assert f"{100 * best.rwp:.2f}" in dom and "TiO2" in dom and "P4_2/mnm" in dom
     assert dom.count("data:image/png;base64,") == 3  # fit plot + a view of each of the 2 candidates
+
+
+def test_empty_solution_renders_and_says_why(tmp_path: Path) -> None:
+    pattern = read_pattern(DEMO)
+    empty = Solution(pattern, [], messages=["fewer than 3 peaks found"], options={"seed": 3})
+    assert "no candidate fitted" in empty._repr_html_() and "fewer than 3 peaks" in empty._repr_html_()
+    text = empty.write_report(tmp_path / "report.html").read_text()
+    assert "No candidate fitted." in text and "fewer than 3 peaks found" in text and "data:image" not in text
