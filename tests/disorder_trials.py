@@ -179,8 +179,109 @@ def run_spinel(n: int, seed: int = 0, two_theta_max: float = 150.0) -> TrialOutc
     return TrialOutcome(np.asarray(truths), val, esd)
 
 
+# ------------------------------------------------------------------------------------------ order / disorder
+def la_nbo3_parent(a: float = 3.91, b: tuple = (0.6, 0.3, 0.8)) -> Structure:
+    """Cubic perovskite parent LaNbO3 (Pm-3m): La1 1b, Nb1 1a, O1 3d; the defect site is La1."""
+    s = Structure.from_spacegroup(
+        "Pm-3m",
+        Lattice.cubic(a),
+        ["La", "Nb", "O"],
+        [[0.5, 0.5, 0.5], [0, 0, 0], [0.5, 0, 0]],
+        labels=["La1", "Nb1", "O1"],
+    )
+    bmap = {"La1": b[0], "Nb1": b[1], "O1": b[2]}
+    s.add_site_property("b_iso", [bmap[site.label] for site in s])
+    return s
+
+
+def la05_layered(a: float, c_ratio: float, dz: float, b: tuple) -> Structure:
+    """La0.5NbO3 with La vacancies ordered in alternate (001) layers: P4/mmm, 1×1×2 (multiplicity 2); apical O
+    displaced by dz (fraction of c) towards the vacant layer."""
+    c = 2 * a * c_ratio
+    s = Structure(
+        Lattice.tetragonal(a, c),
+        ["La", "Nb", "Nb", "O", "O", "O", "O", "O", "O"],
+        [
+            [0.5, 0.5, 0.25],
+            [0, 0, 0],
+            [0, 0, 0.5],
+            [0.5, 0, 0],
+            [0, 0.5, 0],
+            [0.5, 0, 0.5],
+            [0, 0.5, 0.5],
+            [0, 0, 0.25 + dz],
+            [0, 0, 0.75 - dz],
+        ],
+        labels=["La1", "Nb1", "Nb2", "O1", "O1", "O2", "O2", "O3", "O3"],
+    )
+    s.add_site_property("b_iso", [b[0], b[1], b[1]] + [b[2]] * 6)
+    return s
+
+
+def run_order_trials(
+    n: int, ordered: bool, seed: int = 0, max_mult: int = 2, two_theta_max: float = 100.0
+) -> list[Any]:
+    """n randomised La0.5NbO3 patterns (vacancy-ordered 1×1×2 if ``ordered`` else the disordered average),
+    Cu Kα with noise and instrument effects, each judged by compare_order_disorder. Returns the decisions."""
+    from xrdsolve.refine.supercells import compare_order_disorder, disordered_average
+
+    rng = np.random.default_rng(seed + (1000 if ordered else 0))
+    inst = Instrument.lab("CuKa")
+    grid = np.arange(10.0, two_theta_max, 0.02)
+    out = []
+    for i in range(n):
+        a = 3.91 * (1 + rng.uniform(-0.005, 0.005))
+        b = (float(rng.uniform(0.4, 1.0)), float(rng.uniform(0.2, 0.6)), float(rng.uniform(0.5, 1.2)))
+        if ordered:
+            truth = la05_layered(a, 1 + rng.uniform(-0.004, 0.004), float(rng.uniform(-0.01, 0.01)), b)
+        else:
+            truth = disordered_average(la_nbo3_parent(a, b), "La1", 0.5)
+        bg = (float(rng.uniform(100, 400)), float(rng.uniform(-50, 0)), float(rng.uniform(0, 20)))
+        pat = simulate_pattern(
+            truth,
+            grid,
+            inst,
+            _instrument_effects(rng, True),
+            bg,
+            float(rng.uniform(1e4, 4e4)),
+            seed=seed * 1000 + i,
+        )
+        parent = la_nbo3_parent(a * (1 + rng.uniform(-0.002, 0.002)))
+        out.append(
+            compare_order_disorder(
+                pat,
+                parent,
+                "La1",
+                0.5,
+                max_mult=max_mult,
+                instrument=inst,
+                options=RefineOptions(n_background=4),
+            )
+        )
+    return out
+
+
+def _main_order(count: int) -> None:
+    right = 0
+    for ordered in (True, False):
+        for d in run_order_trials(count, ordered):
+            ok = d.ordered == ordered and (not ordered or d.best.multiplicity == 2)
+            right += ok
+            print(
+                ordered,
+                d.to_dict()["decision"],
+                d.to_dict()["multiplicity"],
+                round(d.statistics["r_ratio"], 4),
+                round(d.statistics["r_critical"], 4),
+            )
+    print("order", {"n": 2 * count, "frac_correct": right / (2 * count)})
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
     which, count = sys.argv[1], int(sys.argv[2])
-    outcome = (run_linio2 if which == "linio2" else run_spinel)(count)
-    print(which, outcome.summary())
+    if which == "order":
+        _main_order(count)
+    else:
+        outcome = (run_linio2 if which == "linio2" else run_spinel)(count)
+        print(which, outcome.summary())
