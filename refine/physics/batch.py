@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -94,22 +95,36 @@ class CrystalBatch:
         """
         if len(structures) == 0:
             raise StructureError("no structures given")
-        rows: list[tuple[np.ndarray, list[list[float]], list[int], list[float], list[float]]] = []
+        rows: list[tuple[np.ndarray, np.ndarray, list[int], list[float], list[float]]] = []
         for s in structures:
+            if len(s) == 0:
+                raise StructureError("structure has no atoms")
+            if s.is_ordered:  # fast path: one species per site, occupancy 1
+                props = s.site_properties
+                b_lists = [props.get(k) for k in ("b_iso", "B_iso", "U_iso")]
+                if any(v is not None for v in b_lists):
+                    biso = [_site_b_iso(site.properties) for site in s]
+                else:
+                    biso = [0.0] * len(s)
+                spec = [_species_index_cached(str(sp)) for sp in s.species]
+                rows.append(
+                    (np.asarray(s.lattice.matrix, dtype=float), s.frac_coords, spec, [1.0] * len(s), biso)
+                )
+                continue
             frac: list[list[float]] = []
-            spec: list[int] = []
+            spec = []
             occ: list[float] = []
-            biso: list[float] = []
+            biso = []
             for site in s:
                 b = _site_b_iso(site.properties)
                 for sp, o in site.species.items():
                     frac.append([float(v) for v in site.frac_coords])
-                    spec.append(species_index(str(sp)))
+                    spec.append(_species_index_cached(str(sp)))
                     occ.append(float(o))
                     biso.append(b)
-            if not frac:
-                raise StructureError("structure has no atoms")
-            rows.append((np.asarray(s.lattice.matrix, dtype=float), frac, spec, occ, biso))
+            rows.append(
+                (np.asarray(s.lattice.matrix, dtype=float), np.asarray(frac, dtype=float), spec, occ, biso)
+            )
         bsz = len(rows)
         n = max(len(r[1]) for r in rows)
         lattice = np.zeros((bsz, 3, 3))
@@ -175,6 +190,11 @@ class CrystalBatch:
                 )
             )
         return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _species_index_cached(name: str) -> int:
+    return species_index(name)
 
 
 def _site_b_iso(props: dict) -> float:

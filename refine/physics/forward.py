@@ -13,13 +13,14 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.autograd.forward_ad as fwad
 from torch import Tensor
 
 from ..errors import RefineError
 from ..radiation import Geometry
 from .background import chebyshev_background
 from .batch import CrystalBatch
-from .intensity import lorentz_polarisation, march_dollase
+from .intensity import lorentz_polarisation
 from .lattice import d_min_for, generate_hkl, reciprocal_lattice
 from .params import Instrument, ProfileParams
 from .profile import fcj_subpeaks, render_peaks, tch_widths
@@ -63,6 +64,118 @@ def default_hkl(
     return generate_hkl(crystals.lattice, d_min, friedel=not instrument.anomalous)
 
 
+@dataclass
+class FlatReflections:
+    """Per-reflection quantities of the unpadded list of T reflections of a batch (L wavelengths).
+
+    crystal (T,) batch index; row (T,) position in the padded hkl list; hkl (T,3); g (T,3) reciprocal vector
+    Å⁻¹; d (T,) Å; multiplicity (T,); f_squared (T,L); two_theta (T,L) degrees; lp (T,L); po (T,);
+    intensity (T,L) (zero where invalid); valid (T,L) bool (sin θ < 1).
+    """
+
+    crystal: Tensor
+    row: Tensor
+    hkl: Tensor
+    d: Tensor
+    multiplicity: Tensor
+    f_squared: Tensor
+    two_theta: Tensor
+    lp: Tensor
+    po: Tensor
+    intensity: Tensor
+    valid: Tensor
+
+
+def _is_constant(t: Tensor, value: float) -> bool:
+    """True when every element equals ``value`` and ``t`` carries no gradient or forward-mode tangent."""
+    if t.requires_grad or fwad.unpack_dual(t).tangent is not None:
+        return False
+    return bool((t == value).all())
+
+
+def flat_reflections(
+    crystals: CrystalBatch,
+    instrument: Instrument,
+    profile: ProfileParams | None,
+    hkl: tuple[Tensor, Tensor],
+) -> FlatReflections:
+    """|F|², multiplicity, LP, PO and integrated intensity of every listed reflection, as flat (T,…) tensors."""
+    dtype = crystals.lattice.dtype
+    dev = crystals.lattice.device
+    bsz = crystals.batch_size
+    hkl_t, hmask = hkl
+    if hkl_t.shape[0] != bsz:
+        raise RefineError(f"hkl batch {hkl_t.shape[0]} does not match {bsz} crystals")
+    flat = torch.nonzero(hmask.reshape(-1)).squeeze(1)
+    cidx = torch.div(flat, hmask.shape[1], rounding_mode="floor")
+    row = flat - cidx * hmask.shape[1]
+    hkl_flat = hkl_t.reshape(-1, 3).index_select(0, flat)
+    rec = reciprocal_lattice(crystals.lattice).index_select(0, cidx)  # (T,3,3)
+    hf = hkl_flat.to(dtype)
+    g = hf[:, 0:1] * rec[:, 0] + hf[:, 1:2] * rec[:, 1] + hf[:, 2:3] * rec[:, 2]  # (T,3)
+    g2 = (g * g).sum(-1)
+    d = torch.rsqrt(g2)
+    s2 = 0.25 * g2  # (sinθ/λ)²
+    wl = instrument.radiation.wavelengths
+    lam = torch.as_tensor(wl, dtype=dtype, device=dev)
+    wt = torch.as_tensor(instrument.radiation.normalized_weights, dtype=dtype, device=dev)
+    neutron = instrument.is_neutron
+
+    def fsq(wavelength: float | None) -> Tensor:
+        re, im = structure_factor_flat(
+            crystals,
+            hkl_flat,
+            cidx,
+            s2,
+            table=instrument.form_factors,
+            neutron=neutron,
+            wavelength=wavelength,
+        )
+        return re * re + im * im
+
+    if instrument.anomalous and not neutron:
+        f_squared = torch.stack([fsq(w) for w in wl], dim=-1)
+        mult = torch.ones_like(d)
+    else:
+        f_squared = fsq(None)[:, None].expand(-1, len(wl))
+        mult = torch.full_like(d, 2.0)
+    sin_t = lam[None, :] * (0.5 * torch.sqrt(g2))[:, None]  # λ/(2d), (T,L)
+    valid = sin_t < 1.0
+    sin_safe = torch.where(valid, sin_t, torch.full_like(sin_t, 0.5))
+    two_theta_rad = 2.0 * torch.asin(sin_safe)
+    lp = lorentz_polarisation(
+        two_theta_rad, instrument.polarisation, instrument.monochromator_two_theta, neutron=neutron
+    )
+    ratio = torch.ones(bsz, dtype=dtype, device=dev) if profile is None else profile.po_ratio
+    if _is_constant(ratio, 1.0):
+        po = torch.ones_like(d)
+    else:
+        axis = torch.as_tensor(instrument.po_axis, dtype=dtype, device=dev)
+        axis_vec = axis @ reciprocal_lattice(crystals.lattice)  # (B,3)
+        an = axis_vec / torch.linalg.norm(axis_vec, dim=-1, keepdim=True)
+        c2 = ((g * an.index_select(0, cidx)).sum(-1) / torch.sqrt(g2)) ** 2  # cos² of the angle to the axis
+        r_t = ratio.index_select(0, cidx)
+        po = (r_t * r_t * c2 + (1.0 - c2) / r_t) ** -1.5  # March–Dollase, as :func:`march_dollase`
+    weight = mult * po
+    if profile is not None:
+        weight = weight * profile.scale.index_select(0, cidx)
+    intensity = weight[:, None] * f_squared * lp * wt[None, :]
+    intensity = torch.where(valid, intensity, torch.zeros_like(intensity))
+    return FlatReflections(
+        crystal=cidx,
+        row=row,
+        hkl=hkl_flat,
+        d=d,
+        multiplicity=mult,
+        f_squared=f_squared,
+        two_theta=torch.rad2deg(two_theta_rad),
+        lp=lp,
+        po=po,
+        intensity=intensity,
+        valid=valid,
+    )
+
+
 def bragg_intensities(
     crystals: CrystalBatch,
     instrument: Instrument,
@@ -70,81 +183,49 @@ def bragg_intensities(
     hkl: tuple[Tensor, Tensor] | None = None,
     two_theta_max: float = 90.0,
 ) -> ReflectionData:
-    """|F|², multiplicity, LP, PO and integrated intensity per reflection and wavelength.
+    """|F|², multiplicity, LP, PO and integrated intensity per reflection and wavelength (padded (B,R,…)).
 
     ``hkl`` from :func:`generate_hkl` (half sphere unless ``instrument.anomalous``); generated for
     ``two_theta_max`` (degrees) when None. ``profile`` supplies scale and po_ratio (defaults 1).
     """
-    dtype = crystals.lattice.dtype
-    bsz = crystals.batch_size
     if not instrument.is_neutron:
         check_species(crystals.species, crystals.mask, instrument.form_factors)
     if hkl is None:
         hkl = default_hkl(crystals, instrument, two_theta_max)
+    fr = flat_reflections(crystals, instrument, profile, hkl)
+    return _padded(fr, hkl, instrument)
+
+
+def _padded(fr: FlatReflections, hkl: tuple[Tensor, Tensor], instrument: Instrument) -> ReflectionData:
+    """Scatter a flat reflection list back to the padded (B,R,…) layout of ``hkl``.
+
+    Padding (and reflections beyond 2θ = 180°) carry 2θ = 60° and its LP, as a placeholder; their intensity is 0.
+    """
     hkl_t, hmask = hkl
-    if hkl_t.shape[0] != bsz:
-        raise RefineError(f"hkl batch {hkl_t.shape[0]} does not match {bsz} crystals")
-    rec = reciprocal_lattice(crystals.lattice)
-    g = hkl_t.to(dtype) @ rec  # (B,R,3)
-    g2 = (g * g).sum(-1)
-    safe_g2 = torch.where(hmask, g2, torch.ones_like(g2))
-    d = 1.0 / torch.sqrt(safe_g2)
-    s2 = 0.25 * safe_g2  # (sinθ/λ)²
-    wl = instrument.radiation.wavelengths
-    wts = instrument.radiation.normalized_weights
-    lam = torch.as_tensor(wl, dtype=dtype, device=crystals.lattice.device)
-    wt = torch.as_tensor(wts, dtype=dtype, device=crystals.lattice.device)
-    neutron = instrument.is_neutron
-    flat = torch.nonzero(hmask.reshape(-1)).squeeze(1)
-    cidx = torch.div(flat, hmask.shape[1], rounding_mode="floor")
-    hkl_flat = hkl_t.reshape(-1, 3)[flat]
-    s2_flat = s2.reshape(-1)[flat]
+    bsz, r = hmask.shape
+    flat = fr.crystal * r + fr.row
 
-    def fsq_padded(wavelength: float | None) -> Tensor:
-        re, im = structure_factor_flat(
-            crystals,
-            hkl_flat,
-            cidx,
-            s2_flat,
-            table=instrument.form_factors,
-            neutron=neutron,
-            wavelength=wavelength,
-        )
-        out = s2.new_zeros(hmask.numel())
-        return out.index_put((flat,), re * re + im * im).view(hmask.shape)
+    def pad(t: Tensor, fill: float = 0.0) -> Tensor:
+        out = torch.full((bsz * r, *t.shape[1:]), fill, dtype=t.dtype, device=t.device)
+        return out.index_put((flat,), t).view(bsz, r, *t.shape[1:])
 
-    if instrument.anomalous and not neutron:
-        f_squared = torch.stack([fsq_padded(w) for w in wl], dim=-1)
-        mult = torch.ones_like(d)
-    else:
-        f_squared = fsq_padded(None)[..., None].expand(-1, -1, len(wl))
-        mult = torch.full_like(d, 2.0)
-    sin_t = lam[None, None, :] / (2.0 * d[..., None])  # (B,R,L)
-    valid = hmask[..., None] & (sin_t < 1.0)
-    sin_safe = torch.where(valid, sin_t, torch.full_like(sin_t, 0.5))
-    two_theta_rad = 2.0 * torch.asin(sin_safe)
-    lp = lorentz_polarisation(
-        two_theta_rad, instrument.polarisation, instrument.monochromator_two_theta, neutron=neutron
-    )
-    scale = torch.ones(bsz, dtype=dtype) if profile is None else profile.scale
-    ratio = torch.ones(bsz, dtype=dtype) if profile is None else profile.po_ratio
-    axis = torch.as_tensor(instrument.po_axis, dtype=dtype, device=rec.device)
-    axis_vec = (axis[None, None, :] @ rec)[:, 0, :]  # (B,3)
-    po = march_dollase(torch.where(hmask[..., None], g, torch.ones_like(g)), axis_vec, ratio)
-    po = torch.where(hmask, po, torch.zeros_like(po))
-    intensity = scale[:, None, None] * (mult * po)[..., None] * f_squared * lp * wt[None, None, :]
-    intensity = torch.where(valid, intensity, torch.zeros_like(intensity))
+    lp_fill = lorentz_polarisation(
+        torch.tensor(math.radians(60.0), dtype=torch.float64),
+        instrument.polarisation,
+        instrument.monochromator_two_theta,
+        neutron=instrument.is_neutron,
+    ).item()
     return ReflectionData(
         hkl=hkl_t,
         mask=hmask,
-        d=torch.where(hmask, d, torch.zeros_like(d)),
-        multiplicity=torch.where(hmask, mult, torch.zeros_like(mult)),
-        f_squared=f_squared,
-        two_theta=torch.rad2deg(two_theta_rad),
-        lp=lp,
-        po=po,
-        intensity=intensity,
-        valid=valid,
+        d=pad(fr.d),
+        multiplicity=pad(fr.multiplicity),
+        f_squared=pad(fr.f_squared),
+        two_theta=pad(fr.two_theta, 60.0),
+        lp=pad(fr.lp, lp_fill),
+        po=pad(fr.po),
+        intensity=pad(fr.intensity),
+        valid=pad(fr.valid.to(torch.uint8)).to(torch.bool),
     )
 
 
@@ -225,13 +306,20 @@ def simulate(
     bsz = crystals.batch_size
     if profile.scale.dtype != dtype or profile.scale.device != grid.device:
         profile = profile.to(dtype=dtype, device=grid.device)
-    refl = bragg_intensities(crystals, instrument, profile, hkl, float(grid[-1]))
-    n_wl = refl.two_theta.shape[-1]
-    sel = torch.nonzero(refl.valid.reshape(-1)).squeeze(1)
-    bidx = torch.div(sel, refl.two_theta.shape[1] * n_wl, rounding_mode="floor")
+    if not instrument.is_neutron:
+        check_species(crystals.species, crystals.mask, instrument.form_factors)
+    if hkl is None:
+        hkl = default_hkl(crystals, instrument, float(grid[-1]))
+    fr = flat_reflections(crystals, instrument, profile, hkl)
+    n_wl = fr.two_theta.shape[-1]
+    sel = torch.nonzero(fr.valid.reshape(-1)).squeeze(1)
+    bidx = fr.crystal.index_select(0, torch.div(sel, n_wl, rounding_mode="floor"))
     lidx = sel % n_wl
     bidx, bragg, area = merge_coincident(
-        bidx, lidx, refl.two_theta.reshape(-1)[sel], refl.intensity.reshape(-1)[sel]
+        bidx,
+        lidx,
+        fr.two_theta.reshape(-1).index_select(0, sel),
+        fr.intensity.reshape(-1).index_select(0, sel),
     )
     centre = bragg + _peak_shift_flat(bragg, bidx, profile, instrument)
     theta = torch.deg2rad(0.5 * bragg)
@@ -246,5 +334,5 @@ def simulate(
     pattern = render_peaks(grid, bidx, centre, area, fwhm, eta, bsz, instrument.window_fwhm)
     pattern = pattern + chebyshev_background(grid, profile.background, profile.inv_two_theta)
     if per_reflection:
-        return pattern, refl
+        return pattern, _padded(fr, hkl, instrument)
     return pattern

@@ -295,12 +295,25 @@ def neutron_lengths(species: Tensor, dtype: torch.dtype, table_name: str = "wk95
     return torch.nan_to_num(out, nan=0.0)
 
 
-def form_factor_at(species: Tensor, s2: Tensor, table_name: str = "wk95") -> Tensor:
-    """X-ray form factor f0 (electrons) for species (…,S) at s² (…) = (sinθ/λ)² in Å⁻²; returns (…,S)."""
+def form_factor_at(
+    species: Tensor, s2: Tensor, table_name: str = "wk95", crystal_index: Tensor | None = None
+) -> Tensor:
+    """X-ray form factor f0 (electrons) for species (…,S) at s² (…) = (sinθ/λ)² in Å⁻²; returns (…,S).
+
+    With ``crystal_index`` (T,), ``species`` is (B,S) per crystal and s² (T,) per reflection: returns (T,S) with
+    the coefficients gathered once per crystal (no (T,S) species lookup).
+    """
     tab = _tensors(table_name, s2.dtype, str(s2.device))
     a = tab["a"][species]  # (…,S,K)
     b = tab["b"][species]
+    if crystal_index is not None:
+        n_s, n_k = a.shape[-2], a.shape[-1]
+        a = a.reshape(a.shape[0], -1).index_select(0, crystal_index).view(-1, n_s, n_k)
+        b = b.reshape(b.shape[0], -1).index_select(0, crystal_index).view(-1, n_s, n_k)
+        species_t = species.index_select(0, crystal_index)
+    else:
+        species_t = species
     sm = (a * torch.exp(-s2[..., None, None] * b)).sum(-1)
     if table_name == "wk95":
-        return sm + tab["c"][species]
-    return tab["z"][species] - PYMATGEN_MOTT_BETHE * s2[..., None] * sm
+        return sm + tab["c"][species_t]
+    return tab["z"][species_t] - PYMATGEN_MOTT_BETHE * s2[..., None] * sm

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.autograd.forward_ad as fwad
 from torch import Tensor
 
 from .batch import CrystalBatch
@@ -53,30 +54,38 @@ def structure_factor_flat(
     f′ + i f″ at that wavelength are added (X-ray only).
     """
     dtype = crystals.frac.dtype
-    frac = crystals.frac[crystal_index]  # (T,N,3)
-    phase = 2.0 * math.pi * torch.einsum("tj,tnj->tn", hkl.to(dtype), frac)
-    weight = (crystals.occ * crystals.mask.to(dtype))[crystal_index]  # (T,N)
-    b_iso = crystals.b_iso[crystal_index]
-    if b_iso.requires_grad or bool((b_iso != 0).any()):
-        weight = weight * torch.exp(-s2[:, None] * b_iso)
-    slot, slot_species = species_slots(crystals.species, crystals.mask)
-    slot_t = slot[crystal_index]  # (T,N)
+    ci = crystal_index
+    h2pi = hkl.to(dtype) * (2.0 * math.pi)
+    frac = crystals.frac.transpose(1, 2).index_select(0, ci)  # (T,3,N): rows x, y, z
+    phase = torch.addcmul(frac[:, 0] * h2pi[:, 0:1], frac[:, 1], h2pi[:, 1:2])
+    phase = torch.addcmul(phase, frac[:, 2], h2pi[:, 2:3])  # (T,N) 2π h·x
+    weight = (crystals.occ * crystals.mask.to(dtype)).index_select(0, ci)  # (T,N)
+    if not _is_constant_zero(crystals.b_iso):
+        weight = weight * torch.exp(-s2[:, None] * crystals.b_iso.index_select(0, ci))
     if neutron:
-        f_atom = neutron_lengths(crystals.species, dtype, table)[crystal_index]
+        f_atom = neutron_lengths(crystals.species, dtype, table).index_select(0, ci)
     else:
-        f_slot = form_factor_at(slot_species[crystal_index], s2, table)  # (T,S)
-        f_atom = f_slot.gather(1, slot_t)
+        slot, slot_species = species_slots(crystals.species, crystals.mask)
+        f_slot = form_factor_at(slot_species, s2, table, crystal_index=ci)  # (T,S)
+        f_atom = f_slot.gather(1, slot.index_select(0, ci))
     fw = f_atom * weight
     cos, sin = torch.cos(phase), torch.sin(phase)
     re = (fw * cos).sum(-1)
     im = (fw * sin).sum(-1)
     if wavelength is not None and not neutron:
         fp, fpp = anomalous_terms(crystals.species, wavelength, dtype)  # (B,N)
-        wp = fp[crystal_index] * weight
-        wpp = fpp[crystal_index] * weight
+        wp = fp.index_select(0, ci) * weight
+        wpp = fpp.index_select(0, ci) * weight
         re = re + (wp * cos).sum(-1) - (wpp * sin).sum(-1)
         im = im + (wp * sin).sum(-1) + (wpp * cos).sum(-1)
     return re, im
+
+
+def _is_constant_zero(t: Tensor) -> bool:
+    """True when ``t`` is all zeros and carries no gradient or forward-mode tangent."""
+    if t.requires_grad or fwad.unpack_dual(t).tangent is not None:
+        return False
+    return not bool(t.any())
 
 
 def structure_factor(
