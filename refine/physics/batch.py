@@ -111,19 +111,19 @@ class CrystalBatch:
                     (np.asarray(s.lattice.matrix, dtype=float), s.frac_coords, spec, [1.0] * len(s), biso)
                 )
                 continue
-            frac: list[list[float]] = []
+            coords: list[list[float]] = []
             spec = []
             occ: list[float] = []
             biso = []
             for site in s:
                 b = _site_b_iso(site.properties)
                 for sp, o in site.species.items():
-                    frac.append([float(v) for v in site.frac_coords])
+                    coords.append([float(v) for v in site.frac_coords])
                     spec.append(_species_index_cached(str(sp)))
                     occ.append(float(o))
                     biso.append(b)
             rows.append(
-                (np.asarray(s.lattice.matrix, dtype=float), np.asarray(frac, dtype=float), spec, occ, biso)
+                (np.asarray(s.lattice.matrix, dtype=float), np.asarray(coords, dtype=float), spec, occ, biso)
             )
         bsz = len(rows)
         n = max(len(r[1]) for r in rows)
@@ -133,13 +133,13 @@ class CrystalBatch:
         occ_a = np.zeros((bsz, n))
         b_a = np.zeros((bsz, n))
         mask_a = np.zeros((bsz, n), dtype=bool)
-        for i, (lat, frac, spec, occ, biso) in enumerate(rows):
-            m = len(frac)
+        for i, (lat, fr, sp_i, oc, bi) in enumerate(rows):
+            m = len(fr)
             lattice[i] = lat
-            frac_a[i, :m] = frac
-            spec_a[i, :m] = spec
-            occ_a[i, :m] = occ
-            b_a[i, :m] = biso
+            frac_a[i, :m] = fr
+            spec_a[i, :m] = sp_i
+            occ_a[i, :m] = oc
+            b_a[i, :m] = bi
             mask_a[i, :m] = True
         dev = torch.device(device) if device is not None else None
         return cls(
