@@ -23,6 +23,8 @@ from torch import Tensor
 log = logging.getLogger(__name__)
 
 ResidualFn = Callable[[Tensor], Tensor]
+#: ``jacobian_fn(theta (B,P), columns (P,) bool) -> (B,M,P)``: a model-specific Jacobian of the residuals.
+JacobianFn = Callable[[Tensor, Tensor], Tensor]
 
 
 @dataclass
@@ -158,11 +160,15 @@ def levenberg_marquardt(
     jacobian_method: str = "forward",
     max_jacobian_rows: int = 256,
     covariance: bool = True,
+    jacobian_fn: JacobianFn | None = None,
+    damped_limit: float = 0.1,
 ) -> LMResult:
     """Batched bounded Levenberg–Marquardt (Marquardt diagonal scaling, projection onto bounds).
 
     theta0 (B,P); free (B,P) bool (default all); lower/upper (B,P) (default ±inf); n_obs (B,) observation
-    counts for GoF (default: M). Converges when the relative χ² decrease of an accepted step is below ``ftol``,
+    counts for GoF (default: M). ``jacobian_fn`` replaces the AD Jacobian (e.g. an analytic one); the
+    residuals alone decide whether a step is accepted. Converges when, for a step taken with damping
+    λ ≤ ``damped_limit``, the relative χ² decrease of an accepted step is below ``ftol``,
     when the step is below ``xtol`` relative to the parameters, or when no damping gives a decrease.
     """
     theta = theta0.detach().clone()
@@ -187,7 +193,10 @@ def levenberg_marquardt(
         if not bool(active.any()):
             break
         cols = (free & active[:, None]).any(dim=0)
-        jac = jacobian(residual_fn, theta, cols, jacobian_method, max_jacobian_rows)
+        if jacobian_fn is not None:
+            jac = jacobian_fn(theta, cols)
+        else:
+            jac = jacobian(residual_fn, theta, cols, jacobian_method, max_jacobian_rows)
         jac_ok = torch.isfinite(jac).flatten(1).all(dim=1)
         newly_bad = active & ~jac_ok
         if bool(newly_bad.any()):
@@ -225,7 +234,10 @@ def levenberg_marquardt(
                 rel = (chi2[ok] - chi2_new[ok]) / chi2[ok].clamp_min(1e-300)
                 step = (trial[ok] - theta[ok]).abs()
                 scale = theta[ok].abs() + 1e-6
-                small_step = ((step / scale).amax(dim=1) < xtol) | (rel < ftol)
+                # a tiny decrease means convergence only for a Gauss–Newton-like step: under heavy damping
+                # the steps are short whatever the distance to the minimum
+                undamped = lam[ok] <= damped_limit
+                small_step = (((step / scale).amax(dim=1) < xtol) | (rel < ftol)) & undamped
                 theta[ok] = trial[ok]
                 chi2[ok] = chi2_new[ok]
                 lam[ok] = (lam[ok] / 5.0).clamp_min(1e-9)
@@ -257,10 +269,11 @@ def levenberg_marquardt(
         )
     # covariance at the solution
     cols = free.any(dim=0)
-    jac = (
-        torch.nan_to_num(jacobian(residual_fn, theta, cols, jacobian_method, max_jacobian_rows))
-        * free[:, None, :]
-    )
+    if jacobian_fn is not None:
+        jac_end = jacobian_fn(theta, cols)
+    else:
+        jac_end = jacobian(residual_fn, theta, cols, jacobian_method, max_jacobian_rows)
+    jac = torch.nan_to_num(jac_end) * free[:, None, :]
     a = torch.einsum("bmp,bmq->bpq", jac, jac)
     dof = (n_obs - n_free).clamp_min(1).to(dtype)
     gof2 = chi2 / dof

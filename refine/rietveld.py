@@ -14,6 +14,7 @@ Units: zero in degrees 2θ, displacement in μm, U V W in centideg², X Y in cen
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import time
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 from pymatgen.core import Structure
+from pymatgen.core.periodic_table import get_el_sp
 from torch import Tensor
 
 from .errors import RefineError, StructureError
@@ -42,6 +44,7 @@ from .physics import (
 )
 from .protocols import PatternLike
 from .radiation import Geometry, Probe, Radiation
+from .rietveld_jacobian import model_jacobian
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +85,16 @@ class RefineOptions:
     two_theta_min: float | None = None
     two_theta_max: float | None = None
     fix: Iterable[str] = ()
-    jacobian: str = "batched"
+    #: "analytic" (peak shapes rendered once, per-peak forward AD; refine.rietveld_jacobian), or an
+    #: refine.lm.jacobian method: "batched", "forward", "central"
+    jacobian: str = "analytic"
     max_jacobian_rows: int = 128
     refine_displacement: bool | None = None  # default: Bragg–Brentano only
     ftol: float = 1e-5
+    #: hold one coordinate per polar axis (origin not defined by the space group, e.g. P6₃mc, Pna2₁, P1)
+    fix_polar_origin: bool = True
+    #: relative χ² change below which an intermediate stage stops (the last stage uses ``ftol``)
+    stage_ftol: float = 1e-4
     #: extra Gaussian FWHM (degrees) schedule used the first time the lattice is refined (coarse to fine)
     lattice_annealing: Sequence[float] = (0.8, 0.4, 0.2)
 
@@ -278,6 +287,9 @@ class RietveldModel:
         out = []
         for k in range(self.n_phases):
             hkl = self.hkl[k] if index is None else (self.hkl[k][0][index], self.hkl[k][1][index])
+            if not bool(hkl[1].any()):  # no reflection at all (e.g. a candidate outside the range)
+                out.append(theta.new_zeros(theta.shape[0], self.two_theta.shape[0]))
+                continue
             y = simulate(
                 self.crystals(theta, k, index), self.two_theta, self.instrument, self.profile(theta, k), hkl
             )
@@ -461,6 +473,72 @@ def _initial_scale(model: RietveldModel, theta: Tensor) -> Tensor:
     return theta
 
 
+def polar_directions(phase: PhaseParameterization, tol: float = 1e-6) -> np.ndarray:
+    """(3,k) fractional directions along which the origin is not fixed by the space group (polar axes).
+
+    The null space of R − I over every rotation R of the group: k = 0 for non-polar groups, 1 for e.g.
+    P6₃mc or Pna2₁ (c), 2 for Cm/Pc (in the mirror plane), 3 for P1.
+    """
+    rots = np.asarray(phase.symops_rot, dtype=float).reshape(-1, 3, 3)
+    stacked = (rots - np.eye(3)[None]).reshape(-1, 3)
+    _, sv, vt = np.linalg.svd(stacked)
+    rank = int((sv > tol).sum())
+    return vt[rank:].T
+
+
+def polar_fixed_parameters(phase: PhaseParameterization) -> list[int]:
+    """Indices (into the phase's parameter vector) of one free coordinate per polar direction to hold fixed.
+
+    A shift of the whole structure by v along a polar direction changes every site's free parameters by
+    v[pivots] without changing the pattern, so the normal matrix is singular; holding one coordinate per
+    direction (of the heaviest site that can absorb the shift) fixes the origin.
+    """
+    dirs = polar_directions(phase)
+    k = dirs.shape[1]
+    if k == 0:
+        return []
+    xyz_idx = phase.block("xyz")
+    rows: list[
+        tuple[float, int, np.ndarray]
+    ] = []  # (−Z, parameter index, shift of that parameter per direction)
+    pos = 0
+    for site in phase.sites:
+        n = site.n_free_xyz
+        z = max((_atomic_number(sp) for sp in site.species), default=0)
+        for j, piv in enumerate(site.pivots):
+            rows.append((-float(z), int(xyz_idx[pos + j]), dirs[piv]))
+        pos += n
+    rows.sort(key=lambda r: r[0])  # heaviest sites first (stable: input order within a species)
+    chosen: list[int] = []
+    basis = np.zeros((0, k))
+    for _, idx, vec in rows:
+        trial = np.vstack([basis, vec])
+        if np.linalg.matrix_rank(trial, tol=1e-6) > basis.shape[0]:
+            basis = trial
+            chosen.append(idx)
+            if len(chosen) == k:
+                break
+    return chosen
+
+
+def _atomic_number(species: str) -> int:
+    try:
+        return int(get_el_sp(species).Z)
+    except (ValueError, KeyError, AttributeError):
+        return 0
+
+
+def _polar_mask(model: RietveldModel) -> Tensor:
+    """(B,P) True at the coordinates held fixed to pin the origin of polar space groups."""
+    mask = torch.zeros(model.batch_size, model.layout.total, dtype=torch.bool)
+    for k in range(model.n_phases):
+        start = model.layout.phase_param_slice(k).start
+        for b, ph in enumerate(model.stacked[k].phases):
+            for idx in polar_fixed_parameters(ph):
+                mask[b, start + idx] = True
+    return mask
+
+
 def _free_mask(model: RietveldModel, groups: set[str], fixed: set[str]) -> Tensor:
     lay = model.layout
     free = torch.zeros(model.batch_size, lay.total, dtype=torch.bool)
@@ -500,14 +578,30 @@ def _run(
         logs[b].append(
             StageLog("start", (), float(stats["rwp"][b]), float(stats["chi2"][b]), 0, True, "start")
         )
+    jac_fn = None
+    if options.jacobian == "analytic":
+        jac_fn = functools.partial(model_jacobian, model, max_rows=options.max_jacobian_rows)
+    polar = (
+        _polar_mask(model)
+        if options.fix_polar_origin
+        else torch.zeros(bsz, model.layout.total, dtype=torch.bool)
+    )
+    # stages that free nothing new are skipped; the last effective one also computes the covariance
+    stages = []
     groups: set[str] = set()
-    last: LMResult | None = None
-    stages = list(options.strategy)
-    for si, stage in enumerate(stages):
+    prev = torch.zeros(bsz, model.layout.total, dtype=torch.bool)
+    for stage in options.strategy:
         groups |= set(stage.groups)
-        free = _free_mask(model, groups, fixed) & ~dead[:, None]
+        mask = _free_mask(model, groups, fixed) & ~polar
+        if bool((mask & ~prev).any()):
+            stages.append((stage, set(groups)))
+        prev = mask
+    last: LMResult | None = None
+    for si, (stage, groups) in enumerate(stages):
+        free = _free_mask(model, groups, fixed) & ~dead[:, None] & ~polar
         if not bool(free.any()):
             continue
+        final = si == len(stages) - 1
         if "asym" in stage.groups:
             # at exactly 0 the symmetric profile has no asym derivative to follow: start just above it
             # (only now: an asymmetric profile costs several times more to compute in earlier stages)
@@ -529,6 +623,7 @@ def _run(
                 jacobian_method=options.jacobian,
                 max_jacobian_rows=options.max_jacobian_rows,
                 covariance=False,
+                jacobian_fn=jac_fn,
             )
             theta = torch.where((dead | pre.diverged)[:, None], theta, pre.theta)
         if "lattice" in stage.groups and options.lattice_annealing:
@@ -549,6 +644,7 @@ def _run(
                     jacobian_method=options.jacobian,
                     max_jacobian_rows=options.max_jacobian_rows,
                     covariance=False,
+                    jacobian_fn=jac_fn,
                 )
                 theta = torch.where((dead | pre.diverged)[:, None], theta, pre.theta)
             model.extra_w = 0.0
@@ -562,10 +658,11 @@ def _run(
             upper=upper,
             n_obs=torch.full((bsz,), model.n_obs, dtype=torch.long),
             max_iter=stage.max_iter,
-            ftol=options.ftol,
+            ftol=options.ftol if final else options.stage_ftol,
             jacobian_method=options.jacobian,
             max_jacobian_rows=options.max_jacobian_rows,
-            covariance=si == len(stages) - 1,
+            covariance=final,
+            jacobian_fn=jac_fn,
         )
         theta = torch.where(dead[:, None], theta, res.theta)
         dead |= res.diverged
