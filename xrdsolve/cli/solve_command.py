@@ -15,7 +15,11 @@ def solve(
     composition: str | None = typer.Option(
         None, "--composition", "-c", help="Formula with or without Z, e.g. TiO2, Fe2O3, (Mn,Fe)3O4."
     ),
-    elements: str | None = typer.Option(None, "--elements", help="Allowed elements, e.g. Li,Mn,O (not yet)."),
+    elements: str | None = typer.Option(
+        None,
+        "--elements",
+        help="Allowed elements instead of a formula, e.g. Li,Mn,O (compositions proposed).",
+    ),
     radiation: str | None = typer.Option(None, "--radiation", "-r", help="CuKa, MoKa, ... or wavelength Å."),
     instrument: Path | None = typer.Option(None, "--instrument", help="GSAS .prm/.instprm instrument file."),
     k: int = typer.Option(20, "-k", help="Candidates refined fully and reported."),
