@@ -273,7 +273,12 @@ def levenberg_marquardt(
         jac_end = jacobian_fn(theta, cols)
     else:
         jac_end = jacobian(residual_fn, theta, cols, jacobian_method, max_jacobian_rows)
-    jac = torch.nan_to_num(jac_end) * free[:, None, :]
+    jac_end = torch.nan_to_num(jac_end)
+    # a parameter held at a bound where it has no derivative (e.g. an asymmetry at 0) is fixed there:
+    # esd 0, not a singular normal matrix
+    flat = (jac_end * jac_end).sum(dim=1) <= 0
+    free = free & ~(flat & ((theta <= lower) | (theta >= upper)))
+    jac = jac_end * free[:, None, :]
     a = torch.einsum("bmp,bmq->bpq", jac, jac)
     dof = (n_obs - n_free).clamp_min(1).to(dtype)
     gof2 = chi2 / dof
