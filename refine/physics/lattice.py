@@ -88,13 +88,11 @@ def _hkl_batch(lattices: np.ndarray, d_min: np.ndarray, friedel: bool) -> tuple[
     hkl, g2, ci = hkl[ok], g2[ok], ci[ok]
     n_per = np.bincount(ci, minlength=bsz)
     rmax = max(1, int(n_per.max()) if n_per.size else 1)
+    order = np.lexsort((g2, ci))  # by crystal, then |g| (stable: ties keep enumeration order)
+    ci = ci[order]
     pos = np.arange(ci.size) - np.repeat(np.cumsum(n_per) - n_per, n_per)
-    key = np.full((bsz, rmax), np.inf)
-    key[ci, pos] = g2
-    order = np.argsort(key, axis=1, kind="stable")
     out = np.zeros((bsz, rmax, 3), dtype=np.int64)
-    out[ci, pos] = hkl
-    out = np.take_along_axis(out, order[:, :, None], axis=1)
+    out[ci, pos] = hkl[order]
     mask = np.arange(rmax)[None, :] < n_per[:, None]
     return out, mask
 

@@ -28,6 +28,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .compile import compile_enabled, maybe_compiled
+
 _LN2 = math.log(2.0)
 #: Half-width (in FWHM) beyond which the Gaussian part of a peak is not evaluated (exp(−4 ln2 ·16) = 2⁻⁶⁴).
 GAUSS_CUT_FWHM = 4.0
@@ -71,10 +73,19 @@ def _gather(grad: Tensor, bucket: Bucket) -> Tensor:
     return grad.unfold(1, bucket.size, 1)[bucket.row, bucket.start]
 
 
+def _values_fused(x0: Tensor, k2: Tensor, a_g: Tensor, a_l: Tensor, offs: Tensor) -> Tensor:
+    """(P,K) window values in one expression (for the compiled kernel, where the full-window exp is cheap)."""
+    x = x0[:, None] + offs
+    z = k2[:, None] * (x * x)
+    return a_g[:, None] * torch.exp(-_LN2 * z) + a_l[:, None] / (1.0 + z)
+
+
 def _values(
     x0: Tensor, k2: Tensor, a_g: Tensor, a_l: Tensor, bucket: Bucket, offs: Tensor
 ) -> Tensor:  # (P_b, K) window values, computed in place as far as possible
     i = bucket.index
+    if compile_enabled():
+        return maybe_compiled(_values_fused)(x0[i], k2[i], a_g[i], a_l[i], offs[: bucket.size])
     kb = k2[i]
     x2 = (x0[i][:, None] + offs[: bucket.size]).square_()
     c0, c1 = bucket.gauss

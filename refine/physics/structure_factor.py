@@ -13,6 +13,7 @@ import torch.autograd.forward_ad as fwad
 from torch import Tensor
 
 from .batch import CrystalBatch
+from .compile import compile_enabled, maybe_compiled
 from .scattering import anomalous_terms, form_factor_at, neutron_lengths
 
 
@@ -57,8 +58,6 @@ def structure_factor_flat(
     ci = crystal_index
     h2pi = hkl.to(dtype) * (2.0 * math.pi)
     frac = crystals.frac.transpose(1, 2).index_select(0, ci)  # (T,3,N): rows x, y, z
-    phase = torch.addcmul(frac[:, 0] * h2pi[:, 0:1], frac[:, 1], h2pi[:, 1:2])
-    phase = torch.addcmul(phase, frac[:, 2], h2pi[:, 2:3])  # (T,N) 2π h·x
     weight = (crystals.occ * crystals.mask.to(dtype)).index_select(0, ci)  # (T,N)
     if not _is_constant_zero(crystals.b_iso):
         weight = weight * torch.exp(-s2[:, None] * crystals.b_iso.index_select(0, ci))
@@ -69,6 +68,10 @@ def structure_factor_flat(
         f_slot = form_factor_at(slot_species, s2, table, crystal_index=ci)  # (T,S)
         f_atom = f_slot.gather(1, slot.index_select(0, ci))
     fw = f_atom * weight
+    if wavelength is None and compile_enabled() and _plain(frac, fw, h2pi):
+        return maybe_compiled(_sum_phases)(frac, h2pi, fw)
+    phase = torch.addcmul(frac[:, 0] * h2pi[:, 0:1], frac[:, 1], h2pi[:, 1:2])
+    phase = torch.addcmul(phase, frac[:, 2], h2pi[:, 2:3])  # (T,N) 2π h·x
     cos, sin = torch.cos(phase), torch.sin(phase)
     re = (fw * cos).sum(-1)
     im = (fw * sin).sum(-1)
@@ -79,6 +82,19 @@ def structure_factor_flat(
         re = re + (wp * cos).sum(-1) - (wpp * sin).sum(-1)
         im = im + (wp * sin).sum(-1) + (wpp * cos).sum(-1)
     return re, im
+
+
+def _sum_phases(frac: Tensor, h2pi: Tensor, fw: Tensor) -> tuple[Tensor, Tensor]:
+    """Σ_j fw_j (cos, sin)(2π h·x_j) for frac (T,3,N), 2πh (T,3), fw (T,N) — the compiled kernel's body."""
+    phase = frac[:, 0] * h2pi[:, 0:1] + frac[:, 1] * h2pi[:, 1:2] + frac[:, 2] * h2pi[:, 2:3]
+    return (fw * torch.cos(phase)).sum(-1), (fw * torch.sin(phase)).sum(-1)
+
+
+def _plain(*tensors: Tensor) -> bool:
+    """True when no tensor needs a gradient or carries a forward-mode tangent."""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return False
+    return all(fwad.unpack_dual(t).tangent is None for t in tensors)
 
 
 def _is_constant_zero(t: Tensor) -> bool:

@@ -30,6 +30,11 @@ def bench_forward(
     n_reference: int = typer.Option(
         64, "--n-reference", help="Structures timed with pymatgen (rate extrapolated)."
     ),
+    compiled: bool = typer.Option(
+        False,
+        "--compile/--no-compile",
+        help="torch.compile the elementwise kernels (compile time is reported, excluded from the rate).",
+    ),
 ) -> None:
     """Patterns/s of the full profile (5–90°, 0.01°, Cu Kα1+Kα2) vs pymatgen sticks, errors, peak memory."""
     import resource
@@ -43,6 +48,7 @@ def bench_forward(
 
     from xrdsolve.errors import UsageError
     from xrdsolve.refine.physics import CrystalBatch, Instrument, ProfileParams, reflection_tables, simulate
+    from xrdsolve.refine.physics.compile import set_compile
     from xrdsolve.refine.physics.reference import compare_sticks, pymatgen_sticks
     from xrdsolve.refine.radiation import Radiation
 
@@ -80,8 +86,10 @@ def bench_forward(
                 simulate(batch, grid, inst, prof)
         return time.perf_counter() - t0
 
-    run_ours()  # warm-up (tables, allocator)
+    set_compile(compiled)
+    t_warm = run_ours()  # warm-up (tables, allocator; compilation with --compile)
     t_ours = min(run_ours(), run_ours())
+    set_compile(False)
 
     lam = 1.540593
     n_ref = min(n_reference, n)
@@ -104,6 +112,9 @@ def bench_forward(
         "ours_patterns_per_s": round(n / t_ours, 2),
         "pymatgen_sticks_per_s": round(n / t_ref, 2),
         "ratio": round(t_ref / t_ours, 3),
+        "compiled": compiled,
+        "warmup_s": round(t_warm, 2),
+        "load_average_1min": round(os.getloadavg()[0], 2),
         "max_position_error_deg": float(np.max([c.max_position_error for c in cmps])),
         "max_intensity_error_pct": float(np.max([c.max_intensity_error for c in cmps])),
         "unmatched_peaks": int(sum(c.unmatched for c in cmps)),
