@@ -117,3 +117,22 @@ def test_wyckoff_combinations_are_valid_and_simplest_first(spacegroup: int, coun
 
 def test_wyckoff_combinations_impossible_counts() -> None:
     assert wyckoff_combinations(225, [3]) == []  # no site of Fm-3m holds 3 atoms
+
+
+def test_compositions_proposed_from_elements_and_cell_volume() -> None:
+    from xrdsolve.composition import propose_compositions
+
+    def proposals(elements: str, volume: float) -> list[tuple[str, int]]:
+        return [(p.formula.reduced_formula, p.z) for p in propose_compositions(elements, volume)]
+
+    assert proposals("Ti,O", 62.4)[0] == ("TiO2", 2)  # rutile cell
+    assert proposals("Li,Co,O", 96.9)[0] == ("LiCoO2", 3)  # R-3m hexagonal cell
+    assert ("Fe2O3", 6) in proposals("Fe,O", 302.0)  # hematite: ranked by Rietveld later
+    assert proposals("Al,Ni", 28.0)[0] == ("AlNi", 1)  # metals only: no charge balance asked
+    best = propose_compositions("Ba,Ti,O", 64.4)[0]
+    assert (best.formula.reduced_formula, best.oxidation_states) == ("BaTiO3", {"Ba": 2, "Ti": 4, "O": -2})
+    assert proposals("O,F", 50.0) == []  # anions only: nothing is charge balanced
+    with pytest.raises(UsageError, match="twice"):
+        propose_compositions("Ti,Ti,O", 62.4)
+    with pytest.raises(UsageError, match="unknown element"):
+        propose_compositions("Ti,Xx", 62.4)

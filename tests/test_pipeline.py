@@ -54,9 +54,42 @@ def test_flat_pattern_gives_no_solution_and_says_why() -> None:
     assert "no candidate" in sol.table()
 
 
-def test_composition_is_required_and_elements_not_yet_supported() -> None:
+def test_composition_or_elements_is_required() -> None:
     with pytest.raises(UsageError, match="composition"):
         solve(DEMO, None)
-    with pytest.raises(UsageError, match="elements"):
-        solve(DEMO, None, elements="Ti,O")
+    with pytest.raises(UsageError, match="not both"):
+        solve(DEMO, "TiO2", elements="Ti,O")
+    with pytest.raises(UsageError, match="unknown element"):
+        solve(DEMO, None, elements="Ti,Qq")
     assert main(["solve", str(DEMO), "--composition", "Qq2"]) == 2
+
+
+def test_elements_without_an_indexed_cell_say_why() -> None:
+    tt = np.arange(10.0, 80.0, 0.02)
+    y = 100.0 + sum(
+        a * np.exp(-0.5 * ((tt - c) / 0.05) ** 2) for a, c in [(900, 23.1), (500, 31.7), (700, 47.9)]
+    )
+    three_peaks = Pattern.from_arrays(tt, np.random.default_rng(0).poisson(y).astype(float), radiation="CuKa")
+    sol = solve(three_peaks, None, elements="Ti,O", n_candidates=4, k=2, progress=False)
+    assert sol.candidates == []
+    assert any("--elements needs an indexed cell" in m or "peaks" in m for m in sol.messages)
+
+
+@pytest.mark.slow
+def test_demo_solve_from_elements_finds_rutile() -> None:
+    sol = solve(DEMO, None, elements="Ti,O", n_candidates=24, k=4, progress=False)
+    proposed = [p["formula"] for p in sol.tried["compositions"]["proposed"]]
+    assert proposed[0] == "TiO2"
+    assert sol.best is not None and sol.best.formula == "TiO2" and sol.best.spacegroup == "P4_2/mnm"
+
+
+def test_time_budget_cuts_stages_and_says_so() -> None:
+    """A budget far too short for 40 candidates: screening stops after its first batch, Rietveld
+    refines only the best few, the solution says so — and still returns refined candidates."""
+    sol = solve(DEMO, "TiO2", n_candidates=40, k=12, time_budget=2.0, progress=False)
+    screening, rietveld = sol.tried["screening"], sol.tried["rietveld"]
+    assert screening["proposed"] >= 32
+    assert screening["refined"] < screening["proposed"]
+    assert 1 <= rietveld["refined"] < 12
+    assert any("time budget" in m for m in sol.messages)
+    assert sol.candidates and all(np.isfinite(c.rwp) for c in sol.candidates)

@@ -19,13 +19,13 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from pymatgen.core import Composition, Structure
 
-from .composition import parse_composition, z_candidates
+from .composition import parse_composition, parse_elements, propose_compositions, z_candidates
 from .errors import UsageError, XrdsolveError
 from .random_candidates import CandidateSpec, enumerated_symmetric_structures, random_symmetric_structures
 from .solution import Candidate, Solution
@@ -37,6 +37,8 @@ SCREEN_STAGES = (
     ("scale+background", ("scale", "background"), 10),
     ("+lattice+zero", ("lattice", "zero"), 12),
 )
+#: Share of the time left after proposing candidates that screening may use under a time budget.
+SCREEN_SHARE = 0.4
 #: Smallest M20 of an indexing solution the pipeline trusts.
 MIN_M20 = 8.0
 
@@ -55,6 +57,8 @@ class SolveOptions:
     max_z: int = 2
     max_spacegroups: int = 6
     screen_chunk: int = 64
+    #: compositions tried when solving from a list of elements (most plausible first)
+    max_compositions: int = 3
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -255,12 +259,20 @@ def _refine_chunks(
     instrument: Any,
     chunk: int,
     progress: Callable[[int], None] | None = None,
+    stop_after: float | None = None,
 ) -> list[Any]:
+    """Refine ``structures`` in batches of ``chunk``; a result per structure (None when it failed).
+
+    With ``stop_after`` (a ``time.perf_counter()`` value), batches after the first are not started
+    once that time has passed: the list is then shorter than ``structures``.
+    """
     from xrdsolve.refine.rietveld import RefineOptions, refine_candidates
 
     options = RefineOptions() if stages is None else RefineOptions(strategy=stages)
     results: list[Any] = []
     for start in range(0, len(structures), chunk):
+        if start > 0 and stop_after is not None and time.perf_counter() > stop_after:
+            break
         part = structures[start : start + chunk]
         try:
             results.extend(refine_candidates(pattern, part, instrument=instrument, options=options))
@@ -315,7 +327,9 @@ def solve(
     ----------
     pattern_or_path : a :class:`~xrdsolve.conditioning.Pattern` or a path to any supported file.
     composition : formula with or without Z (``TiO2``, ``Ti2O4``); Z is taken from the indexed cell.
-    elements : allowed elements without stoichiometry (not supported yet: raises UsageError).
+    elements : allowed elements without stoichiometry (``"Li,Mn,O"``), instead of a composition:
+        cell contents that fill the indexed cell and are charge balanced are proposed
+        (:func:`~xrdsolve.composition.propose_compositions`) and the best few are all tried.
     radiation : overrides or supplies the wavelength (``CuKa``, ``0.4137``).
     instrument : a GSAS .prm/.instprm path or ``InstrumentParameters`` with starting profile values.
     options, overrides : :class:`SolveOptions` (``k``, ``n_candidates``, ``seed``, ``time_budget`` in s, ...).
@@ -328,19 +342,20 @@ def solve(
     opts = options or SolveOptions()
     if overrides:
         opts = SolveOptions(**{**opts.to_dict(), **overrides})
-    if composition is None:
-        if elements is not None:
-            raise UsageError(
-                "solving from a list of elements (--elements) is not supported yet; give --composition"
-            )
-        raise UsageError("a composition is needed (e.g. --composition TiO2)")
-    comp = parse_composition(composition)
+    if composition is None and elements is None:
+        raise UsageError("a composition is needed (e.g. --composition TiO2, or --elements Ti,O)")
+    if composition is not None and elements is not None:
+        raise UsageError("give either a composition or a list of elements, not both")
+    comp = parse_composition(composition) if composition is not None else None
+    element_list = [e.symbol for e in parse_elements(elements)] if elements is not None else None
     clock = _Clock(opts.time_budget)
     pattern = _load_pattern(pattern_or_path, radiation)
     inst = _load_instrument(instrument)
     tried: dict[str, Any] = {}
     messages: list[str] = []
-    solution_opts = opts.to_dict() | {"composition": comp.formula}
+    solution_opts = opts.to_dict() | (
+        {"composition": comp.formula} if comp is not None else {"elements": element_list}
+    )
 
     bar = tqdm(total=4, desc="solve", unit="stage", disable=not progress, leave=False)
     bar.set_postfix_str("peaks + indexing")
@@ -355,14 +370,31 @@ def solve(
             f"indexing found no trustworthy cell (M20 < {MIN_M20:.0f}); cells drawn from the composition"
         )
 
+    if comp is not None:
+        compositions = [comp]
+    else:
+        compositions = _compositions_from_elements(element_list or [], cells, opts, tried, messages)
+        if not compositions:
+            bar.close()
+            return Solution(pattern, [], tried, messages, solution_opts)
+
     bar.set_postfix_str("candidates")
-    pool = _propose(pattern, comp, cells, opts, tried)
+    pool = _Pool()
+    for comp_i in compositions:
+        share = replace(opts, n_candidates=max(4, opts.n_candidates // len(compositions)))
+        tried_i: dict[str, Any] = tried if len(compositions) == 1 else {}
+        part = _propose(pattern, comp_i, cells, share, tried_i)
+        if len(compositions) > 1:
+            tried.setdefault("by_composition", {})[comp_i.reduced_formula] = {
+                k: tried_i[k] for k in ("generator", "candidates") if k in tried_i
+            }
+        for s_, prov in zip(part.structures, part.provenance, strict=True):
+            pool.add(s_, prov | {"composition": comp_i.reduced_formula})
     bar.update()
     if not len(pool):
         bar.close()
-        messages.append(
-            f"no candidate structure of {comp.reduced_formula} could be built in the allowed cells"
-        )
+        names = ", ".join(c.reduced_formula for c in compositions)
+        messages.append(f"no candidate structure of {names} could be built in the allowed cells")
         return Solution(pattern, [], tried, messages, solution_opts)
 
     bar.set_postfix_str(f"screening {len(pool)}")
@@ -370,16 +402,38 @@ def solve(
 
     screen = tuple(Stage(n, g, it) for n, g, it in SCREEN_STAGES)
     t0 = time.perf_counter()
-    screened = _refine_chunks(pattern, pool.structures, screen, inst, opts.screen_chunk)
-    tried["screening"] = {"refined": len(pool), "seconds": round(time.perf_counter() - t0, 2)}
-    order = sorted(range(len(pool)), key=lambda i: _score(screened[i]))
+    # with a time budget, screening may use up to SCREEN_SHARE of what is left, in batches
+    budgeted = clock.budget is not None
+    screen_chunk = min(opts.screen_chunk, 16) if budgeted else opts.screen_chunk
+    stop = t0 + SCREEN_SHARE * clock.left() if budgeted else None
+    screened = _refine_chunks(pattern, pool.structures, screen, inst, screen_chunk, stop_after=stop)
+    tried["screening"] = {
+        "refined": len(screened),
+        "proposed": len(pool),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    if len(screened) < len(pool):
+        messages.append(
+            f"time budget: screened {len(screened)} of {len(pool)} candidates (the rest were not tried)"
+        )
+    order = sorted(range(len(screened)), key=lambda i: _score(screened[i]))
     best = [i for i in order if screened[i] is not None and math.isfinite(screened[i].rwp)][: opts.k]
     bar.update()
 
     bar.set_postfix_str(f"Rietveld on {len(best)}")
     t0 = time.perf_counter()
-    final = _refine_chunks(pattern, [pool.structures[i] for i in best], None, inst, opts.screen_chunk)
-    tried["rietveld"] = {"refined": len(best), "seconds": round(time.perf_counter() - t0, 2)}
+    # best first, in small batches when there is a budget, so the best are refined in any case
+    final_chunk = max(4, -(-len(best) // 4)) if budgeted else opts.screen_chunk
+    stop = clock.start + clock.budget if clock.budget is not None else None
+    final = _refine_chunks(
+        pattern, [pool.structures[i] for i in best], None, inst, final_chunk, stop_after=stop
+    )
+    tried["rietveld"] = {"refined": len(final), "seconds": round(time.perf_counter() - t0, 2)}
+    if len(final) < len(best):
+        messages.append(
+            f"time budget: full Rietveld on the best {len(final)} of {len(best)} screened candidates"
+        )
+        best = best[: len(final)]
     bar.update()
     bar.close()
 
@@ -410,6 +464,35 @@ def solve(
             "(multiphase sample, wrong composition, or a structure outside the candidates tried)"
         )
     return Solution(pattern, candidates, tried, messages, solution_opts)
+
+
+def _compositions_from_elements(
+    elements: Sequence[str],
+    cells: Sequence[Any],
+    options: SolveOptions,
+    tried: dict[str, Any],
+    messages: list[str],
+) -> list[Composition]:
+    """Cell contents proposed from allowed elements and the best indexed cell (volume + charge balance)."""
+    if not cells:
+        messages.append(
+            "--elements needs an indexed cell to propose compositions from its volume, and indexing "
+            "found none; give the composition with --composition"
+        )
+        return []
+    volume = float(cells[0][0].volume)
+    proposals = propose_compositions(elements, volume, limit=options.max_compositions)
+    tried["compositions"] = {
+        "elements": list(elements),
+        "cell_volume": round(volume, 3),
+        "proposed": [p.summary() for p in proposals],
+    }
+    if not proposals:
+        messages.append(
+            f"no charge-balanced composition of {', '.join(elements)} fills the indexed cell "
+            f"({volume:.1f} Å³) within 25 %; give the composition with --composition"
+        )
+    return [p.formula for p in proposals]
 
 
 def _load_instrument(instrument: Any) -> Any:
