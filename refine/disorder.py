@@ -283,6 +283,8 @@ def _rebuild(
             float(so.offset[sp] + sum(c * occ_start[k] for k, c in so.coef[sp].items())) for sp in so.species
         )
         sites.append(dataclasses.replace(site, species=tuple(so.species), occupancy=start_occ))
+    # drop inequalities the [0, 1] parameter box already guarantees (their restraint rows would never act)
+    ineq = [(c, off) for c, off in ineq if off + sum(min(0.0, v) for v in c.values()) < -1e-12]
     g = np.zeros((len(ineq), n_par))
     g0 = np.zeros(len(ineq))
     for r, (coefs, off) in enumerate(ineq):

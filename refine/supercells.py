@@ -307,3 +307,24 @@ def _decision(
     test = decide(dis_result.chi2, dis_result.n_params, best.chi2, best.n_params, dis_result.n_obs, alpha)
     stats.update(test)
     return OrderDecision(bool(test["ordered"]), enum.candidates[best_i], dis_result, ord_results, stats)
+
+
+def write_order_outputs(decision: OrderDecision, directory: Any) -> dict[str, str]:
+    """Write disordered.cif (refined, fractional occupancies), supercell_<label>.cif per ordered candidate
+    (refined) and order_decision.json; returns {kind: path}."""
+    import json
+    from pathlib import Path
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"disordered": str(out / "disordered.cif")}
+    (out / "disordered.cif").write_text(decision.disordered_result.to_cif(0))
+    for cand in decision.statistics.get("candidates", []):
+        label = cand["label"]
+        res = decision.ordered_results[[c["label"] for c in decision.statistics["candidates"]].index(label)]
+        path = out / f"supercell_{label}.cif"
+        path.write_text(res.to_cif(0))
+        paths[label] = str(path)
+    (out / "order_decision.json").write_text(json.dumps(decision.to_dict(), indent=1, default=float))
+    paths["decision"] = str(out / "order_decision.json")
+    return paths

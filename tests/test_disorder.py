@@ -38,8 +38,11 @@ def test_exchange_keeps_composition_and_moves_species() -> None:
     assert li1.species["Ni"] == pytest.approx(0.07)
     assert li1.species["Li"] == pytest.approx(0.93)
     assert ni1.species["Li"] == pytest.approx(0.07)
-    # the species given away is bounded by an inequality (offset + coef·x ≥ 0)
-    assert ph.occ_ineq.shape[0] == 2
+    # the species given away stays ≥ 0: here the [0, 1] bound of x already guarantees it (no restraint row)
+    assert ph.occ_ineq.shape[0] == 0
+    # exchanging from the larger orbit: B1 (4 atoms) gives 2x per A1 site, so A1 ≥ 0 needs a restraint row
+    rev = apply_occupancy_model(parameterize(spinel(1.0, 0.0)), OccupancyModel.build(exchange=[("B1", "A1")]))
+    assert rev.occ_ineq.shape[0] == 1
 
 
 def test_exchange_with_unequal_multiplicities_conserves_composition() -> None:
@@ -134,8 +137,8 @@ def test_composition_restraint_residual_is_zero_at_target() -> None:
     theta = torch.zeros(1, model.layout.total, dtype=torch.float64)
     theta[:, model.layout.phase_param_slice(0)] = torch.as_tensor(ph.values)
     r = rest.residuals(theta)
-    # 2 inequality rows (last fraction ≥ 0) then 3 composition rows (Fe, Mn, O) — all satisfied: zero
-    assert r.shape == (1, 5)
+    # 3 composition rows (Fe, Mn, O); the two-species fractions need no inequality rows — all satisfied: zero
+    assert r.shape == (1, 3)
     assert torch.allclose(r, torch.zeros_like(r), atol=1e-9)
     theta[:, model.layout.phase_param_slice(0).start + ph.names.index("A1.occ.Fe")] = 1.0
     assert float(r.abs().sum()) < float(rest.residuals(theta).abs().sum())

@@ -1,0 +1,91 @@
+"""Defect supercells (issue 8): HNF enumeration, symmetry-distinct orderings, explosion guard, the decision."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from disorder_trials import la05_layered, la_nbo3_parent, run_order_trials
+from pymatgen.analysis.structure_matcher import StructureMatcher
+
+from xrdsolve.refine.errors import RefineError
+from xrdsolve.refine.supercells import (
+    decide,
+    disordered_average,
+    enumerate_supercells,
+    hamilton_critical_ratio,
+    hnf_matrices,
+)
+
+
+def test_hnf_counts_match_the_known_sequence() -> None:
+    # number of sublattices of index n of Z^3 (OEIS A001001): 7, 13, 35, 31
+    assert [len(hnf_matrices(n)) for n in (2, 3, 4, 5)] == [7, 13, 35, 31]
+    for m in hnf_matrices(4):
+        assert round(abs(np.linalg.det(m))) == 4
+
+
+def test_half_vacancies_on_a_simple_cubic_site_give_three_orderings_at_multiplicity_two() -> None:
+    # (001) layers, (110) rows and the (111) rock-salt arrangement: the three index-2 orderings of a cubic lattice
+    enum = enumerate_supercells(la_nbo3_parent(), "La1", 0.5, max_mult=2)
+    assert enum.n_distinct == 3 and not enum.capped
+    assert sorted(c.spacegroup for c in enum.candidates) == ["Fm-3m", "P4/mmm", "P4/mmm"]
+    for c in enum.candidates:
+        assert c.multiplicity == 2
+        assert c.structure.composition.reduced_formula == "LaNb2O6"
+    # the layered truth of the acceptance trials is one of them
+    truth = la05_layered(3.91, 1.0, 0.0, (0.5, 0.5, 0.5))
+    matcher = StructureMatcher(scale=False)
+    assert sum(matcher.fit(c.structure, truth) for c in enum.candidates) == 1
+
+
+def test_capped_enumeration_reports_it() -> None:
+    enum = enumerate_supercells(la_nbo3_parent(), "La1", 0.5, max_mult=2, max_candidates=2)
+    assert enum.capped and len(enum.candidates) == 2 and enum.n_distinct == 3
+    assert "capped" in enum.message
+
+
+def test_bad_requests_raise_clear_errors() -> None:
+    parent = la_nbo3_parent()
+    with pytest.raises(RefineError, match="arrangements to examine"):
+        enumerate_supercells(parent, "O1", 0.5, max_mult=8)
+    with pytest.raises(RefineError, match="unknown site label"):
+        enumerate_supercells(parent, "Sr1", 0.5)
+    with pytest.raises(RefineError, match="needs a supercell larger"):
+        enumerate_supercells(parent, "La1", 0.3, max_mult=2)
+    with pytest.raises(RefineError, match="between 0 and 1"):
+        enumerate_supercells(parent, "La1", 1.5)
+
+
+def test_disordered_average_has_fractional_occupancy() -> None:
+    s = disordered_average(la_nbo3_parent(), "La1", 0.5)
+    la = next(site for site in s if site.label == "La1")
+    assert la.species["La"] == pytest.approx(0.5)
+    sub = disordered_average(la_nbo3_parent(), "La1", 0.25, substitute="Sr")
+    la = next(site for site in sub if site.label == "La1")
+    assert la.species["Sr"] == pytest.approx(0.25) and la.species["La"] == pytest.approx(0.75)
+
+
+def test_hamilton_test_numbers() -> None:
+    # R_{1,1000,0.005}: sqrt(1 + F(0.995; 1, 1000)/1000) ≈ sqrt(1 + 7.9/1000)
+    assert hamilton_critical_ratio(1, 1000, 0.005) == pytest.approx(np.sqrt(1 + 7.90 / 1000), rel=2e-4)
+    same = decide(1000.0, 20, 999.0, 25, 4000, 0.001)
+    assert not same["ordered"] and same["bic_ordered"] > same["bic_disordered"]
+    better = decide(1500.0, 20, 1000.0, 25, 4000, 0.001)
+    assert better["ordered"] and better["r_ratio"] > better["r_critical"]
+
+
+def test_order_and_disorder_are_told_apart_fast(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from xrdsolve.refine.supercells import write_order_outputs
+
+    ordered = run_order_trials(1, True, seed=7, two_theta_max=70.0)[0]
+    disordered = run_order_trials(1, False, seed=7, two_theta_max=70.0)[0]
+    assert ordered.ordered and ordered.best is not None and ordered.best.multiplicity == 2
+    assert ordered.best.spacegroup == "P4/mmm" and ordered.best.structure.lattice.abc[2] > 7.0
+    assert not disordered.ordered
+    paths = write_order_outputs(ordered, tmp_path)
+    summary = json.loads((tmp_path / "order_decision.json").read_text())
+    assert summary["decision"] == "ordered" and summary["multiplicity"] == 2
+    assert len([p for p in paths if p.startswith("x2")]) == 3
+    assert "_atom_site_occupancy" in (tmp_path / "disordered.cif").read_text()
