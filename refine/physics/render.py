@@ -13,7 +13,7 @@ lie within ``GAUSS_CUT_FWHM`` FWHM of every peak's centre: beyond 4 FWHM it is b
 (exp(−64 ln2)), i.e. below float64 resolution.
 
 Gradients (backward) and tangents (forward-mode ``jvp``) are analytic: with G = exp(−ln2 k2 x²),
-L = 1/(1 + k2 x²) and Q = ln2·a_g·G + a_l·L²,
+L = 1/(1 + k2 x²) and Q = ln2·a_g·G + a_l·L² (G taken as 0 outside the Gaussian columns, as in the values),
 
     ∂v/∂a_g = G,   ∂v/∂a_l = L,   ∂v/∂x0 = −2 k2 x Q,   ∂v/∂k2 = −x² Q.
 """
@@ -96,20 +96,16 @@ def _values(
     return val
 
 
-def _partials(
-    x0: Tensor, k2: Tensor, a_g: Tensor, a_l: Tensor, bucket: Bucket, offs: Tensor
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """x, x², G (central columns only), L and Q = ln2 a_g G + a_l L² for one bucket."""
+def _geometry(x0: Tensor, k2: Tensor, bucket: Bucket, offs: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """x, x², L = 1/(1 + k2 x²) (P_b,K) and G = exp(−ln2 k2 x²) on the Gaussian columns of one bucket."""
     i = bucket.index
     kb = k2[i][:, None]
     x = x0[i][:, None] + offs[: bucket.size]
     x2 = x * x
-    lor = 1.0 / (1.0 + kb * x2)
-    q = a_l[i][:, None] * lor * lor
+    lor = (x2 * kb).add_(1.0).reciprocal_()
     c0, c1 = bucket.gauss
-    gau = torch.exp(-_LN2 * kb * x2[:, c0:c1])
-    q[:, c0:c1] += _LN2 * a_g[i][:, None] * gau
-    return x, x2, gau, lor, q
+    gau = (x2[:, c0:c1] * (-_LN2 * kb)).exp_()
+    return x, x2, lor, gau
 
 
 class _WindowedPseudoVoigt(torch.autograd.Function):
@@ -137,14 +133,20 @@ class _WindowedPseudoVoigt(torch.autograd.Function):
         g_x0, g_k2, g_ag, g_al = (torch.zeros_like(x0) for _ in range(4))
         grad = grad.contiguous()
         for b in plan.buckets:
-            g = _gather(grad, b)
-            x, x2, gau, lor, q = _partials(x0, k2, a_g, a_l, b, offs)
+            i = b.index
             c0, c1 = b.gauss
-            gq = g * q
-            g_x0[b.index] = -2.0 * k2[b.index] * (gq * x).sum(1)
-            g_k2[b.index] = -(gq * x2).sum(1)
-            g_ag[b.index] = (g[:, c0:c1] * gau).sum(1)
-            g_al[b.index] = (g * lor).sum(1)
+            g = _gather(grad, b)
+            x, x2, lor, gau = _geometry(x0, k2, b, offs)
+            glor = g * lor
+            g_al[i] = glor.sum(1)
+            glor.mul_(lor)  # g L²
+            s1, s2 = (glor * x).sum(1), (glor * x2).sum(1)
+            gg = g[:, c0:c1] * gau
+            g_ag[i] = gg.sum(1)
+            t1, t2 = (gg * x[:, c0:c1]).sum(1), (gg * x2[:, c0:c1]).sum(1)
+            al, ag = a_l[i], _LN2 * a_g[i]
+            g_x0[i] = -2.0 * k2[i] * (al * s1 + ag * t1)
+            g_k2[i] = -(al * s2 + ag * t2)
         needs = ctx.needs_input_grad
         return (
             g_x0 if needs[0] else None,
@@ -164,17 +166,23 @@ class _WindowedPseudoVoigt(torch.autograd.Function):
         out = x0.new_zeros(plan.rows, plan.width)
         for b in plan.buckets:
             i = b.index
-            x, x2, gau, lor, q = _partials(x0, k2, a_g, a_l, b, offs)
-            tv = torch.zeros_like(x)
-            if t_x0 is not None:
-                tv -= (2.0 * k2[i] * t_x0[i])[:, None] * x * q
+            c0, c1 = b.gauss
+            x, x2, lor, gau = _geometry(x0, k2, b, offs)
+            # tangent of k2 x²: D = x² t_k2 + 2 k2 x t_x0; tv = L (t_al − a_l L D) + G (t_ag − ln2 a_g D)
+            d = torch.zeros_like(x)
             if t_k2 is not None:
-                tv -= t_k2[i][:, None] * x2 * q
+                d.addcmul_(x2, t_k2[i][:, None])
+            if t_x0 is not None:
+                d.addcmul_(x, (2.0 * k2[i] * t_x0[i])[:, None])
+            tv = lor * d
+            tv.mul_(-a_l[i][:, None])
             if t_al is not None:
-                tv += t_al[i][:, None] * lor
+                tv.add_(t_al[i][:, None])
+            tv.mul_(lor)
+            dg = d[:, c0:c1].mul_((-_LN2 * a_g[i])[:, None])
             if t_ag is not None:
-                c0, c1 = b.gauss
-                tv[:, c0:c1] += t_ag[i][:, None] * gau
+                dg.add_(t_ag[i][:, None])
+            tv[:, c0:c1].addcmul_(gau, dg)
             _scatter(out, b, tv)
         return out
 
