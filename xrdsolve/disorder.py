@@ -1,0 +1,165 @@
+"""Solve-side disorder (issue 8): non-stoichiometric compositions → ordered parent + disordered/supercell models.
+
+Hook for :mod:`xrdsolve.pipeline` (two calls):
+
+1. ``plan = disorder_plan(composition_text)`` *before* generating candidates: the stoichiometric parent to solve
+   for (``plan.parent``, a pymatgen Composition) and what differs from it (vacancies or mixed species per element).
+   ``Li0.6CoO2`` → parent LiCoO2, Li 40 % vacant; ``Fe0.9O`` → FeO, Fe 10 % vacant; ``(Mn,Fe)3O4`` → Mn3O4 with the
+   Mn sites mixed Mn/Fe (equal fractions to start). A stoichiometric composition gives ``plan.trivial``.
+2. ``models = disorder_models(pattern, ranked_structures, plan, mode, max_mult)`` *after* ranking the ordered
+   candidates: for the best parents it refines the disordered average (occupancies of the affected sites refined
+   under a composition restraint) and, when ``max_mult`` ≥ 2 and the defect is a vacancy/substitution at a
+   realisable concentration, the ordered supercells with the order/disorder decision
+   (:func:`xrdsolve.refine.supercells.compare_order_disorder`). ``mode``: "off" (nothing), "auto" (disordered
+   models added to the ordered ones), "only" (the caller keeps only these).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymatgen.core import Composition, Element, Structure
+
+from .errors import UsageError
+
+log = logging.getLogger(__name__)
+
+DISORDER_MODES = ("auto", "off", "only")
+_MIXED = re.compile(r"\(([A-Z][a-z]?(?:\s*,\s*[A-Z][a-z]?)+)\)\s*([0-9.]*)")
+
+
+@dataclass
+class DisorderPlan:
+    """Stoichiometric parent and the deviations: vacancy fraction per element, mixed species per element."""
+
+    text: str
+    parent: Composition
+    vacancies: dict[str, float] = field(default_factory=dict)  # element -> vacant fraction of its sites
+    mixed: dict[str, list[str]] = field(default_factory=dict)  # parent element -> species sharing its sites
+    target: Composition | None = None  # the full (non-stoichiometric) composition, for the restraint
+
+    @property
+    def trivial(self) -> bool:
+        return not self.vacancies and not self.mixed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "composition": self.text,
+            "parent": self.parent.formula,
+            "vacancies": self.vacancies,
+            "mixed": self.mixed,
+        }
+
+
+def disorder_plan(text: str, tolerance: float = 0.02) -> DisorderPlan:
+    """The stoichiometric parent of ``text`` (see the module docstring). Raises UsageError for unreadable text."""
+    mixed: dict[str, list[str]] = {}
+    plain = text
+    for m in _MIXED.finditer(text):
+        species = [s.strip() for s in m.group(1).split(",")]
+        mixed[species[0]] = species
+        plain = plain.replace(m.group(0), f"{species[0]}{m.group(2)}")
+    try:
+        comp = Composition(plain)
+    except Exception as exc:  # pymatgen raises ValueError / CompositionError
+        raise UsageError(f"cannot read composition {text!r} ({exc})") from None
+    unknown = [str(el) for el in comp if not isinstance(el, Element)]
+    if unknown:
+        raise UsageError(f"cannot read composition {text!r}: unknown element(s) {', '.join(unknown)}")
+    amounts = {el.symbol: float(a) for el, a in comp.items()}
+    # smallest integer scale at which every element but at most one is integral; that one is deficient
+    for scale in range(1, 9):
+        rounded = {el: max(1, math.ceil(a * scale - tolerance)) for el, a in amounts.items()}
+        off = [el for el, a in amounts.items() if abs(a * scale - rounded[el]) > tolerance * rounded[el]]
+        if len(off) <= 1:
+            break
+    else:
+        raise UsageError(f"{text}: no stoichiometric parent with one deficient element found (scales 1–8)")
+    vacancies = {el: round(1.0 - amounts[el] * scale / rounded[el], 4) for el in off}
+    target = None if mixed else comp
+    return DisorderPlan(text, Composition(rounded), vacancies, mixed, target)
+
+
+def disorder_models(
+    pattern: Any,
+    structures: Sequence[Structure],
+    plan: DisorderPlan,
+    mode: str = "auto",
+    max_mult: int = 0,
+    instrument: Any | None = None,
+    top: int = 2,
+    options: Any | None = None,
+) -> list[dict[str, Any]]:
+    """Disordered (and supercell) models derived from the best ``top`` ordered parents.
+
+    Returns one dict per parent: {"parent_index", "disordered": RefinementResult, "order_decision":
+    OrderDecision | None, "occupancy_model": dict}. Empty for mode "off" or a trivial plan.
+    """
+    from xrdsolve.refine.disorder import OccupancyModel, refine_disordered
+    from xrdsolve.refine.supercells import compare_order_disorder, disordered_average
+
+    if mode not in DISORDER_MODES:
+        raise UsageError(f"--disorder must be one of {', '.join(DISORDER_MODES)}, got {mode!r}")
+    if mode == "off" or plan.trivial:
+        return []
+    out = []
+    for i, parent in enumerate(structures[:top]):
+        model = parent.copy()
+        labels = _label_sites(model)
+        refine_sites: list[str] = []
+        mix: dict[str, list[str]] = {}
+        for el, frac in plan.vacancies.items():
+            for lab in sorted({lab for lab, s in zip(labels, model, strict=True) if s.specie.symbol == el}):
+                model = disordered_average(model, lab, frac)
+                refine_sites.append(lab)
+        for el, species in plan.mixed.items():
+            for lab in sorted({lab for lab, s in zip(labels, parent, strict=True) if s.specie.symbol == el}):
+                mix[lab] = species
+        restraint = (plan.target.formula, 100.0) if plan.target is not None else None
+        occ = OccupancyModel.build(refine_sites, mix, None, restraint)
+        entry: dict[str, Any] = {"parent_index": i, "occupancy_model": occ.to_dict(), "order_decision": None}
+        try:
+            entry["disordered"] = refine_disordered(
+                pattern, model, occ, instrument=instrument, options=options
+            )
+        except Exception as exc:  # one bad parent must not stop the others; recorded for the summary
+            log.warning("disordered model of parent %d failed: %s", i, exc)
+            entry["error"] = str(exc)
+            out.append(entry)
+            continue
+        if max_mult >= 2 and len(plan.vacancies) == 1 and refine_sites:
+            el, frac = next(iter(plan.vacancies.items()))
+            try:
+                entry["order_decision"] = compare_order_disorder(
+                    pattern,
+                    parent,
+                    refine_sites[0],
+                    frac,
+                    max_mult=max_mult,
+                    instrument=instrument,
+                    options=options,
+                )
+            except Exception as exc:
+                entry["supercell_error"] = str(exc)
+        out.append(entry)
+    return out
+
+
+def _label_sites(structure: Structure) -> list[str]:
+    """Site labels (kept when present; element + orbit index from the parameterisation otherwise)."""
+    labels = [getattr(s, "label", None) for s in structure]
+    if all(labels) and len(set(labels)) < len(labels) + 1:
+        return [str(x) for x in labels]
+    from xrdsolve.refine.params import parameterize
+
+    ph = parameterize(structure)
+    out = [""] * len(structure)
+    for site in ph.sites:
+        for j in site.site_indices:
+            out[j] = site.label
+    return out
