@@ -150,6 +150,8 @@ class RefinementResult:
     correlation: np.ndarray
     radiation: Radiation
     seconds: float = 0.0
+    #: occupancy model of a disordered refinement (refine.disorder.OccupancyModel.to_dict()), else None
+    occupancy_model: dict[str, Any] | None = None
 
     @property
     def difference(self) -> np.ndarray:
