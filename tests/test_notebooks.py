@@ -25,6 +25,7 @@ def test_there_are_notebooks() -> None:
         "01_solve_unknown_phase.ipynb",
         "02_refine_known_model.ipynb",
         "03_batch_composition_series.ipynb",
+        "04_disorder.ipynb",
     } <= set(names)
 
 
