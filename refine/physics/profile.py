@@ -121,26 +121,69 @@ def fcj_subpeaks(two_theta_deg: Tensor, asym: Tensor, fwhm: Tensor) -> tuple[Ten
     summing to 1 per peak); offsets and weights are differentiable w.r.t. 2θ and asym as in
     :func:`fcj_offsets`, the node count is not.
     """
+    dev = two_theta_deg.device
+    f64 = torch.float64
+    tt = torch.deg2rad(two_theta_deg.to(f64))  # float64 inside: the weight is singular at 2φ = 2θ
+    sign = torch.where(tt < math.pi / 2, 1.0, -1.0).to(f64)
+    psi = torch.where(tt < math.pi / 2, tt, math.pi - tt).clamp(1e-6, math.pi / 2 - 1e-6)  # folded 2θ
+    a = asym.to(f64).clamp_min(0.0)
+    cos_min = (torch.cos(psi) * torch.sqrt(4.0 * a * a + 1.0)).clamp(max=1.0)
+    span = (psi - torch.acos(cos_min)).clamp_min(0.0)  # 2θ − 2φ_min, rad
     with torch.no_grad():
-        tt = torch.deg2rad(two_theta_deg.detach())
-        psi = torch.where(tt < math.pi / 2, tt, math.pi - tt).clamp(1e-6, math.pi / 2 - 1e-6)
-        a = asym.detach().clamp_min(0.0)
-        cos_min = (torch.cos(psi) * torch.sqrt(4.0 * a * a + 1.0)).clamp(max=1.0)
-        span = torch.rad2deg((psi - torch.acos(cos_min)).clamp_min(0.0))
-        need = torch.ceil(3.0 + 4.5 * span / fwhm.detach().clamp_min(1e-12))
-        need = torch.where(span > 1e-12, need, torch.ones_like(need))
-        sizes = torch.as_tensor(_FCJ_NODE_SET, dtype=need.dtype, device=need.device)
+        span_deg = torch.rad2deg(span.detach())
+        need = torch.ceil(3.0 + 4.5 * span_deg / fwhm.detach().to(f64).clamp_min(1e-12))
+        need = torch.where(span_deg > 1e-12, need, torch.ones_like(need))
+        sizes = torch.as_tensor(_FCJ_NODE_SET, dtype=f64, device=dev)
         group = torch.searchsorted(sizes, need).clamp(max=len(_FCJ_NODE_SET) - 1)
-        order = torch.argsort(group)
-        used, counts = torch.unique_consecutive(group[order], return_counts=True)
-    parents, offs, wts = [], [], []
-    for g, idx in zip(used.tolist(), torch.split(order, counts.tolist()), strict=True):
-        n = _FCJ_NODE_SET[g]
-        off, w = fcj_offsets(two_theta_deg[idx], asym[idx], n)
-        parents.append(idx.repeat_interleave(n))
-        offs.append(off.reshape(-1))
-        wts.append(w.reshape(-1))
-    return torch.cat(parents), torch.cat(offs), torch.cat(wts)
+        u_tab, w_tab, base = _fcj_node_table(dev)
+        n_p = torch.as_tensor(_FCJ_NODE_SET, device=dev)[group]
+        parent = torch.repeat_interleave(torch.arange(n_p.shape[0], device=dev), n_p)
+        rank = torch.arange(parent.shape[0], device=dev) - (torch.cumsum(n_p, 0) - n_p)[parent]
+        node = base[group][parent] + rank
+        u, gw = u_tab[node], w_tab[node]
+    delta = span[parent] * u * u  # 2θ − 2φ ≥ 0 per node
+    psi_q = psi[parent]
+    phi = psi_q - delta
+    cpsi = torch.cos(psi_q)
+    # (cos φ / cos ψ)² − 1 without cancellation: cos φ − cos ψ = 2 sin(ψ − δ/2) sin(δ/2)
+    ratio = (
+        2.0
+        * torch.sin(psi_q - 0.5 * delta)
+        * torch.sin(0.5 * delta)
+        * (torch.cos(phi) + cpsi)
+        / (cpsi * cpsi)
+    )
+    h = torch.sqrt(ratio.clamp_min(1e-300))  # h/L
+    wts = (2.0 * a[parent] - h).clamp_min(0.0) / (h * torch.cos(phi)) * u * gw
+    total = torch.zeros_like(span).index_add(0, parent, wts)
+    has = (span > 1e-15) & (total > 0)
+    has_q = has[parent]
+    w = torch.where(has_q, wts / torch.where(has, total, 1.0)[parent], 1.0 / n_p[parent].to(f64))
+    offsets = torch.where(has_q, -sign[parent] * torch.rad2deg(delta), 0.0)
+    dtype = two_theta_deg.dtype
+    return parent, offsets.to(dtype), w.to(dtype)
+
+
+_NODE_TABLES: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
+
+
+def _fcj_node_table(device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """Gauss–Legendre nodes/weights on [0,1] of every allowed count, concatenated, and each count's offset."""
+    key = str(device)
+    if key not in _NODE_TABLES:
+        us, ws, base, pos = [], [], [], 0
+        for n in _FCJ_NODE_SET:
+            u_np, w_np = _gauss_legendre01(n)
+            us.append(u_np)
+            ws.append(w_np)
+            base.append(pos)
+            pos += n
+        _NODE_TABLES[key] = (
+            torch.as_tensor(np.concatenate(us), dtype=torch.float64, device=device),
+            torch.as_tensor(np.concatenate(ws), dtype=torch.float64, device=device),
+            torch.as_tensor(base, device=device),
+        )
+    return _NODE_TABLES[key]
 
 
 #: Window sizes (grid points) of the dense rendering buckets: a peak is evaluated over the smallest size that
