@@ -12,6 +12,7 @@ flagged ``diverged``; it never affects the others.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,8 +24,9 @@ from torch import Tensor
 log = logging.getLogger(__name__)
 
 ResidualFn = Callable[[Tensor], Tensor]
-#: ``jacobian_fn(theta (B,P), columns (P,) bool) -> (B,M,P)``: a model-specific Jacobian of the residuals.
-JacobianFn = Callable[[Tensor, Tensor], Tensor]
+#: ``jacobian_fn(theta (B',P), columns (P,) bool, index (B',) | None) -> (B',M,P)``: a model-specific Jacobian
+#: of the residuals of the candidates ``index`` (None: all, in order).
+JacobianFn = Callable[[Tensor, Tensor, Tensor | None], Tensor]
 
 
 @dataclass
@@ -162,8 +164,12 @@ def levenberg_marquardt(
     covariance: bool = True,
     jacobian_fn: JacobianFn | None = None,
     damped_limit: float = 0.1,
+    residual_takes_index: bool = False,
 ) -> LMResult:
     """Batched bounded Levenberg–Marquardt (Marquardt diagonal scaling, projection onto bounds).
+
+    With ``residual_takes_index`` the residual function is called as ``residual_fn(theta_rows, index)`` for
+    the candidates still iterating only (and ``jacobian_fn`` likewise), so converged candidates cost nothing.
 
     theta0 (B,P); free (B,P) bool (default all); lower/upper (B,P) (default ±inf); n_obs (B,) observation
     counts for GoF (default: M). ``jacobian_fn`` replaces the AD Jacobian (e.g. an analytic one); the
@@ -194,7 +200,9 @@ def levenberg_marquardt(
             break
         cols = (free & active[:, None]).any(dim=0)
         if jacobian_fn is not None:
-            jac = jacobian_fn(theta, cols)
+            act_idx = torch.nonzero(active).flatten()
+            jac = theta.new_zeros(bsz, r_cur.shape[1], p)
+            jac[act_idx] = jacobian_fn(theta[act_idx], cols, act_idx)
         else:
             jac = jacobian(residual_fn, theta, cols, jacobian_method, max_jacobian_rows)
         jac_ok = torch.isfinite(jac).flatten(1).all(dim=1)
@@ -227,7 +235,14 @@ def levenberg_marquardt(
             delta = torch.nan_to_num(delta) * step_free
             trial = torch.minimum(torch.maximum(theta + delta, lower), upper)
             trial = torch.where(pending[:, None], trial, theta)
-            chi2_new, r_new = _chi2(residual_fn, trial)
+            if residual_takes_index:
+                pidx = torch.nonzero(pending).flatten()
+                c_sub, r_sub = _chi2(functools.partial(residual_fn, index=pidx), trial[pidx])  # type: ignore[call-arg]
+                chi2_new = torch.full_like(chi2, float("inf"))
+                r_new = torch.zeros_like(r_cur)
+                chi2_new[pidx], r_new[pidx] = c_sub, r_sub
+            else:
+                chi2_new, r_new = _chi2(residual_fn, trial)
             ok = pending & (chi2_new < chi2)
             r_cur[ok] = r_new[ok]
             if bool(ok.any()):
@@ -270,7 +285,7 @@ def levenberg_marquardt(
     # covariance at the solution
     cols = free.any(dim=0)
     if jacobian_fn is not None:
-        jac_end = jacobian_fn(theta, cols)
+        jac_end = jacobian_fn(theta, cols, None)
     else:
         jac_end = jacobian(residual_fn, theta, cols, jacobian_method, max_jacobian_rows)
     jac_end = torch.nan_to_num(jac_end)

@@ -624,6 +624,7 @@ def _run(
                 max_jacobian_rows=options.max_jacobian_rows,
                 covariance=False,
                 jacobian_fn=jac_fn,
+                residual_takes_index=True,
             )
             theta = torch.where((dead | pre.diverged)[:, None], theta, pre.theta)
         if "lattice" in stage.groups and options.lattice_annealing:
@@ -645,6 +646,7 @@ def _run(
                     max_jacobian_rows=options.max_jacobian_rows,
                     covariance=False,
                     jacobian_fn=jac_fn,
+                    residual_takes_index=True,
                 )
                 theta = torch.where((dead | pre.diverged)[:, None], theta, pre.theta)
             model.extra_w = 0.0
@@ -663,6 +665,7 @@ def _run(
             max_jacobian_rows=options.max_jacobian_rows,
             covariance=final,
             jacobian_fn=jac_fn,
+            residual_takes_index=True,
         )
         theta = torch.where(dead[:, None], theta, res.theta)
         dead |= res.diverged

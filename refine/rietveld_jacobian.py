@@ -83,7 +83,7 @@ def profile_peaks(
         th, profile.U[bidx], profile.V[bidx], profile.W[bidx], profile.X[bidx], profile.Y[bidx]
     )
     parent = torch.arange(bragg.shape[0])
-    if bool((profile.asym.detach() > 0).any()):
+    if bragg.numel() and bool((profile.asym.detach() > 0).any()):
         if fcj_subpeaks is not None:
             parent, off, w = fcj_subpeaks(bragg, profile.asym[bidx], fwhm)
             order = torch.argsort(parent, stable=True)
@@ -179,7 +179,13 @@ def _shape_product(
 
 
 def _reflection_tangents(
-    model: RietveldModel, theta: Tensor, k: int, columns: list[int], n_refl: int, max_rows: int
+    model: RietveldModel,
+    theta: Tensor,
+    k: int,
+    columns: list[int],
+    n_refl: int,
+    max_rows: int,
+    index: Tensor,
 ) -> tuple[Tensor, Tensor] | None:
     """(N_r, P) derivatives of the merged reflections' Bragg 2θ and intensity (stacked forward-mode AD).
 
@@ -188,7 +194,6 @@ def _reflection_tangents(
     d_tt = theta.new_zeros(n_refl, p)
     d_area = theta.new_zeros(n_refl, p)
     per = max(1, max_rows // max(bsz, 1))
-    base_index = torch.arange(bsz)
     for start in range(0, len(columns), per):
         chunk = columns[start : start + per]
         n = len(chunk)
@@ -197,7 +202,7 @@ def _reflection_tangents(
         for j, c in enumerate(chunk):
             tangent[j * bsz : (j + 1) * bsz, c] = 1.0
         with fwad.dual_level():
-            _, tt, area = reflection_peaks(model, fwad.make_dual(rep, tangent), k, base_index.repeat(n))
+            _, tt, area = reflection_peaks(model, fwad.make_dual(rep, tangent), k, index.repeat(n))
             t_tt = fwad.unpack_dual(tt).tangent
             t_area = fwad.unpack_dual(area).tangent
         if tt.shape[0] != n * n_refl:
@@ -265,20 +270,31 @@ SELF_CHECK_RTOL = 1e-7
 _warned: set[str] = set()
 
 
-def _fallback(model: RietveldModel, theta: Tensor, columns: Tensor | None, max_rows: int, why: str) -> Tensor:
+def _fallback(
+    model: RietveldModel, theta: Tensor, columns: Tensor | None, rows: Tensor, max_rows: int, why: str
+) -> Tensor:
     from .lm import jacobian as ad_jacobian
 
     key = why.split(" by ")[0]
     if key not in _warned:
         _warned.add(key)
         log.warning("Rietveld Jacobian: %s; using forward-mode AD of the full pattern (slower)", why)
-    return ad_jacobian(model.residuals, theta, columns, "batched", max_rows)
+
+    def residuals(th: Tensor, idx: Tensor | None = None) -> Tensor:
+        return model.residuals(th, rows if idx is None else rows[idx])
+
+    return ad_jacobian(residuals, theta, columns, "batched", max_rows)
 
 
 def model_jacobian(
-    model: RietveldModel, theta: Tensor, columns: Tensor | None = None, max_rows: int = 256
+    model: RietveldModel,
+    theta: Tensor,
+    columns: Tensor | None = None,
+    index: Tensor | None = None,
+    max_rows: int = 256,
 ) -> Tensor:
-    """(B,M,P) Jacobian of ``model.residuals`` w.r.t. theta (B,P); ``columns`` (P,) bool limits the work.
+    """(B',M,P) Jacobian of ``model.residuals`` w.r.t. theta (B',P); ``columns`` (P,) bool limits the work;
+    ``index`` (B',) names the candidate of each row (default: all candidates in order).
 
     Falls back to stacked forward-mode AD of the full pattern if the peak lists cannot be aligned.
     """
@@ -288,7 +304,8 @@ def model_jacobian(
     cols = torch.arange(p) if columns is None else torch.nonzero(columns).flatten()
     lay = model.layout
     bg = set(range(lay.bg_slice.start, lay.bg_slice.stop))
-    ws = model.weight_sqrt if model.weight_sqrt.ndim == 2 else model.weight_sqrt.expand(bsz, m)
+    rows = torch.arange(bsz) if index is None else index
+    ws = model.weight_sqrt[rows] if model.weight_sqrt.ndim == 2 else model.weight_sqrt.expand(bsz, m)
     jac = theta.new_zeros(bsz, m, p)
     bg_cols = [c for c in cols.tolist() if c in bg]
     if bg_cols:
@@ -303,27 +320,29 @@ def model_jacobian(
     calc = theta.new_zeros(bsz * m)
     for k in range(model.n_phases):
         with torch.no_grad():
-            refl = reflection_peaks(model, theta, k)
+            refl = reflection_peaks(model, theta, k, index)
             peaks = profile_peaks(model, theta, k, *refl)[:5]
         prof = {lay.global_index(n) for n in PROFILE_ONLY}
         prof |= {lay.phase_profile_index(k, n) for n in PHASE_PROFILE_ONLY}
         n_refl, n_pk = refl[0].shape[0], peaks[0].shape[0]
+        if n_pk == 0:  # no reflection of this phase for these candidates: no contribution
+            continue
         refl_cols = [c for c in pk_cols if c not in prof]
-        rt = _reflection_tangents(model, theta, k, refl_cols, n_refl, max_rows)
+        rt = _reflection_tangents(model, theta, k, refl_cols, n_refl, max_rows, rows)
         tan = None if rt is None else _peak_tangents(model, theta, k, pk_cols, refl, rt, n_pk, max_rows)
         if tan is None:
-            return _fallback(model, theta, columns, max_rows, "peak lists do not line up")
+            return _fallback(model, theta, columns, rows, max_rows, "peak lists do not line up")
         tan = torch.cat([tan, theta.new_zeros(4 * n_pk, 1)], dim=1)
         tan[:n_pk, -1] = peaks[2]  # Σ_j pV_j A_j: the phase's pattern, for the self-check
         prod = _shape_product(grid, bsz, peaks, model.instrument.window_fwhm, tan)
         acc = acc + prod[:, :-1]
         calc = calc + prod[:, -1]
     with torch.no_grad():
-        ref = torch.stack(model.phase_patterns(theta)).sum(dim=0).reshape(-1)
+        ref = torch.stack(model.phase_patterns(theta, index)).sum(dim=0).reshape(-1)
     mismatch = float((calc - ref).abs().max() / ref.abs().max().clamp_min(1e-300))
     if not mismatch <= SELF_CHECK_RTOL:
         return _fallback(
-            model, theta, columns, max_rows, f"peak shapes differ from the model by {mismatch:.1e}"
+            model, theta, columns, rows, max_rows, f"peak shapes differ from the model by {mismatch:.1e}"
         )
     jac[:, :, pk_cols] = -(acc.view(bsz, m, p)[:, :, pk_cols] * ws[:, :, None])
     return jac

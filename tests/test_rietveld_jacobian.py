@@ -37,7 +37,7 @@ def test_model_jacobian_equals_forward_ad(model_and_theta, asym: float) -> None:
     theta[:, model.layout.global_index("asym")] = asym
     cols = torch.ones(theta.shape[1], dtype=torch.bool)
     ref = jacobian(model.residuals, theta, cols, "batched", 256)
-    ours = model_jacobian(model, theta, cols, 256)
+    ours = model_jacobian(model, theta, cols, max_rows=256)
     scale = ref.abs().amax(dim=1, keepdim=True).clamp_min(1e-12)
     assert torch.allclose(ours / scale, ref / scale, atol=1e-9)
     assert bool((ref.abs().amax(dim=1) > 0).sum() > 10)  # many non-trivial columns compared
@@ -47,7 +47,18 @@ def test_model_jacobian_subset_of_columns(model_and_theta) -> None:
     model, theta = model_and_theta
     cols = torch.zeros(theta.shape[1], dtype=torch.bool)
     cols[[0, 7, model.layout.phase_profile_index(0, "scale")]] = True
-    ours = model_jacobian(model, theta, cols, 64)
+    ours = model_jacobian(model, theta, cols, max_rows=64)
     ref = jacobian(model.residuals, theta, cols, "forward")
     assert torch.allclose(ours, ref, rtol=1e-9, atol=1e-9 * float(ref.abs().max()))
     assert float(ours[:, :, ~cols].abs().max()) == 0.0
+
+
+def test_model_jacobian_of_a_subset_of_candidates(model_and_theta) -> None:
+    model, theta = model_and_theta
+    theta = theta.clone()
+    theta[:, model.layout.global_index("asym")] = 0.01
+    cols = torch.ones(theta.shape[1], dtype=torch.bool)
+    full = model_jacobian(model, theta, cols)
+    idx = torch.tensor([2, 0])
+    sub = model_jacobian(model, theta[idx], cols, index=idx)
+    assert torch.allclose(sub, full[idx], rtol=1e-10, atol=1e-10 * float(full.abs().max()))
