@@ -193,10 +193,9 @@ def disordered_average(
         if _site_label(s, i) != site:
             continue
         found = True
-        host = dict(s.species.items())
-        comp = {sp: occ * (1.0 - concentration) for sp, occ in host.items()}
+        comp = {str(sp): float(occ) * (1.0 - concentration) for sp, occ in s.species.items()}
         if substitute is not None:
-            comp[substitute] = comp.get(substitute, 0.0) + concentration  # type: ignore[call-overload]
+            comp[substitute] = comp.get(substitute, 0.0) + concentration
         out.replace(i, Composition(comp), properties=s.properties, label=site)
     if not found:
         raise RefineError(f"unknown site label {site!r}")

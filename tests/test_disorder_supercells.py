@@ -76,7 +76,8 @@ def test_hamilton_test_numbers() -> None:
     assert better["ordered"] and better["r_ratio"] > better["r_critical"]
 
 
-def test_order_and_disorder_are_told_apart_fast(tmp_path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.slow  # two trials, but 4 refinements each (≈ 1–3 min CPU): too slow for the default suite
+def test_order_and_disorder_are_told_apart_two_trials(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from xrdsolve.refine.supercells import write_order_outputs
 
     ordered = run_order_trials(1, True, seed=7, two_theta_max=70.0)[0]
