@@ -144,6 +144,7 @@ def test_composition_restraint_residual_is_zero_at_target() -> None:
     assert float(r.abs().sum()) < float(rest.residuals(theta).abs().sum())
 
 
+@pytest.mark.slow  # the batched two-trial version runs in the default suite (test_disorder_acceptance)
 def test_refine_exchange_recovers_antisite_fraction() -> None:
     """One LiNiO2 pattern with 6 % Li/Ni exchange (Cu Kα, noise, zero shift): x within 0.01 and 3 esd."""
     from xrdsolve.refine.bench import simulate_pattern

@@ -23,6 +23,12 @@ N_OCC_TRIALS = 50
 N_ORDER_TRIALS = 20  # per class
 
 
+def test_linio2_antisite_two_trials() -> None:
+    out = run_linio2(2, seed=5, two_theta_max=90.0)
+    assert out.within_tol.all() and out.within_3esd.all(), out.summary()
+
+
+@pytest.mark.slow
 def test_spinel_neutron_few_trials() -> None:
     out = run_spinel(2, seed=11, two_theta_max=110.0)
     assert out.within_tol.all() and out.within_3esd.all(), out.summary()
