@@ -83,6 +83,7 @@ def test_demo_solve_from_elements_finds_rutile() -> None:
     assert sol.best is not None and sol.best.formula == "TiO2" and sol.best.spacegroup == "P4_2/mnm"
 
 
+@pytest.mark.slow
 def test_time_budget_cuts_stages_and_says_so() -> None:
     """A budget far too short for 40 candidates: screening stops after its first batch, Rietveld
     refines only the best few, the solution says so — and still returns refined candidates."""
