@@ -17,7 +17,7 @@ browser:
 
 demo: venv
 	@$(BIN)/xrdsolve info data/examples/demo_pattern.xye --peaks 8
-	@$(BIN)/xrdsolve solve data/examples/demo_pattern.xye --composition TiO2 --candidates 24 -k 4 --seed 0 -o $(DEMO_OUT)
+	@$(BIN)/xrdsolve solve data/examples/demo_pattern.xye --composition TiO2 --candidates 24 -k 4 --seed 0 --report -o $(DEMO_OUT)
 
 lint: venv
 	$(BIN)/ruff check xrdsolve conditioning refine tests data
