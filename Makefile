@@ -20,8 +20,8 @@ demo: venv
 	@$(BIN)/xrdsolve solve data/examples/demo_pattern.xye --composition TiO2 --candidates 24 -k 4 --seed 0 --report -o $(DEMO_OUT)
 
 lint: venv
-	$(BIN)/ruff check xrdsolve conditioning refine tests data
-	$(BIN)/ruff format --check xrdsolve conditioning refine tests data
+	$(BIN)/ruff check xrdsolve conditioning refine tests data notebooks
+	$(BIN)/ruff format --check xrdsolve conditioning refine tests data notebooks
 
 # mypy cannot see the package-dir mapping of an editable install, so type-check a symlinked
 # view of the installed layout (xrdsolve/, xrdsolve/conditioning, xrdsolve/refine).
