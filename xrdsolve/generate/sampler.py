@@ -233,7 +233,7 @@ def sample(
         mat = _lattice_matrix(lattice)
         if mat.shape != (3, 3) or abs(np.linalg.det(mat)) < 1e-6:
             raise UsageError("lattice must be a non-degenerate 3×3 matrix (Å, rows a, b, c)")
-        lat_t = torch.as_tensor(mat, dtype=torch.float32)
+        lat_t = torch.tensor(np.array(mat, dtype=np.float32))
     gen = torch.Generator().manual_seed(int(seed))
     out: list[Structure] = []
     with torch.no_grad():
