@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -60,6 +60,24 @@ class LMResult:
         return "converged" if bool(self.converged[b]) else "max_iter"
 
 
+def stacked_unit_tangents(
+    theta: Tensor, columns: Sequence[int], max_rows: int
+) -> Iterator[tuple[list[int], Tensor, Tensor]]:
+    """Chunks of parameter columns for stacked forward-mode AD: yields ``(chunk, rep, tangent)`` where
+    ``rep`` is ``theta`` (B,P) repeated once per column of the chunk (rows j·B + b) and ``tangent`` the
+    matching unit tangents (1 in column ``chunk[j]`` for rows j·B … (j+1)·B − 1). At most ``max_rows``
+    stacked rows per chunk (at least one column)."""
+    bsz = theta.shape[0]
+    per = max(1, max_rows // max(bsz, 1))
+    for start in range(0, len(columns), per):
+        chunk = list(columns[start : start + per])
+        rep = theta.detach().repeat(len(chunk), 1)
+        tangent = torch.zeros_like(rep)
+        for j, c in enumerate(chunk):
+            tangent[j * bsz : (j + 1) * bsz, c] = 1.0
+        yield chunk, rep, tangent
+
+
 def jacobian(
     residual_fn: ResidualFn,
     theta: Tensor,
@@ -89,15 +107,9 @@ def jacobian(
 
     col_list = cols.tolist()
     if method == "batched":
-        per = max(1, max_rows // max(bsz, 1))
         base_index = torch.arange(bsz)
-        for start in range(0, len(col_list), per):
-            chunk = col_list[start : start + per]
+        for chunk, rep, tangent in stacked_unit_tangents(theta, col_list, max_rows):
             n = len(chunk)
-            rep = theta.detach().repeat(n, 1)
-            tangent = torch.zeros_like(rep)
-            for j, k in enumerate(chunk):
-                tangent[j * bsz : (j + 1) * bsz, k] = 1.0
             with fwad.dual_level():
                 dual = fwad.make_dual(rep, tangent)
                 res = residual_fn(dual, base_index.repeat(n))  # type: ignore[call-arg]

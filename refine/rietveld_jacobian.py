@@ -29,6 +29,7 @@ import torch
 import torch.autograd.forward_ad as fwad
 from torch import Tensor
 
+from .lm import stacked_unit_tangents
 from .physics import bragg_intensities, tch_widths
 from .physics.background import chebyshev_basis
 from .physics.forward import FCJ_POINTS, _peak_shift_flat, merge_coincident
@@ -190,17 +191,11 @@ def _reflection_tangents(
     """(N_r, P) derivatives of the merged reflections' Bragg 2θ and intensity (stacked forward-mode AD).
 
     None if the stacked reflection lists do not line up with the base list."""
-    bsz, p = theta.shape
+    p = theta.shape[1]
     d_tt = theta.new_zeros(n_refl, p)
     d_area = theta.new_zeros(n_refl, p)
-    per = max(1, max_rows // max(bsz, 1))
-    for start in range(0, len(columns), per):
-        chunk = columns[start : start + per]
+    for chunk, rep, tangent in stacked_unit_tangents(theta, columns, max_rows):
         n = len(chunk)
-        rep = theta.detach().repeat(n, 1)
-        tangent = torch.zeros_like(rep)
-        for j, c in enumerate(chunk):
-            tangent[j * bsz : (j + 1) * bsz, c] = 1.0
         with fwad.dual_level():
             _, tt, area = reflection_peaks(model, fwad.make_dual(rep, tangent), k, index.repeat(n))
             t_tt = fwad.unpack_dual(tt).tangent
@@ -233,14 +228,8 @@ def _peak_tangents(
     bidx, tt, area = reflections
     d_tt, d_area = reflection_tangents
     n_r = tt.shape[0]
-    per = max(1, max_rows // max(bsz, 1))
-    for start in range(0, len(columns), per):
-        chunk = columns[start : start + per]
+    for chunk, rep, tangent in stacked_unit_tangents(theta, columns, max_rows):
         n = len(chunk)
-        rep = theta.detach().repeat(n, 1)
-        tangent = torch.zeros_like(rep)
-        for j, c in enumerate(chunk):
-            tangent[j * bsz : (j + 1) * bsz, c] = 1.0
         shift = (torch.arange(n) * bsz).repeat_interleave(n_r)
         with fwad.dual_level():
             dual = fwad.make_dual(rep, tangent)
