@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -45,6 +46,8 @@ class LMResult:
     covariance: Tensor  # (B,P,P)
     esd: Tensor  # (B,P)
     correlation: Tensor  # (B,P,P)
+    #: the iterations stopped at the caller's deadline (candidates not converged by then are "deadline")
+    timed_out: bool = False
 
     @property
     def gof(self) -> Tensor:
@@ -57,7 +60,9 @@ class LMResult:
             return "diverged"
         if bool(self.singular[b]):
             return "singular"
-        return "converged" if bool(self.converged[b]) else "max_iter"
+        if bool(self.converged[b]):
+            return "converged"
+        return "deadline" if self.timed_out else "max_iter"
 
 
 def stacked_unit_tangents(
@@ -177,6 +182,7 @@ def levenberg_marquardt(
     jacobian_fn: JacobianFn | None = None,
     damped_limit: float = 0.1,
     residual_takes_index: bool = False,
+    deadline: float | None = None,
 ) -> LMResult:
     """Batched bounded Levenberg–Marquardt (Marquardt diagonal scaling, projection onto bounds).
 
@@ -188,6 +194,8 @@ def levenberg_marquardt(
     residuals alone decide whether a step is accepted. Converges when, for a step taken with damping
     λ ≤ ``damped_limit``, the relative χ² decrease of an accepted step is below ``ftol``,
     when the step is below ``xtol`` relative to the parameters, or when no damping gives a decrease.
+    With ``deadline`` (a ``time.perf_counter()`` value) no new iteration starts after it: every accepted step
+    lowered χ², so the parameters returned are the best found so far (``timed_out`` is then set).
     """
     theta = theta0.detach().clone()
     bsz, p = theta.shape
@@ -206,9 +214,14 @@ def levenberg_marquardt(
     converged = torch.zeros(bsz, dtype=torch.bool)
     iterations = torch.zeros(bsz, dtype=torch.long)
 
+    timed_out = False
     for _ in range(max_iter):
         active = ~(converged | diverged)
         if not bool(active.any()):
+            break
+        if deadline is not None and time.perf_counter() > deadline:
+            timed_out = True
+            log.info("LM: deadline reached with %d candidate(s) still iterating", int(active.sum()))
             break
         cols = (free & active[:, None]).any(dim=0)
         if jacobian_fn is not None:
@@ -293,6 +306,7 @@ def levenberg_marquardt(
             covariance=zeros,
             esd=torch.zeros(bsz, p, dtype=dtype),
             correlation=zeros.clone(),
+            timed_out=timed_out,
         )
     # covariance at the solution
     cols = free.any(dim=0)
@@ -336,4 +350,5 @@ def levenberg_marquardt(
         covariance=cov,
         esd=esd,
         correlation=corr,
+        timed_out=timed_out,
     )

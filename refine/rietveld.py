@@ -97,6 +97,9 @@ class RefineOptions:
     stage_ftol: float = 1e-4
     #: extra Gaussian FWHM (degrees) schedule used the first time the lattice is refined (coarse to fine)
     lattice_annealing: Sequence[float] = (0.8, 0.4, 0.2)
+    #: ``time.perf_counter()`` value after which no LM iteration starts and intermediate stages are skipped
+    #: (the last stage still computes the esds at the parameters reached); None: no limit
+    deadline: float | None = None
 
 
 @dataclass
@@ -602,6 +605,9 @@ def _run(
         if not bool(free.any()):
             continue
         final = si == len(stages) - 1
+        if not final and options.deadline is not None and time.perf_counter() > options.deadline:
+            log.info("deadline passed: stage %s skipped", stage.name)
+            continue
         if "asym" in stage.groups:
             # at exactly 0 the symmetric profile has no asym derivative to follow: start just above it
             # (only now: an asymmetric profile costs several times more to compute in earlier stages)
@@ -625,6 +631,7 @@ def _run(
                 covariance=False,
                 jacobian_fn=jac_fn,
                 residual_takes_index=True,
+                deadline=options.deadline,
             )
             theta = torch.where((dead | pre.diverged)[:, None], theta, pre.theta)
         if "lattice" in stage.groups and options.lattice_annealing:
@@ -647,6 +654,7 @@ def _run(
                     covariance=False,
                     jacobian_fn=jac_fn,
                     residual_takes_index=True,
+                    deadline=options.deadline,
                 )
                 theta = torch.where((dead | pre.diverged)[:, None], theta, pre.theta)
             model.extra_w = 0.0
@@ -666,6 +674,7 @@ def _run(
             covariance=final,
             jacobian_fn=jac_fn,
             residual_takes_index=True,
+            deadline=options.deadline,
         )
         theta = torch.where(dead[:, None], theta, res.theta)
         dead |= res.diverged

@@ -1,9 +1,10 @@
 """Ordered defect supercells of a parent structure, scored against a pattern and compared with the disordered
 average by a penalised criterion.
 
-:func:`enumerate_supercells` builds every supercell of the *primitive* parent with multiplicity 2..``max_mult``
-(all Hermite normal forms of each determinant), places vacancies or substitutions on the sites of one CIF label
-at the requested concentration in every possible way, drops arrangements whose primitive cell is smaller than the
+:func:`enumerate_supercells` builds every supercell of the *primitive* parent up to ``max_mult`` times the
+primitive cell of the disordered average (all Hermite normal forms of each determinant, the parent cell itself
+included when it already holds several defect sites), places vacancies, substitutions or anti-site exchanges on the
+sites of one CIF label at the requested concentration in every possible way, drops arrangements whose primitive cell is smaller than the
 supercell (they belong to a lower multiplicity) and keeps one representative per symmetry-distinct arrangement
 (pymatgen ``StructureMatcher`` on the ordered structures; ``SpacegroupAnalyzer`` for the space group). No
 enumlib. The raw number of arrangements is checked *before* building them (``max_arrangements``); the distinct
@@ -20,6 +21,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +37,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SupercellCandidate:
-    """One ordered arrangement: structure (Niggli-reduced supercell), multiplicity (supercell/primitive parent),
+    """One ordered arrangement: structure (Niggli-reduced supercell), multiplicity (supercell volume / primitive
+    cell of the disordered average),
     the HNF matrix on the primitive parent, the space group of the ordered structure."""
 
     structure: Structure
@@ -97,9 +100,11 @@ def enumerate_supercells(
     max_mult: int = 2,
     max_arrangements: int = 20000,
     max_candidates: int = 30,
+    exchange_with: str | None = None,
 ) -> SupercellEnumeration:
     """Symmetry-distinct ordered supercells of ``parent`` with a fraction ``concentration`` of the sites labelled
-    ``site`` made vacant (``substitute`` None) or replaced by ``substitute``.
+    ``site`` made vacant (``substitute`` None) or replaced by ``substitute`` — or, with ``exchange_with`` (another
+    site label), swapped with as many sites of that label (ordered anti-sites, composition kept).
 
     ``parent`` must be ordered on ``site`` (the disordered average is built separately). Raises RefineError for
     an unknown label, a concentration outside (0, 1), no multiplicity ≤ ``max_mult`` that realises the
@@ -107,6 +112,14 @@ def enumerate_supercells(
     """
     if not 0.0 < concentration < 1.0:
         raise RefineError(f"defect concentration must be between 0 and 1, got {concentration}")
+    if exchange_with is not None and substitute is not None:
+        raise RefineError("give either a substitute or an anti-site partner (exchange_with), not both")
+    if exchange_with is not None:
+        species = {_site_label(s, i): s.species for i, s in enumerate(parent)}
+        if site in species and species.get(exchange_with) == species[site]:
+            raise RefineError(
+                f"{site} and {exchange_with} hold the same species: exchanging them changes nothing"
+            )
     if max_mult < 2:
         raise RefineError(f"max_mult must be ≥ 2, got {max_mult}")
     prim = parent.get_primitive_structure()
@@ -114,16 +127,29 @@ def enumerate_supercells(
     if site not in labels:
         raise RefineError(f"unknown site label {site!r}; the parent has {', '.join(sorted(set(labels)))}")
     n_site = labels.count(site)
-    # count first (no structures built): Σ over multiplicities of #HNF × C(n·m, k)
+    n_other = 0
+    if exchange_with is not None:
+        if exchange_with not in labels or exchange_with == site:
+            raise RefineError(
+                f"anti-site partner {exchange_with!r} must be another site label of the parent "
+                f"({', '.join(sorted(set(labels)))})"
+            )
+        n_other = labels.count(exchange_with)
+    # the parent may itself be a supercell of the disordered average (a solve that indexed the ordered cell):
+    # multiplicities count against the average's primitive cell, and orderings inside the parent cell (det 1,
+    # when it holds several defect sites) are candidates too
+    average = disordered_average(prim, site, concentration, substitute, exchange_with)
+    parent_mult = max(1, round(prim.volume / average.get_primitive_structure(tolerance=0.25).volume))
+    # count first (no structures built): Σ over multiplicities of #HNF × C(n·m, k) (× C(n'·m, k) for anti-sites)
     plan = []
     total = 0
-    for det in range(2, max_mult + 1):
+    for det in range(1, max_mult // parent_mult + 1):
         k_float = concentration * n_site * det
         k = round(k_float)
-        if abs(k - k_float) > 1e-6 or k == 0:
+        if abs(k - k_float) > 1e-6 or k == 0 or (exchange_with is not None and k > n_other * det):
             continue
         n_hnf = len(hnf_matrices(det))
-        combos = math.comb(n_site * det, k)
+        combos = math.comb(n_site * det, k) * (math.comb(n_other * det, k) if exchange_with else 1)
         plan.append((det, k))
         total += n_hnf * combos
     if not plan:
@@ -143,28 +169,40 @@ def enumerate_supercells(
             sup = prim.copy()
             sup.add_site_property("parent_label", labels)  # make_supercell renames labels (La1 -> La1_1)
             sup.make_supercell(hnf)
-            idx = [i for i, lab in enumerate(sup.site_properties["parent_label"]) if lab == site]
+            parent_labels = sup.site_properties["parent_label"]
+            idx = [i for i, lab in enumerate(parent_labels) if lab == site]
+            partners = [i for i, lab in enumerate(parent_labels) if lab == exchange_with]
             sup.remove_site_property("parent_label")
-            for chosen in itertools.combinations(idx, k):
+            for chosen, swapped in _arrangements(idx, partners, k, exchange_with is not None):
                 s = sup.copy()
-                if substitute is None:
+                if exchange_with is not None:
+                    host, guest = sup[idx[0]].species, sup[partners[0]].species
+                    for i in chosen:
+                        s.replace(i, guest, properties=sup[i].properties, label=f"{guest.formula}_{site}")
+                    for j in swapped:
+                        s.replace(
+                            j, host, properties=sup[j].properties, label=f"{host.formula}_{exchange_with}"
+                        )
+                elif substitute is None:
                     s.remove_sites(list(chosen))
                 else:
                     for i in chosen:
                         s.replace(i, substitute, properties=None, label=f"{substitute}_{site}")
                 if len(s.get_primitive_structure()) < len(s):
                     continue  # periodic with a smaller cell: found at a lower multiplicity
-                sga = SpacegroupAnalyzer(s, symprec=1e-3)
+                sga = SpacegroupAnalyzer(s, symprec=0.1)
                 sg_number = sga.get_space_group_number()
                 if any(
-                    c.multiplicity == det and c.spacegroup_number == sg_number and matcher.fit(c.structure, s)
+                    c.multiplicity == det * parent_mult
+                    and c.spacegroup_number == sg_number
+                    and matcher.fit(c.structure, s)
                     for c in distinct
                 ):
                     continue
                 distinct.append(
                     SupercellCandidate(
                         s.get_reduced_structure(),
-                        det,
+                        det * parent_mult,
                         hnf,
                         sga.get_space_group_symbol(),
                         sg_number,
@@ -183,22 +221,56 @@ def enumerate_supercells(
     return SupercellEnumeration(distinct[:max_candidates], total, len(distinct), capped, message)
 
 
-def disordered_average(
-    parent: Structure, site: str, concentration: float, substitute: str | None = None
-) -> Structure:
-    """The parent with the sites labelled ``site`` partially occupied: (1 − c) of the host, c of ``substitute``."""
-    out = parent.copy()
-    found = False
-    for i, s in enumerate(out):
-        if _site_label(s, i) != site:
+def _arrangements(
+    idx: list[int], partners: list[int], k: int, exchange: bool
+) -> Iterator[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """(defect sites, anti-site partners) pairs: k of ``idx`` (and, for an exchange, k of ``partners``)."""
+    for chosen in itertools.combinations(idx, k):
+        if not exchange:
+            yield chosen, ()
             continue
-        found = True
-        comp = {str(sp): float(occ) * (1.0 - concentration) for sp, occ in s.species.items()}
-        if substitute is not None:
-            comp[substitute] = comp.get(substitute, 0.0) + concentration
-        out.replace(i, Composition(comp), properties=s.properties, label=site)
-    if not found:
+        for swapped in itertools.combinations(partners, k):
+            yield chosen, swapped
+
+
+def disordered_average(
+    parent: Structure,
+    site: str,
+    concentration: float,
+    substitute: str | None = None,
+    exchange_with: str | None = None,
+) -> Structure:
+    """The parent with the sites labelled ``site`` partially occupied: (1 − c) of the host, c of ``substitute``
+    (or vacant). With ``exchange_with`` (anti-sites): c of ``site`` holds the partner's species and the partner
+    sites hold the same number of host atoms (fraction c·n_site/n_partner), so the composition is kept."""
+    out = parent.copy()
+    labels = [_site_label(s, i) for i, s in enumerate(parent)]
+    if site not in labels:
         raise RefineError(f"unknown site label {site!r}")
+    if exchange_with is not None and exchange_with not in labels:
+        raise RefineError(f"unknown site label {exchange_with!r}")
+    host = parent[labels.index(site)].species
+    guest = parent[labels.index(exchange_with)].species if exchange_with is not None else None
+    c_other = concentration * labels.count(site) / max(labels.count(exchange_with or site), 1)
+    if exchange_with is not None and c_other > 1.0 + 1e-9:
+        raise RefineError(
+            f"anti-site fraction {concentration} of {site} needs more {exchange_with} sites than the parent has"
+        )
+    for i, s in enumerate(parent):
+        if labels[i] == site:
+            comp = {str(sp): float(occ) * (1.0 - concentration) for sp, occ in s.species.items()}
+            if substitute is not None:
+                comp[substitute] = comp.get(substitute, 0.0) + concentration
+            if guest is not None:
+                for sp, occ in guest.items():
+                    comp[str(sp)] = comp.get(str(sp), 0.0) + concentration * float(occ)
+        elif exchange_with is not None and labels[i] == exchange_with:
+            comp = {str(sp): float(occ) * (1.0 - c_other) for sp, occ in s.species.items()}
+            for sp, occ in host.items():
+                comp[str(sp)] = comp.get(str(sp), 0.0) + c_other * float(occ)
+        else:
+            continue
+        out.replace(i, Composition(comp), properties=s.properties, label=labels[i])
     return out
 
 
@@ -270,14 +342,22 @@ def compare_order_disorder(
     radiation: Any | None = None,
     options: Any | None = None,
     max_candidates: int = 30,
+    exchange_with: str | None = None,
 ) -> OrderDecision:
-    """Refine the disordered average and every ordered supercell candidate against ``pattern`` and decide."""
+    """Refine the disordered average and every ordered supercell candidate against ``pattern`` and decide.
+    ``substitute``/``exchange_with`` as in :func:`enumerate_supercells` (vacancies when both are None)."""
     from .rietveld import refine_candidates
 
     enum = enumerate_supercells(
-        parent, site, concentration, substitute, max_mult, max_candidates=max_candidates
+        parent,
+        site,
+        concentration,
+        substitute,
+        max_mult,
+        max_candidates=max_candidates,
+        exchange_with=exchange_with,
     )
-    dis = disordered_average(parent, site, concentration, substitute)
+    dis = disordered_average(parent, site, concentration, substitute, exchange_with)
     structures = [dis] + [c.structure for c in enum.candidates]
     results = refine_candidates(
         pattern, structures, instrument=instrument, radiation=radiation, options=options

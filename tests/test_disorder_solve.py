@@ -58,3 +58,107 @@ def test_disorder_models_on_a_vacancy_ordered_pattern() -> None:
     assert la.occupancy["La"].value == pytest.approx(0.5, abs=0.05)  # restrained to the composition
     decision = out[0]["order_decision"]
     assert decision is not None and decision.ordered and decision.best.multiplicity == 2
+
+
+# ------------------------------------------------------------------------- wired into the solve (--disorder)
+def _feo(occupancy: float, a: float = 4.30):
+    from pymatgen.core import Lattice, Structure
+
+    fe = {"Fe": occupancy} if occupancy < 1 else "Fe"
+    s = Structure.from_spacegroup(
+        "Fm-3m", Lattice.cubic(a), [fe, "O"], [[0, 0, 0], [0.5, 0.5, 0.5]], labels=["Fe1", "O1"]
+    )
+    s.add_site_property("b_iso", [0.6 if site.label == "Fe1" else 0.8 for site in s])
+    return s
+
+
+@pytest.fixture(scope="module")
+def fe09o_ranked():
+    """A noisy Cu Kα pattern of Fe0.9O and the ordered FeO parent refined against it, as the solve ranks it."""
+    import numpy as np
+
+    from xrdsolve.pipeline import _score
+    from xrdsolve.refine.bench import simulate_pattern
+    from xrdsolve.refine.rietveld import refine
+    from xrdsolve.solution import Candidate
+
+    pat = simulate_pattern(_feo(0.9), np.arange(20.0, 100.0, 0.02), seed=5)
+    res = refine(pat, _feo(1.0, a=4.305))
+    cand = Candidate(
+        1, res.phases[0].structure, res.rwp, res.rp, res.gof, {"source": "test"}, _score(res), res
+    )
+    return pat, cand
+
+
+@pytest.mark.parametrize("mode", ["auto", "only"])
+def test_solve_stage_adds_a_refined_vacancy_model(fe09o_ranked, mode: str) -> None:
+    from xrdsolve.pipeline import SolveOptions, _Clock, _with_disorder
+
+    pat, ordered = fe09o_ranked
+    tried: dict = {}
+    messages: list[str] = []
+    opts = SolveOptions(disorder=mode, supercells=2)
+    ranked, decisions = _with_disorder(
+        pat, [ordered], disorder_plan("Fe0.9O"), opts, None, _Clock(None), tried, messages
+    )
+    best = ranked[0]
+    assert best.provenance["source"] == "disordered" and best.rank == 1
+    assert best.formula.startswith("Fe0.9") and best.rwp < ordered.rwp
+    fe = best.provenance["occupancies"]["Fe1"]["Fe"]
+    assert abs(fe["value"] - 0.9) < 0.03 and abs(fe["value"] - 0.9) <= 3 * fe["esd"]
+    assert [c.rank for c in ranked] == list(range(1, len(ranked) + 1))
+    assert len(ranked) == (1 if mode == "only" else 2)
+    record = tried["disorder"]["models"][0]
+    assert record["parent_rank"] == (None if mode == "only" else 2)
+    # 10 % of one Fe per primitive cell cannot be ordered in a 2-fold supercell: said, not hidden
+    assert "supercell" in record["supercell_error"] and decisions == []
+    assert any("needs a supercell larger" in m for m in messages)
+
+
+def test_disorder_options_are_checked() -> None:
+    from xrdsolve.pipeline import SolveOptions, _disorder_plan
+
+    with pytest.raises(UsageError, match="--disorder must be one of"):
+        _disorder_plan("Fe0.9O", SolveOptions(disorder="sometimes"))
+    with pytest.raises(UsageError, match="--disorder only needs"):
+        _disorder_plan("TiO2", SolveOptions(disorder="only"))
+    with pytest.raises(UsageError, match="--supercells"):
+        _disorder_plan("Fe0.9O", SolveOptions(supercells=1))
+    assert _disorder_plan("TiO2", SolveOptions()) is None
+    assert _disorder_plan("Fe0.9O", SolveOptions()).vacancies == pytest.approx({"Fe": 0.1})
+
+
+def test_cli_rejects_a_bad_disorder_mode_in_one_line(tmp_path) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    demo = Path(__file__).parents[1] / "data" / "examples" / "demo_pattern.xye"
+    cmd = [sys.executable, "-m", "xrdsolve", "solve", str(demo), "-c", "TiO2", "--disorder", "only"]
+    out = subprocess.run([*cmd, "-o", str(tmp_path)], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "--disorder only needs a non-stoichiometric" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.slow
+def test_solve_identifies_vacancy_order_and_writes_supercells(tmp_path) -> None:
+    """End to end: La0.5NbO3 with La vacancies ordered in alternate layers; `solve --supercells 2`."""
+    import json
+
+    import numpy as np
+    from disorder_trials import la05_layered
+
+    from xrdsolve.pipeline import solve
+    from xrdsolve.refine.bench import simulate_pattern
+
+    pat = simulate_pattern(
+        la05_layered(3.91, 1.002, 0.005, (0.6, 0.3, 0.8)), np.arange(10.0, 100.0, 0.02), seed=3
+    )
+    sol = solve(pat, "La0.5NbO3", n_candidates=16, k=4, seed=0, supercells=2, progress=False)
+    decisions = [m["order_decision"] for m in sol.tried["disorder"]["models"] if m.get("order_decision")]
+    assert any(d["decision"] == "ordered" and d["multiplicity"] == 2 for d in decisions)
+    sol.write(tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    folder = next(m["outputs"] for m in summary["disorder"]["models"] if m.get("outputs"))
+    assert (tmp_path / folder / "order_decision.json").is_file()
+    assert list((tmp_path / folder).glob("supercell_x2_*.cif"))

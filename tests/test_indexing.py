@@ -136,3 +136,19 @@ def test_monoclinic_synthetic() -> None:
     sols = index_peaks(peaks, time_limit=120)
     assert sols and matches(sols[0], s)
     assert sols[0].crystal_system == "monoclinic"
+
+
+@pytest.mark.parametrize("noise", [0.0005, 0.005])
+def test_six_line_fcc_pattern_ranks_the_cubic_cell_above_sub_cells(noise: float) -> None:
+    """Rock salt FeO to 100° 2θ has six lines; tetragonal sub-cells (a/2, a/√3) index them with a smaller misfit
+    and a larger raw M20, but predict lines that are not observed. The ranking merit floors the misfit at the
+    position precision, so the cubic F cell comes first."""
+    from xrdsolve.refine.indexing.indexer import ranking_merit
+
+    feo = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.30), ["Fe", "O"], [[0, 0, 0], [0.5] * 3])
+    peaks, _ = stick_peaks(feo, zero=0.0, noise=noise, seed=3)
+    assert len(peaks) == 6
+    sols = index_peaks(peaks)
+    assert sols[0].crystal_system == "cubic" and sols[0].centring == "F"
+    assert sols[0].a == pytest.approx(4.30, abs=0.002)
+    assert ranking_merit(sols[0], 0.01) >= max(ranking_merit(s, 0.01) for s in sols)

@@ -137,3 +137,16 @@ def test_batched_jacobian_matches_forward_mode() -> None:
     j_batched = jacobian(resid_indexed, true * 1.1, method="batched", max_rows=4)
     j_forward = jacobian(resid, true * 1.1, method="forward")
     assert torch.allclose(j_batched, j_forward, atol=1e-9)
+
+
+def test_deadline_stops_iterating_and_keeps_the_best_parameters() -> None:
+    import time
+
+    resid, true = _exp_problem(4)
+    start = true * 1.3 + 0.05
+    chi2_start = float((resid(start) ** 2).sum())
+    past = levenberg_marquardt(resid, start, max_iter=100, deadline=time.perf_counter() - 1.0)
+    assert past.timed_out and int(past.iterations.sum()) == 0
+    assert torch.equal(past.theta, start) and past.status(0) == "deadline"
+    full = levenberg_marquardt(resid, start, max_iter=100, deadline=time.perf_counter() + 600.0)
+    assert not full.timed_out and bool(full.converged.all()) and float(full.chi2.sum()) < chi2_start

@@ -134,11 +134,16 @@ def disorder_models(
             continue
         if max_mult >= 2 and len(plan.vacancies) == 1 and refine_sites:
             el, frac = next(iter(plan.vacancies.items()))
+            # vacancies may order over all sites of the element, whatever their labels in the parent
+            pooled = parent.copy()
+            for site in pooled:
+                if site.specie.symbol == el:
+                    site.label = f"{el}_all"
             try:
                 entry["order_decision"] = compare_order_disorder(
                     pattern,
-                    parent,
-                    refine_sites[0],
+                    pooled,
+                    f"{el}_all",
                     frac,
                     max_mult=max_mult,
                     instrument=instrument,
@@ -163,3 +168,97 @@ def _label_sites(structure: Structure) -> list[str]:
         for j in site.site_indices:
             out[j] = site.label
     return out
+
+
+def disorder_candidates(
+    pattern: Any,
+    ordered: Sequence[Any],
+    plan: DisorderPlan,
+    mode: str,
+    max_mult: int,
+    instrument: Any | None = None,
+    top: int = 2,
+) -> tuple[list[Any], list[dict[str, Any]], list[str]]:
+    """The solve's disorder stage: disordered (and, when the data demand it, ordered-supercell) candidates
+    derived from the best ``top`` ordered candidates (:class:`~xrdsolve.solution.Candidate`, rank order).
+
+    Returns (new candidates, unranked; the JSON-ready record per parent with the order/disorder decision and its
+    statistics; messages). The records keep the OrderDecision under ``"_decision"`` for writing supercell CIFs.
+    """
+    from .solution import Candidate
+
+    parents = list(ordered[:top])
+    models = disorder_models(
+        pattern, [c.structure for c in parents], plan, mode, max_mult, instrument=instrument, top=top
+    )
+    new: list[Any] = []
+    records: list[dict[str, Any]] = []
+    messages: list[str] = []
+    for entry in models:
+        parent = parents[entry["parent_index"]]
+        record: dict[str, Any] = {
+            "parent_rank": parent.rank,
+            "parent_spacegroup": parent.spacegroup,
+            "occupancy_model": entry["occupancy_model"],
+        }
+        if "error" in entry:
+            record["error"] = entry["error"]
+            messages.append(f"disordered model of rank {parent.rank} failed: {entry['error']}")
+            records.append(record)
+            continue
+        res = entry["disordered"]
+        record.update(rwp=float(res.rwp), gof=float(res.gof), occupancies=_occupancies(res))
+        new.append(
+            Candidate(
+                rank=0,
+                structure=res.phases[0].structure,
+                rwp=float(res.rwp),
+                rp=float(res.rp),
+                gof=float(res.gof),
+                provenance={
+                    "source": "disordered",
+                    "parent_rank": parent.rank,
+                    "occupancies": record["occupancies"],
+                    "converged": bool(res.converged),
+                },
+                result=res,
+            )
+        )
+        decision = entry.get("order_decision")
+        if "supercell_error" in entry:
+            record["supercell_error"] = entry["supercell_error"]
+            messages.append(f"supercells of rank {parent.rank}: {entry['supercell_error']}")
+        if decision is not None:
+            record["order_decision"] = decision.to_dict()
+            record["_decision"] = decision
+            if decision.statistics.get("capped"):
+                messages.append(f"supercells of rank {parent.rank}: {decision.statistics['enumeration']}")
+            if decision.ordered and decision.best is not None:
+                labels = [c["label"] for c in decision.statistics["candidates"]]
+                sup = decision.ordered_results[labels.index(decision.best.label)]
+                new.append(
+                    Candidate(
+                        rank=0,
+                        structure=sup.phases[0].structure,
+                        rwp=float(sup.rwp),
+                        rp=float(sup.rp),
+                        gof=float(sup.gof),
+                        provenance={
+                            "source": "supercell",
+                            "parent_rank": parent.rank,
+                            "multiplicity": decision.best.multiplicity,
+                            "label": decision.best.label,
+                            "converged": bool(sup.converged),
+                        },
+                        result=sup,
+                    )
+                )
+        records.append(record)
+    return new, records, messages
+
+
+def _occupancies(result: Any) -> dict[str, dict[str, dict[str, float]]]:
+    """{site label: {element: {"value", "esd"}}} of the first phase of a refinement result."""
+    return {
+        site.label: {el: v.to_dict() for el, v in site.occupancy.items()} for site in result.phases[0].sites
+    }

@@ -59,6 +59,11 @@ class SolveOptions:
     screen_chunk: int = 64
     #: compositions tried when solving from a list of elements (most plausible first)
     max_compositions: int = 3
+    #: disordered models for non-stoichiometric/mixed compositions: "auto" (added to the ordered
+    #: candidates), "off" (ordered candidates of the stoichiometric parent only), "only" (disordered only)
+    disorder: str = "auto"
+    #: largest supercell multiplicity of ordered-defect models (0: none; ≥ 2 enables the order/disorder test)
+    supercells: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -264,11 +269,14 @@ def _refine_chunks(
     """Refine ``structures`` in batches of ``chunk``; a result per structure (None when it failed).
 
     With ``stop_after`` (a ``time.perf_counter()`` value), batches after the first are not started
-    once that time has passed: the list is then shorter than ``structures``.
+    once that time has passed: the list is then shorter than ``structures``; the refinement itself
+    stops iterating at that time too (RefineOptions.deadline), keeping the best parameters reached.
     """
     from xrdsolve.refine.rietveld import RefineOptions, refine_candidates
 
-    options = RefineOptions() if stages is None else RefineOptions(strategy=stages)
+    options = RefineOptions(deadline=stop_after)
+    if stages is not None:
+        options = replace(options, strategy=stages)
     results: list[Any] = []
     for start in range(0, len(structures), chunk):
         if start > 0 and stop_after is not None and time.perf_counter() > stop_after:
@@ -346,7 +354,11 @@ def solve(
         raise UsageError("a composition is needed (e.g. --composition TiO2, or --elements Ti,O)")
     if composition is not None and elements is not None:
         raise UsageError("give either a composition or a list of elements, not both")
-    comp = parse_composition(composition) if composition is not None else None
+    plan = _disorder_plan(composition, opts)
+    if plan is not None and (plan.vacancies or opts.disorder != "off"):
+        comp: Composition | None = plan.parent
+    else:
+        comp = parse_composition(composition) if composition is not None else None
     element_list = [e.symbol for e in parse_elements(elements)] if elements is not None else None
     clock = _Clock(opts.time_budget)
     pattern = _load_pattern(pattern_or_path, radiation)
@@ -455,6 +467,9 @@ def solve(
         )
         for n, (r, prov) in enumerate(unique)
     ]
+    decisions: list[tuple[str, Any]] = []
+    if plan is not None and opts.disorder != "off" and candidates:
+        candidates, decisions = _with_disorder(pattern, candidates, plan, opts, inst, clock, tried, messages)
     tried["seconds"] = round(clock.elapsed(), 2)
     if clock.budget is not None and clock.elapsed() > clock.budget:
         messages.append(f"time budget of {clock.budget:.0f} s exceeded ({clock.elapsed():.0f} s)")
@@ -463,7 +478,83 @@ def solve(
             f"best GoF is {candidates[0].gof:.1f}: no candidate describes the pattern well "
             "(multiphase sample, wrong composition, or a structure outside the candidates tried)"
         )
-    return Solution(pattern, candidates, tried, messages, solution_opts)
+    return Solution(pattern, candidates, tried, messages, solution_opts, order_decisions=decisions)
+
+
+def _disorder_plan(composition: str | Composition | None, opts: SolveOptions) -> Any:
+    """The disorder plan of a composition text that is non-stoichiometric or has a mixed group, else None."""
+    from .disorder import DISORDER_MODES, disorder_plan
+
+    if opts.disorder not in DISORDER_MODES:
+        raise UsageError(f"--disorder must be one of {', '.join(DISORDER_MODES)}, got {opts.disorder!r}")
+    if opts.supercells < 0 or opts.supercells == 1:
+        raise UsageError(f"--supercells is a multiplicity ≥ 2 (or 0 for none), got {opts.supercells}")
+    text = composition if isinstance(composition, str) else None
+    plan = None
+    if text is not None:
+        fractional = any(abs(a - round(a)) > 1e-6 for a in parse_composition(text).values())
+        if fractional or "(" in text:
+            plan = disorder_plan(text)
+    if plan is not None and plan.trivial:
+        plan = None
+    if plan is None and opts.disorder == "only":
+        raise UsageError(
+            "--disorder only needs a non-stoichiometric or mixed composition (e.g. Li0.6CoO2, Fe0.9O, "
+            f"(Mn,Fe)3O4), got {composition!r}"
+        )
+    return plan
+
+
+def _with_disorder(
+    pattern: Any,
+    candidates: list[Candidate],
+    plan: Any,
+    opts: SolveOptions,
+    inst: Any,
+    clock: _Clock,
+    tried: dict[str, Any],
+    messages: list[str],
+) -> tuple[list[Candidate], list[tuple[str, Any]]]:
+    """Add (mode "auto") or substitute (mode "only") disordered and supercell models, re-ranked by score.
+
+    Also returns the order/disorder decisions as (folder name, OrderDecision) for Solution.write."""
+    from .disorder import disorder_candidates
+
+    record: dict[str, Any] = {"plan": plan.to_dict(), "mode": opts.disorder, "supercells": opts.supercells}
+    tried["disorder"] = record
+    if clock.budget is not None and clock.left() <= 0:
+        messages.append("time budget: no time left for the disordered models")
+        return ([] if opts.disorder == "only" else candidates), []
+    t0 = time.perf_counter()
+    new, records, notes = disorder_candidates(
+        pattern, candidates, plan, opts.disorder, opts.supercells, instrument=inst
+    )
+    record["seconds"] = round(time.perf_counter() - t0, 2)
+    messages.extend(notes)
+    by_rank = {c.rank: c for c in candidates}
+    for cand in new:
+        cand.score = _score(cand.result)
+    pool = new if opts.disorder == "only" else candidates + new
+    pool.sort(key=lambda c: c.score)
+    for n, cand in enumerate(pool):
+        cand.rank = n + 1
+    # parent ranks in the final ranking (None when "only" dropped the ordered parents)
+    final_rank = {id(c): c.rank for c in pool}
+    for cand in new:
+        cand.provenance["parent_rank"] = final_rank.get(id(by_rank[cand.provenance["parent_rank"]]))
+    decisions = []
+    for rec in records:
+        parent = by_rank[rec["parent_rank"]]
+        rec["parent_rank"] = final_rank.get(id(parent))
+        decision = rec.pop("_decision", None)
+        if decision is not None:
+            folder = f"order_parent{rec['parent_rank'] or parent.spacegroup.replace('/', '_')}"
+            rec["outputs"] = folder
+            decisions.append((folder, decision))
+    record["models"] = records
+    if opts.disorder == "only" and not pool:
+        messages.append("--disorder only: no disordered model could be refined")
+    return pool, decisions
 
 
 def _compositions_from_elements(

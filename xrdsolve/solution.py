@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pymatgen.core import Structure
+from pymatgen.core import Composition, Element, Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 from .jsonio import json_default
@@ -49,7 +49,9 @@ class Candidate:
 
     @property
     def formula(self) -> str:
-        return self.structure.composition.reduced_formula
+        """Reduced formula; with partial occupancies scaled so the fully occupied elements are integral
+        (``Fe0.904O``, ``Li0.6CoO2``)."""
+        return display_formula(self.structure.composition)
 
     @property
     def spacegroup(self) -> str:
@@ -85,6 +87,21 @@ class Candidate:
         }
 
 
+def display_formula(comp: Composition) -> str:
+    """``comp`` as a reduced formula; non-integral amounts (partial occupancy) kept to 3 decimals after
+    dividing by the greatest common divisor of the integral ones."""
+    amounts = {el.symbol: float(a) for el, a in comp.items()}
+    integral = [round(a) for a in amounts.values() if abs(a - round(a)) < 1e-6 and round(a) > 0]
+    if len(integral) == len(amounts):
+        return comp.reduced_formula
+    g = math.gcd(*integral) if integral else 1
+    parts = []
+    for el, a in sorted(amounts.items(), key=lambda kv: Element(kv[0]).X):
+        x = a / g
+        parts.append(el if abs(x - 1) < 5e-4 else f"{el}{x:.3f}".rstrip("0").rstrip("."))
+    return "".join(parts)
+
+
 def _finite(x: float) -> float | None:
     return float(x) if x is not None and math.isfinite(x) else None
 
@@ -104,6 +121,8 @@ class Solution:
     tried: dict[str, Any] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
+    #: (folder name, refine.supercells.OrderDecision) per parent tested for defect ordering (--supercells)
+    order_decisions: list[tuple[str, Any]] = field(default_factory=list)
 
     @property
     def best(self) -> Candidate | None:
@@ -114,6 +133,8 @@ class Solution:
         return {
             "source": str(getattr(self.pattern, "meta", {}).get("source", "")),
             "candidates": [c.to_dict() for c in self.candidates],
+            # disorder plan, refined occupancies and the order/disorder decision (when one was made)
+            "disorder": self.tried.get("disorder"),
             "tried": self.tried,
             "messages": self.messages,
             "options": self.options,
@@ -133,7 +154,9 @@ class Solution:
         return paths
 
     def write(self, directory: str | Path, *, plot: bool = True) -> Path:
-        """Write summary.json, the ranked CIFs and fit.png (best candidate) into ``directory``."""
+        """Write summary.json, the ranked CIFs and fit.png (best candidate) into ``directory``; with
+        order/disorder decisions also ``order_parent<rank>/`` (disordered.cif, supercell_<label>.cif,
+        order_decision.json) per tested parent."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         cif_paths = self.to_cif(out)
@@ -143,6 +166,11 @@ class Solution:
         tmp = out / "summary.json.tmp"
         tmp.write_text(json.dumps(summary, indent=2, default=json_default))
         tmp.replace(out / "summary.json")
+        if self.order_decisions:
+            from xrdsolve.refine.supercells import write_order_outputs
+
+            for folder, decision in self.order_decisions:
+                write_order_outputs(decision, out / folder)
         if plot and self.best is not None and self.best.result is not None:
             fig = self._figure()
             fig.savefig(out / "fit.png", dpi=150)

@@ -146,7 +146,7 @@ def index_peaks(
             break
         if not opts.exhaustive and any(s.m20 >= opts.stop_m20 for s in found):
             break
-    return _rank(found, opts.max_solutions)
+    return _rank(found, opts.max_solutions, precision=opts.tol / 3.0)
 
 
 def _shells(opts: IndexingOptions) -> list[tuple[float, float]]:
@@ -303,8 +303,22 @@ def _make_solution(
     )
 
 
-def _rank(found: Sequence[CellSolution], max_solutions: int) -> list[CellSolution]:
-    """Deduplicate by reduced primitive lattice (keeping the highest symmetry, found first) and sort."""
+def ranking_merit(solution: CellSolution, precision: float) -> float:
+    """M20 with the mean line misfit floored at ``precision`` (degrees 2θ): the merit used for ranking.
+
+    Misfits far below the precision of measured peak positions only say that a cell with more free parameters
+    fits the errors better (a tetragonal sub-cell can index the six lines of an fcc pattern with a smaller misfit
+    than the true cubic cell, and a higher M20). With the floor, cells that fit within the precision are ranked
+    by how few lines they predict that are not observed, as M20 intends.
+    """
+    if not solution.f_delta > 0.0:
+        return solution.m20
+    return solution.m20 * min(1.0, solution.f_delta / precision)
+
+
+def _rank(found: Sequence[CellSolution], max_solutions: int, precision: float = 0.01) -> list[CellSolution]:
+    """Deduplicate by reduced primitive lattice (keeping the highest symmetry, found first) and sort by
+    :func:`ranking_merit`."""
     sym_rank: dict[str, int] = {name: i for i, name in enumerate(SYSTEMS)}
     by_sym = sorted(found, key=lambda s: (sym_rank[s.crystal_system], -s.m20))
     kept: list[tuple[CellSolution, object]] = []
@@ -313,5 +327,5 @@ def _rank(found: Sequence[CellSolution], max_solutions: int) -> list[CellSolutio
         if any(same_lattice(red, other) for _, other in kept):  # type: ignore[arg-type]
             continue
         kept.append((sol, red))
-    ranked = sorted((s for s, _ in kept), key=lambda s: -s.m20)
+    ranked = sorted((s for s, _ in kept), key=lambda s: -ranking_merit(s, precision))
     return ranked[:max_solutions]

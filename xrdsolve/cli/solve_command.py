@@ -26,6 +26,18 @@ def solve(
     candidates: int = typer.Option(96, "--candidates", help="Candidate structures proposed and screened."),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same result)."),
     time_budget: float | None = typer.Option(None, "--time-budget", help="Seconds; stages shrink to fit."),
+    disorder: str = typer.Option(
+        "auto",
+        "--disorder",
+        help="auto|off|only: disordered models for non-stoichiometric or mixed compositions "
+        "(Li0.6CoO2, Fe0.9O, (Mn,Fe)3O4), added to the ordered ones, none, or only those.",
+    ),
+    supercells: int = typer.Option(
+        0,
+        "--supercells",
+        help="MAXMULT: also try ordered defect supercells up to this multiplicity and decide order vs "
+        "disorder (Hamilton test); 0 = none.",
+    ),
     no_generator: bool = typer.Option(False, "--no-generator", help="Random symmetric candidates only."),
     out: Path = typer.Option(Path("out/solve"), "-o", "--out", help="Output folder."),
     top: int = typer.Option(10, "--top", help="Rows of the ranked table printed."),
@@ -49,7 +61,13 @@ def solve(
     if view_axis not in ("a", "b", "c"):
         raise typer.BadParameter("must be a, b or c", param_hint="--view-axis")
     options = SolveOptions(
-        k=k, n_candidates=candidates, seed=seed, time_budget=time_budget, use_generator=not no_generator
+        k=k,
+        n_candidates=candidates,
+        seed=seed,
+        time_budget=time_budget,
+        use_generator=not no_generator,
+        disorder=disorder,
+        supercells=supercells,
     )
     solution = run_solve(
         pattern,
