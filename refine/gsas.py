@@ -14,6 +14,7 @@ zero in degrees 2θ, sample displacement in μm, U V W in centideg², X Y in cen
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import io
 import logging
@@ -112,6 +113,7 @@ class _InstSetup:
     geometry: Geometry
     text: str
     refine_displacement: bool
+    profile: str = "instrument"
 
 
 def _instprm(
@@ -308,8 +310,17 @@ def _apply_stage(
         hist.set_refinements({"Background": {"refine": True}})
     if "zero" in groups:
         inst.append("Zero")
-    if "profile" in groups:
+    if "profile" in groups and setup.profile == "instrument":
         inst += ["U", "V", "W", "X", "Y"]
+    if "profile" in groups and setup.profile == "sample":
+        for p in phases:
+            p.set_HAP_refinements(
+                {
+                    "Size": {"type": "isotropic", "refine": True},
+                    "Mustrain": {"type": "isotropic", "refine": True},
+                },
+                histograms=[hist],
+            )
     if "profile_w" in groups:
         inst += ["W"]
     if "profile_wxy" in groups:
@@ -333,7 +344,7 @@ def _apply_stage(
             atom.refinement_flags = f
 
 
-def _release(groups: Iterable[str], hist: Any, phases: list[Any]) -> None:
+def _release(groups: Iterable[str], hist: Any, phases: list[Any], setup: _InstSetup) -> None:
     """Clear the flags of held groups (``fix``) after a stage switched them on."""
     g = set(groups)
     if "zero" in g:
@@ -342,8 +353,13 @@ def _release(groups: Iterable[str], hist: Any, phases: list[Any]) -> None:
         hist.clear_refinements({"Instrument Parameters": ["SH/L"]})
     if "profile" in g:
         hist.clear_refinements({"Instrument Parameters": ["U", "V", "W", "X", "Y"]})
+        for p in phases:
+            p.clear_HAP_refinements(
+                {"Size": {"type": "isotropic"}, "Mustrain": {"type": "isotropic"}}, histograms=[hist]
+            )
     if "displacement" in g:
-        hist.clear_refinements({"Sample Parameters": ["Shift", "DisplaceX"]})
+        key = "Shift" if setup.geometry is Geometry.BRAGG_BRENTANO else "DisplaceX"
+        hist.clear_refinements({"Sample Parameters": [key]})
     if "lattice" in g:
         for p in phases:
             p.clear_refinements({"Cell": True})
@@ -489,7 +505,7 @@ def _phase_result(
         scale=scale,
         weight_fraction=Value(1.0, 0.0),
         r_bragg=r_bragg,
-        profile={**inst_xy, "po_ratio": Value(1.0, 0.0)},
+        profile={**inst_xy, "po_ratio": Value(1.0, 0.0), **_sample_broadening(g2phase, hist, sig)},
         sites=sites,
         structure=structure,
         ticks=refl[ok, 5] if len(refl) else np.zeros(0),
@@ -497,6 +513,16 @@ def _phase_result(
         symops=symops,
     )
     return result
+
+
+def _sample_broadening(g2phase: Any, hist: Any, sig: dict[str, float]) -> dict[str, Value]:
+    """GSAS-II's isotropic crystallite size (μm) and microstrain (×10⁶) of a phase, with esds."""
+    hap = g2phase.data["Histograms"][hist.name]
+    pre = f"{g2phase.id}:{hist.id}:"
+    return {
+        "size_um": Value(float(hap["Size"][1][0]), sig.get(pre + "Size;i", 0.0)),
+        "microstrain": Value(float(hap["Mustrain"][1][0]), sig.get(pre + "Mustrain;i", 0.0)),
+    }
 
 
 def _labels_for(sites: list[SiteResult]) -> list[str]:
@@ -521,12 +547,17 @@ def refine_gsas(
     fix: Iterable[str] = (),
     refine_displacement: bool | None = None,
     names: Sequence[str] | None = None,
+    profile: str = "instrument",
 ) -> RefinementResult:
     """Rietveld refinement of ``structures`` against ``pattern`` with GSAS-II (GSASIIscriptable).
 
     ``stages``: our :class:`~xrdsolve.refine.rietveld.Stage` list (cumulative parameter groups: scale,
     background, zero, displacement, lattice, profile, asym, po, xyz, biso, occ; ``max_iter`` = GSAS-II
     cycles); default :data:`GSAS_STRATEGY`. ``fix``: groups held in every stage (e.g. ``"asym"``).
+    ``profile``: what the "profile" group refines: ``"instrument"`` (U V W X Y, GSAS-II's sample
+    broadening switched off: our engine's peak model) or ``"sample"`` (GSAS-II's isotropic crystallite size
+    and microstrain from its defaults, 1 μm and 1000, with the instrument's U V W X Y held: the recipe of
+    GSAS-II's tutorials and of the G2_validation.json fits).
     ``instrument``: an InstrumentParameters from a .prm/.instprm file (start U V W X Y, zero, SH/L,
     polarisation, wavelengths) or None (W from the data). ``workdir``: where the GSAS-II project (.gpx) and
     its input files are written (default: a temporary folder, removed afterwards). 2θ limits in degrees.
@@ -551,7 +582,11 @@ def refine_gsas(
     hi = float(tt[-1]) if two_theta_max is None else min(float(two_theta_max), float(tt[-1]))
     if hi <= lo:
         raise RefineError(f"empty 2θ range {lo:.3f}..{hi:.3f} degrees")
-    setup = _instprm(pattern, instrument, radiation, refine_displacement)
+    if profile not in ("instrument", "sample"):
+        raise RefineError(f"profile must be 'instrument' or 'sample', not {profile!r}")
+    setup = dataclasses.replace(
+        _instprm(pattern, instrument, radiation, refine_displacement), profile=profile
+    )
     plan = list(stages) if stages is not None else list(GSAS_STRATEGY)
     held = set(fix)
     unknown = ({g for st in plan for g in st.groups} | held) - _GROUPS
@@ -600,7 +635,8 @@ def refine_gsas(
                 atom.refinement_flags = ""
             if len(g2phases) == 1:
                 p.set_HAP_refinements({"Scale": False}, histograms=[hist])
-            _no_sample_broadening(p.data["Histograms"][hist.name])
+            if setup.profile == "instrument":
+                _no_sample_broadening(p.data["Histograms"][hist.name])
         hist, g2phases = _initial_scale(gpx, g2phases)
         hist, g2phases, logs, rvals = _run_stages(gpx, hist, g2phases, plan, held, setup, (lo, hi))
         return _build(gpx, hist, g2phases, params0, setup, logs, rvals, (lo, hi), time.perf_counter() - t0)
@@ -627,7 +663,7 @@ def _run_stages(
     rvals: dict[str, Any] = {}
     held = set(held)
     for stage in plan:
-        if "profile" in stage.groups and "profile" not in groups | held:
+        if setup.profile == "instrument" and "profile" in stage.groups and "profile" not in groups | held:
             # GSAS-II's U V W X Y from a rough start fall into a false minimum (U large, W < 0); first the
             # Gaussian width W alone, then W X Y, with the groups refined so far
             for pre in ("profile_w", "profile_wxy"):
@@ -670,7 +706,7 @@ def _refine_once(
 ) -> tuple[Any, list[Any]]:
     """Flag ``groups``, clear ``held``, run GSAS-II for at most ``cycles``; the reloaded histogram and phases."""
     _apply_stage(groups, hist, g2phases, setup)
-    _release(held, hist, g2phases)
+    _release(held, hist, g2phases, setup)
     gpx.set_Controls("cycles", int(cycles))
     with _quiet():
         gpx.refine()
