@@ -376,11 +376,20 @@ def _no_sample_broadening(hap: dict[str, Any]) -> None:
     hap["Mustrain"][2][0] = False
 
 
+def _g2_refine(gpx: Any) -> None:
+    """One GSAS-II refinement run (output silenced); its exceptions become RefineError with its message."""
+    try:
+        with _quiet():
+            gpx.refine()
+    except Exception as exc:  # GSAS-II raises bare Exception / G2Exception subclasses
+        msg = " ".join(str(exc).replace("\\n", " ").split())
+        raise RefineError(f"GSAS-II refinement failed: {msg}") from exc
+
+
 def _calculate(gpx: Any, g2phases: list[Any]) -> tuple[Any, list[Any]]:
     """A zero-cycle GSAS-II run (curves at the current parameters); the reloaded histogram and phases."""
     gpx.set_Controls("cycles", 0)
-    with _quiet():
-        gpx.refine()
+    _g2_refine(gpx)
     return gpx.histogram(0), [gpx.phase(p.name) for p in g2phases]
 
 
@@ -708,8 +717,7 @@ def _refine_once(
     _apply_stage(groups, hist, g2phases, setup)
     _release(held, hist, g2phases, setup)
     gpx.set_Controls("cycles", int(cycles))
-    with _quiet():
-        gpx.refine()
+    _g2_refine(gpx)
     return gpx.histogram(0), [gpx.phase(p.name) for p in g2phases]
 
 
@@ -748,8 +756,7 @@ def _phase_partials(gpx: Any, names: list[str], x: np.ndarray) -> list[np.ndarra
     ctrl = gpx.data["Controls"]["data"]
     ctrl["max cyc"], ctrl["deriv type"], ctrl["PhasePartials"] = 0, "analytic Hessian", str(path)
     try:
-        with _quiet():
-            gpx.refine()
+        _g2_refine(gpx)
     finally:
         gpx.data["Controls"]["data"]["PhasePartials"] = None
     found: dict[str, np.ndarray] = {}
@@ -777,12 +784,15 @@ def _phase_partials(gpx: Any, names: list[str], x: np.ndarray) -> list[np.ndarra
 
 
 def _status(rvals: dict[str, Any], rwp: float, hist: Any, g2phases: list[Any]) -> str:
-    """'converged', 'max_iter' or 'diverged' (aborted, non-finite or ~100 % Rwp, scale run to ≤ 0)."""
+    """'converged', 'max_iter', 'singular' (GSAS-II's SVD dropped directions of the normal matrix) or
+    'diverged' (aborted, non-finite or ~100 % Rwp, scale run to ≤ 0)."""
     scales = [float(hist.data["Sample Parameters"]["Scale"][0])]
     if len(g2phases) > 1:
         scales = [float(p.data["Histograms"][hist.name]["Scale"][0]) for p in g2phases]
     if rvals.get("Aborted", False) or not math.isfinite(rwp) or rwp > 0.99 or max(scales) <= 0.0:
         return "diverged"
+    if int(rvals.get("SVD0", 0) or 0) > 0:  # GSAS-II dropped zero singular values: parameters undetermined
+        return "singular"
     return "converged" if rvals.get("converged", False) else "max_iter"
 
 

@@ -169,6 +169,19 @@ def test_two_phases_partials_and_weight_fractions() -> None:
     assert all(w.esd > 0 for w in wf)
 
 
+@needs_gsas
+def test_bad_models_flagged_or_clear_error() -> None:
+    """No reflection in range -> RefineError; two identical phases (scales exactly correlated) -> flagged
+    'singular', not converged."""
+    truth = rutile()
+    low = simulate_pattern(truth, np.arange(5.0, 20.0, 0.02), INSTRUMENT, seed=1)
+    with pytest.raises(RefineError, match="no reflections"):
+        gsas.refine_gsas(low, truth)
+    pat = simulate_pattern(truth, np.arange(20.0, 80.0, 0.02), INSTRUMENT, seed=1)
+    r = gsas.refine_gsas(pat, [truth, truth.copy()], stages=(Stage("s", ("scale", "background")),))
+    assert r.status == "singular" and not r.converged
+
+
 # ---------------------------------------------------------------------------------------------- real data
 def _real_case(
     real_data: Path, real_manifest: Any, case: str
@@ -222,3 +235,51 @@ def test_real_case_against_g2_validation(real_data: Path, real_manifest: Any, ca
     for name in ("a", "b", "c"):
         v = r.phases[0].lattice[name]
         assert abs(v.value - cell[f"length_{name}"]) < 3 * v.esd, (name, v, cell[f"length_{name}"])
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def _write_inputs(tmp_path: Path) -> tuple[Path, Path]:
+    from pymatgen.io.cif import CifWriter
+
+    pat = simulate_pattern(rutile(), GRID, INSTRUMENT, seed=3)
+    xye = tmp_path / "rutile.xye"
+    np.savetxt(xye, np.column_stack([pat.two_theta, pat.intensity, pat.sigma]), fmt="%.5f")
+    cif = tmp_path / "TiO2.cif"
+    CifWriter(perturbed(rutile()), symprec=0.01).write_file(cif)
+    return xye, cif
+
+
+def test_cli_engine_gsas_without_gsas_is_one_line_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from xrdsolve.cli import main
+
+    xye, cif = _write_inputs(tmp_path)
+    monkeypatch.setitem(sys.modules, "GSASII", None)
+    monkeypatch.setitem(sys.modules, "GSASII.GSASIIscriptable", None)
+    gsas.gsas_available.cache_clear()
+    try:
+        code = main(
+            ["refine", str(xye), str(cif), "-o", str(tmp_path / "out"), "-r", "CuKa", "--engine", "gsas"]
+        )
+    finally:
+        gsas.gsas_available.cache_clear()
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "GSAS-II is not installed" in err
+    assert main(["refine", str(xye), str(cif), "-o", str(tmp_path / "o2"), "--engine", "topas"]) == 2
+
+
+@needs_gsas
+def test_cli_engine_gsas_writes_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from xrdsolve.cli import main
+
+    xye, cif = _write_inputs(tmp_path)
+    out = tmp_path / "out"
+    assert main(["refine", str(xye), str(cif), "-o", str(out), "-r", "CuKa", "--engine", "gsas"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["engine"] == "gsas" and summary["converged"] and summary["gof"] < 1.2
+    assert abs(summary["phases"][0]["lattice"]["a"]["value"] - 4.5937) < 0.002
+    for name in ("fit.png", "fit.xye", "refined_TiO2.cif", "gsas2/xrdsolve.gpx"):
+        assert (out / name).exists(), name
+    assert "Rwp" in capsys.readouterr().out

@@ -46,6 +46,12 @@ def refine(
         "--restrain-composition",
         help="Composition restraint FORMULA[:WEIGHT] (weight = 1/σ per atom fraction, default 100).",
     ),
+    engine: str = typer.Option(
+        "xrdsolve",
+        "--engine",
+        help="Refinement engine: xrdsolve (ours) or gsas (GSAS-II via its scripting API, if installed; "
+        "its project is written to OUTPUT/gsas2).",
+    ),
 ) -> None:
     """Refine the phases in MODEL.cif files against PATTERN; write summary.json, refined CIFs, fit.png, fit.xye."""
     from matplotlib.figure import Figure
@@ -57,6 +63,8 @@ def refine(
     from xrdsolve.refine.rietveld import RefineOptions
     from xrdsolve.refine.rietveld import refine as run_refine
 
+    if engine not in ("xrdsolve", "gsas"):
+        raise typer.BadParameter(f"--engine {engine!r}: expected xrdsolve or gsas")
     inst = None
     if instrument is not None:
         from xrdsolve.conditioning.readers.gsas_instprm import read_instrument
@@ -76,11 +84,32 @@ def refine(
         n_background=n_background, two_theta_min=two_theta_min, two_theta_max=two_theta_max, fix=tuple(fix)
     )
     occ = _occupancy_options(refine_occupancy, mix, exchange, restrain_composition)
-    result = run_refine(pat, structures, instrument=inst, radiation=rad, options=opts, names=names, **occ)
     output.mkdir(parents=True, exist_ok=True)
+    if engine == "gsas":
+        from xrdsolve.refine.gsas import refine_gsas
+
+        if occ:
+            raise typer.BadParameter(
+                "--engine gsas does not take occupancy options (--refine-occupancy, --mix, ...)"
+            )
+        result = refine_gsas(
+            pat,
+            structures,
+            instrument=inst,
+            radiation=rad,
+            workdir=output / "gsas2",
+            two_theta_min=two_theta_min,
+            two_theta_max=two_theta_max,
+            n_background=n_background,
+            fix=tuple(fix),
+            names=names,
+        )
+    else:
+        result = run_refine(pat, structures, instrument=inst, radiation=rad, options=opts, names=names, **occ)
     summary = result.to_summary_dict()
     summary["pattern"] = str(pattern)
     summary["models"] = [str(m) for m in models]
+    summary["engine"] = engine
     if getattr(result, "occupancy_model", None) is not None:
         summary["occupancy_model"] = result.occupancy_model
     (output / "summary.json").write_text(json.dumps(summary, indent=1, allow_nan=True))
