@@ -96,14 +96,15 @@ def test_setting_kept_or_transformed_to_gsas_standard() -> None:
     """Pnma input is passed as it is; the same structure in the Pbnm setting is transformed to Pnma."""
     from conftest import REAL_DATA
 
+    from xrdsolve.refine.gsas.inputs import g2_setting
     from xrdsolve.refine.params import load_cif
 
     pb = load_cif(REAL_DATA / "pbso4_xray_lab" / "PbSO4.cif")[0]
-    same, symbol = gsas._g2_setting(pb)
+    same, symbol = g2_setting(pb)
     assert symbol == "P n m a" and same is pb
     pbnm = pb.copy()
     pbnm.make_supercell([[0, 0, 1], [1, 0, 0], [0, 1, 0]])  # (a, b, c) -> (c, a, b)
-    back, symbol = gsas._g2_setting(pbnm)
+    back, symbol = g2_setting(pbnm)
     assert symbol == "P n m a"
     np.testing.assert_allclose(back.lattice.abc, pb.lattice.abc, atol=1e-6)
     assert sorted(set(back.labels)) == sorted(set(pbnm.labels))
