@@ -41,6 +41,24 @@ log = logging.getLogger(__name__)
 GSAS_STRATEGY: tuple[Stage, ...] = tuple(s for s in DEFAULT_STRATEGY if "occ" not in s.groups)
 
 
+def gsas_recipe(positions: bool = False, sample_shift: bool = True, cycles: int = 10) -> tuple[Stage, ...]:
+    """The staged recipe of GSAS-II's validation fits (G2_validation.json beside each real case), in our
+    group names: scale + background, + zero, + cell, + profile, + sample shift, + atoms (U, or X U with
+    ``positions``), ``cycles`` GSAS-II cycles each. Use with ``fix=("asym",)`` (SH/L held at the
+    instrument file's value), ``profile=`` the case's "prof" ("sample" or "instrument" with
+    ``sample_broadening=True``) to reproduce those fits."""
+    stages = [
+        Stage("scale+background", ("scale", "background"), cycles),
+        Stage("+zero", ("zero",), cycles),
+        Stage("+cell", ("lattice",), cycles),
+        Stage("+profile", ("profile",), cycles),
+    ]
+    if sample_shift:
+        stages.append(Stage("+sample shift", ("displacement",), cycles))
+    stages.append(Stage("+atoms", ("xyz", "biso") if positions else ("biso",), cycles))
+    return tuple(stages)
+
+
 # ---------------------------------------------------------------------------------------------- refine
 def refine_gsas(
     pattern: PatternLike,
@@ -57,6 +75,7 @@ def refine_gsas(
     refine_displacement: bool | None = None,
     names: Sequence[str] | None = None,
     profile: str = "instrument",
+    sample_broadening: bool = False,
 ) -> RefinementResult:
     """Rietveld refinement of ``structures`` against ``pattern`` with GSAS-II (GSASIIscriptable).
 
@@ -66,7 +85,9 @@ def refine_gsas(
     ``profile``: what the "profile" group refines: ``"instrument"`` (U V W X Y, GSAS-II's sample
     broadening switched off: our engine's peak model) or ``"sample"`` (GSAS-II's isotropic crystallite size
     and microstrain from its defaults, 1 μm and 1000, with the instrument's U V W X Y held: the recipe of
-    GSAS-II's tutorials and of the G2_validation.json fits).
+    GSAS-II's tutorials and of the G2_validation.json fits). ``sample_broadening``: keep GSAS-II's default
+    crystallite size and microstrain (held) with ``profile="instrument"``, as GSAS-II does by default; the
+    G2_validation.json fits of cases with cfg "prof": "instr" were made so (see :func:`gsas_recipe`).
     ``instrument``: an InstrumentParameters from a .prm/.instprm file (start U V W X Y, zero, SH/L,
     polarisation, wavelengths) or None (W from the data). ``workdir``: where the GSAS-II project (.gpx) and
     its input files are written (default: a temporary folder, removed afterwards). 2θ limits in degrees.
@@ -144,7 +165,7 @@ def refine_gsas(
                 atom.refinement_flags = ""
             if len(g2phases) == 1:
                 p.set_HAP_refinements({"Scale": False}, histograms=[hist])
-            if setup.profile == "instrument":
+            if setup.profile == "instrument" and not sample_broadening:
                 no_sample_broadening(p.data["Histograms"][hist.name])
         hist, g2phases = initial_scale(gpx, g2phases)
         hist, g2phases, logs, rvals = run_stages(gpx, hist, g2phases, plan, held, setup, (lo, hi))
@@ -156,4 +177,4 @@ def refine_gsas(
             tmp.cleanup()
 
 
-__all__ = ["GSAS_STRATEGY", "gsas_available", "refine_gsas"]
+__all__ = ["GSAS_STRATEGY", "gsas_available", "gsas_recipe", "refine_gsas"]

@@ -21,8 +21,8 @@ from ..rietveld import estimate_fwhm
 log = logging.getLogger(__name__)
 
 EIGHT_PI2 = 8.0 * math.pi**2
-
-LORENTZ_START = 0.05
+#: starting Lorentzian X, Y (centidegrees) without an instrument file, as our engine (GSAS-II stalls from 0)
+LORENTZ_START = 0.5
 
 
 # ---------------------------------------------------------------------------------------------- input files
@@ -38,6 +38,8 @@ class InstSetup:
     text: str
     refine_displacement: bool
     profile: str = "instrument"
+    #: no U V W from an instrument file: the profile is refined from a rough start (W from the data)
+    rough_start: bool = True
 
 
 def instrument_file(
@@ -64,15 +66,13 @@ def instrument_file(
         "U": 0.0,
         "V": 0.0,
         "W": (fwhm * 100.0) ** 2 / (8.0 * math.log(2.0)),
-        "X": 0.5,
-        "Y": 0.5,
+        "X": LORENTZ_START,
+        "Y": LORENTZ_START,
         "Z": 0.0,
     }
     has_profile = instrument is not None and all(hasattr(instrument, k) for k in ("U", "V", "W"))
     if has_profile:
         prof = {k: float(getattr(instrument, k, 0.0)) for k in prof}
-    # as our engine: a small Lorentzian to start from (GSAS-II stalls from X = Y = 0 on unknown data)
-    prof["X"], prof["Y"] = max(prof["X"], LORENTZ_START), max(prof["Y"], LORENTZ_START)
     lines = [
         "#GSAS-II instrument parameter file; do not add/delete items!",
         f"Type:{'PNC' if neutron else 'PXC'}",
@@ -92,7 +92,7 @@ def instrument_file(
     lines += [f"{k}:{v:.6f}" for k, v in prof.items()]
     lines.append(f"SH/L:{float(getattr(instrument, 'SH_L', 0.002)):.6f}")
     shift = geometry is Geometry.BRAGG_BRENTANO if refine_displacement is None else refine_displacement
-    return InstSetup(rad, geometry, "\n".join(lines) + "\n", shift)
+    return InstSetup(rad, geometry, "\n".join(lines) + "\n", shift, rough_start=not has_profile)
 
 
 def ops_key(rot: np.ndarray, trans: np.ndarray) -> set[tuple[int, ...]]:

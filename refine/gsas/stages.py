@@ -183,7 +183,8 @@ def run_stages(
     rvals: dict[str, Any] = {}
     held = set(held)
     for stage in plan:
-        if setup.profile == "instrument" and "profile" in stage.groups and "profile" not in groups | held:
+        first_profile = "profile" in stage.groups and "profile" not in groups | held
+        if setup.profile == "instrument" and setup.rough_start and first_profile:
             # GSAS-II's U V W X Y from a rough start fall into a false minimum (U large, W < 0); first the
             # Gaussian width W alone, then W X Y, with the groups refined so far
             for pre in ("profile_w", "profile_wxy"):
