@@ -100,12 +100,12 @@ def phase_result(
     refl = np.asarray(refl, dtype=float)
     ok = (refl[:, 5] >= limits[0]) & (refl[:, 5] <= limits[1]) if len(refl) else np.zeros(0, dtype=bool)
     symops = [SymmOp.from_rotation_and_translation(r, t).as_xyz_str() for r, t in zip(*ops, strict=True)]
-    key = f"{pid}:{hist.id}:Rf"
+    key = f"{pid}:{hist.id}:Rf^2"  # R on F² = I (R_Bragg); ":Rf" is R on |F|
     r_bragg = float(hist.data["data"][0].get(key, float("nan"))) / 100.0
     result = PhaseResult(
         name=g2phase.name,
-        formula=structure.composition.reduced_formula,
-        spacegroup=str(sgdata["SpGrp"]).replace(" ", ""),
+        formula=ph0.formula,
+        spacegroup=ph0.spacegroup_symbol,
         spacegroup_number=ph0.spacegroup_number,
         crystal_system=ph0.crystal_system,
         lattice=lattice,
