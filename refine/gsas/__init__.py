@@ -33,7 +33,7 @@ from ..rietveld import DEFAULT_STRATEGY, Stage
 from .inputs import g2_setting, instrument_file, phase_cif, unique_site_labels, write_xye
 from .results import build_result
 from .runtime import gsas_available, load_scriptable, quiet
-from .stages import GROUPS, initial_scale, no_sample_broadening, run_stages
+from .stages import GROUPS, hold_polar_origin, initial_scale, no_sample_broadening, run_stages
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +167,9 @@ def refine_gsas(
                 p.set_HAP_refinements({"Scale": False}, histograms=[hist])
             if setup.profile == "instrument" and not sample_broadening:
                 no_sample_broadening(p.data["Histograms"][hist.name])
+        if any("xyz" in st.groups for st in plan) and "xyz" not in held:
+            hold_polar_origin(gpx, g2phases, params0)
+            hist, g2phases = gpx.histogram(0), [gpx.phase(p.name) for p in g2phases]
         hist, g2phases = initial_scale(gpx, g2phases)
         hist, g2phases, logs, rvals = run_stages(gpx, hist, g2phases, plan, held, setup, (lo, hi))
         return build_result(

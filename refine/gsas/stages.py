@@ -10,11 +10,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import RefineError
+from ..params import PhaseParameterization
 from ..radiation import Geometry
 from ..results import StageLog
-from ..rietveld import Stage
+from ..rietveld import Stage, polar_fixed_parameters
 from .inputs import InstSetup
-from .runtime import run_refinement
+from .runtime import quiet, run_refinement
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,29 @@ def release(groups: Iterable[str], hist: Any, phases: list[Any], setup: InstSetu
     if "lattice" in g:
         for p in phases:
             p.clear_refinements({"Cell": True})
+
+
+def hold_polar_origin(gpx: Any, g2phases: list[Any], params0: list[PhaseParameterization]) -> list[str]:
+    """Hold one coordinate per polar axis (origin not fixed by the space group), as our engine does, so the
+    normal matrix is not singular when positions are refined; returns the held GSAS-II variable names."""
+    held: list[str] = []
+    for p, ph in zip(g2phases, params0, strict=True):
+        chosen = set(polar_fixed_parameters(ph))
+        if not chosen:
+            continue
+        xyz_idx = ph.block("xyz")
+        pos, row = 0, 0
+        for site in ph.sites:
+            for j, piv in enumerate(site.pivots):
+                if int(xyz_idx[pos + j]) in chosen:
+                    held.append(f"{p.id}::dA{'xyz'[piv]}:{row}")
+            pos += site.n_free_xyz
+            row += len(site.species)
+    if held:
+        with quiet():
+            gpx.add_HoldConstr(held)
+        log.info("GSAS-II backend: polar origin fixed by holding %s", ", ".join(held))
+    return held
 
 
 def no_sample_broadening(hap: dict[str, Any]) -> None:
