@@ -151,6 +151,59 @@ def test_synthetic_rutile_matches_our_engine(tmp_path: Path) -> None:
     assert (tmp_path / "xrdsolve.gpx").exists()
 
 
+def _mp20(n: int) -> list[tuple[str, Structure]]:
+    import csv
+    import io
+    import warnings
+
+    from conftest import STRUCTURE_DATA
+    from pymatgen.io.cif import CifParser
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    rows = list(csv.DictReader(io.StringIO((STRUCTURE_DATA / "mp20_subset" / "test.csv").read_text())))
+    out = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for r in rows:
+            s = CifParser.from_str(r["cif"]).parse_structures(primitive=False)[0]
+            s = SpacegroupAnalyzer(s, symprec=0.01).get_refined_structure()
+            if len(s) > 24:
+                continue
+            s.add_site_property("b_iso", [0.6] * len(s))
+            out.append((r["material_id"], s))
+            if len(out) == n:
+                break
+    return out
+
+
+@needs_gsas
+@pytest.mark.slow
+def test_synthetic_mp20_backend_vs_ours() -> None:
+    """10 MP-20 test structures (≤ 24 atoms), simulated and refined from a +0.3 % cell by both engines:
+    prints one line per structure; Rwp within 1 % absolute in ≥ 80 % and a, b, c within 3 combined esd in
+    ≥ 70 % of the structures (measured 2026-11-25: 9/10 and 8/10; the misses are our engine's)."""
+    rwp_ok = lat_ok = 0
+    cases = _mp20(10)
+    for k, (mid, s) in enumerate(cases):
+        pat = simulate_pattern(s, GRID, INSTRUMENT, seed=k)
+        start = perturbed(s)
+        ours = one_thread(refine, pat, start, instrument=INSTRUMENT)
+        theirs = gsas.refine_gsas(pat, start)
+        lo, lg = ours.phases[0].lattice, theirs.phases[0].lattice
+        dev = {
+            n: (lo[n].value - lg[n].value) / max(float(np.hypot(lo[n].esd, lg[n].esd)), 1e-12) for n in "abc"
+        }
+        rwp_ok += abs(ours.rwp - theirs.rwp) < 0.01
+        lat_ok += all(abs(d) < 3 for d in dev.values())
+        print(
+            f"{mid} {ours.phases[0].spacegroup}: Rwp ours {100 * ours.rwp:.3f} gsas {100 * theirs.rwp:.3f} % "
+            f"({ours.status}/{theirs.status}); (ours-gsas)/esd "
+            + " ".join(f"{n} {d:+.2f}" for n, d in dev.items())
+        )
+    assert rwp_ok >= 0.8 * len(cases), rwp_ok
+    assert lat_ok >= 0.7 * len(cases), lat_ok
+
+
 @needs_gsas
 def test_two_phases_partials_and_weight_fractions() -> None:
     """Rutile + CeO2: per-phase curves from GSAS-II's partials add up to the calculated pattern; both cells
