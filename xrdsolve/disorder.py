@@ -94,8 +94,11 @@ def disorder_models(
     instrument: Any | None = None,
     top: int = 2,
     options: Any | None = None,
+    supercell_parents: int = 1,
+    max_supercells: int = 12,
 ) -> list[dict[str, Any]]:
-    """Disordered (and supercell) models derived from the best ``top`` ordered parents.
+    """Disordered (and supercell) models derived from the best ``top`` ordered parents; ordered supercells
+    (at most ``max_supercells``, highest symmetry first) of the best ``supercell_parents`` only.
 
     Returns one dict per parent: {"parent_index", "disordered": RefinementResult, "order_decision":
     OrderDecision | None, "occupancy_model": dict}. Empty for mode "off" or a trivial plan.
@@ -132,7 +135,7 @@ def disorder_models(
             entry["error"] = str(exc)
             out.append(entry)
             continue
-        if max_mult >= 2 and len(plan.vacancies) == 1 and refine_sites:
+        if max_mult >= 2 and len(plan.vacancies) == 1 and refine_sites and i < supercell_parents:
             el, frac = next(iter(plan.vacancies.items()))
             # vacancies may order over all sites of the element, whatever their labels in the parent
             pooled = parent.copy()
@@ -148,6 +151,7 @@ def disorder_models(
                     max_mult=max_mult,
                     instrument=instrument,
                     options=options,
+                    max_candidates=max_supercells,
                 )
             except Exception as exc:
                 entry["supercell_error"] = str(exc)

@@ -39,6 +39,16 @@ SCREEN_STAGES = (
 )
 #: Share of the time left after proposing candidates that screening may use under a time budget.
 SCREEN_SHARE = 0.4
+#: Share of the time budget left that generator sampling may use (the first target is always sampled).
+GENERATOR_SHARE = 0.2
+#: Screening order of candidate sources (lower first).
+SOURCE_PRIORITY = {
+    "enumerated+indexing": 0,
+    "random+indexing": 1,
+    "generator": 2,
+    "random": 3,
+    "enumerated": 3,
+}
 #: Smallest M20 of an indexing solution the pipeline trusts.
 MIN_M20 = 8.0
 
@@ -82,6 +92,13 @@ class _Pool:
 
     def __len__(self) -> int:
         return len(self.structures)
+
+    def prioritised(self) -> _Pool:
+        """The same candidates, those built in an indexed cell first (enumerated Wyckoff sets, then random),
+        then generator samples, then cells drawn from the composition: under a time budget, screening works
+        through the pool in this order."""
+        order = sorted(range(len(self)), key=lambda i: SOURCE_PRIORITY.get(self.provenance[i]["source"], 9))
+        return _Pool([self.structures[i] for i in order], [self.provenance[i] for i in order])
 
 
 class _Clock:
@@ -168,8 +185,10 @@ def _generator_candidates(
     seed: int,
     targets: Sequence[tuple[Any, int]],
     tried: dict[str, Any],
+    stop_at: float | None = None,
 ) -> list[tuple[Structure, dict[str, Any]]]:
-    """Samples of the shipped generator; empty (with the reason recorded) when it is not available."""
+    """Samples of the shipped generator; empty (with the reason recorded) when it is not available.
+    With ``stop_at`` (a ``time.perf_counter()`` value) targets after the first are skipped once it has passed."""
     try:
         from xrdsolve.generate import sample  # type: ignore[attr-defined]
         from xrdsolve.generate.weights import default_weights_dir
@@ -181,7 +200,11 @@ def _generator_candidates(
         return []
     out: list[tuple[Structure, dict[str, Any]]] = []
     per = max(1, n // max(len(targets), 1))
+    skipped = 0
     for i, (lat, z) in enumerate(targets):
+        if i > 0 and stop_at is not None and time.perf_counter() > stop_at:
+            skipped = len(targets) - i
+            break
         cell_content = comp.reduced_composition * z
         try:
             structures = sample(pattern, cell_content, n=per, seed=seed + i, lattice=lat)
@@ -193,6 +216,8 @@ def _generator_candidates(
                 (s, {"source": "generator", "seed": seed + i, "z": z, "lattice_given": lat is not None})
             )
     tried["generator"] = {"used": True, "samples": len(out)}
+    if skipped:
+        tried["generator"]["time_budget"] = f"{skipped} of {len(targets)} cell/Z targets not sampled"
     return out
 
 
@@ -202,6 +227,7 @@ def _propose(
     cells: Sequence[Any],
     options: SolveOptions,
     tried: dict[str, Any],
+    stop_generator_at: float | None = None,
 ) -> _Pool:
     pool = _Pool()
     # (cell, Z, hinted groups, crystal systems, weight): earlier cells and likelier Z get more candidates
@@ -217,7 +243,9 @@ def _propose(
     n_random = options.n_candidates
     if options.use_generator:
         targets = [(None if c is None else c.lattice(), z) for c, z, *_ in plans[:4]]
-        gen = _generator_candidates(pattern, comp, options.n_candidates // 2, options.seed, targets, tried)
+        gen = _generator_candidates(
+            pattern, comp, options.n_candidates // 2, options.seed, targets, tried, stop_generator_at
+        )
         for s, prov in gen:
             pool.add(s, prov)
         n_random = max(options.n_candidates - len(gen), options.n_candidates // 2)
@@ -238,6 +266,7 @@ def _propose(
             )
         for s, spec in drawn:
             pool.add(s, _provenance(spec, cell))
+    pool = pool.prioritised()
     tried["candidates"] = {
         "total": len(pool),
         "by_source": {
@@ -395,7 +424,8 @@ def solve(
     for comp_i in compositions:
         share = replace(opts, n_candidates=max(4, opts.n_candidates // len(compositions)))
         tried_i: dict[str, Any] = tried if len(compositions) == 1 else {}
-        part = _propose(pattern, comp_i, cells, share, tried_i)
+        stop_gen = None if clock.budget is None else time.perf_counter() + GENERATOR_SHARE * clock.left()
+        part = _propose(pattern, comp_i, cells, share, tried_i, stop_gen)
         if len(compositions) > 1:
             tried.setdefault("by_composition", {})[comp_i.reduced_formula] = {
                 k: tried_i[k] for k in ("generator", "candidates") if k in tried_i
