@@ -284,6 +284,11 @@ class OrderDecision:
     ordered_results: list[Any]
     statistics: dict[str, Any] = field(default_factory=dict)
 
+    def result_for(self, label: str) -> Any:
+        """The refinement result of the ordered candidate labelled ``label``."""
+        labels = [c["label"] for c in self.statistics["candidates"]]
+        return self.ordered_results[labels.index(label)]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "decision": "ordered" if self.ordered else "disordered",
@@ -400,9 +405,8 @@ def write_order_outputs(decision: OrderDecision, directory: Any) -> dict[str, st
     (out / "disordered.cif").write_text(decision.disordered_result.to_cif(0))
     for cand in decision.statistics.get("candidates", []):
         label = cand["label"]
-        res = decision.ordered_results[[c["label"] for c in decision.statistics["candidates"]].index(label)]
         path = out / f"supercell_{label}.cif"
-        path.write_text(res.to_cif(0))
+        path.write_text(decision.result_for(label).to_cif(0))
         paths[label] = str(path)
     (out / "order_decision.json").write_text(json.dumps(decision.to_dict(), indent=1, default=float))
     paths["decision"] = str(out / "order_decision.json")

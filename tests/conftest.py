@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,3 +42,44 @@ def _restore_torch_threads():
     yield
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+
+
+def mp20_test_structures(n: int, max_atoms: int = 24, b_iso: float = 0.6) -> list[tuple[str, Any]]:
+    """The first ``n`` MP-20 test rows with at most ``max_atoms`` atoms in the conventional (refined) cell, as
+    (material_id, Structure) with B_iso = ``b_iso`` Å² on every site."""
+    import csv
+    import io
+    import warnings
+
+    from pymatgen.io.cif import CifParser
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    rows = list(csv.DictReader(io.StringIO((STRUCTURE_DATA / "mp20_subset" / "test.csv").read_text())))
+    out = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for r in rows:
+            s = CifParser.from_str(r["cif"]).parse_structures(primitive=False)[0]
+            s = SpacegroupAnalyzer(s, symprec=0.01).get_refined_structure()
+            if len(s) > max_atoms:
+                continue
+            s.add_site_property("b_iso", [b_iso] * len(s))
+            out.append((r["material_id"], s))
+            if len(out) == n:
+                break
+    return out
+
+
+def load_real_case(real_data: Path, real_manifest: Any, case: str) -> tuple[Any, Any, Any, dict, dict]:
+    """(pattern, first structure, instrument, manifest cfg, G2_validation.json) of one real case."""
+    from xrdsolve.conditioning.io import read_pattern
+    from xrdsolve.conditioning.readers.gsas_instprm import read_instrument
+    from xrdsolve.refine.params import load_cif
+
+    entry = next(c for c in real_manifest if c["case"] == case)
+    cfg, d = entry["cfg"], real_data / case
+    g2 = json.loads((d / "G2_validation.json").read_text())
+    inst = read_instrument(d / cfg["inst"])
+    pattern = read_pattern(d / cfg["pattern"], radiation=inst.radiation)
+    structure = load_cif(d / cfg["cifs"][0])[0]
+    return pattern, structure, inst, cfg, g2

@@ -84,9 +84,7 @@ def fe09o_ranked():
 
     pat = simulate_pattern(_feo(0.9), np.arange(20.0, 100.0, 0.02), seed=5)
     res = refine(pat, _feo(1.0, a=4.305))
-    cand = Candidate(
-        1, res.phases[0].structure, res.rwp, res.rp, res.gof, {"source": "test"}, _score(res), res
-    )
+    cand = Candidate.from_result(res, {"source": "test"}, rank=1, score=_score(res))
     return pat, cand
 
 

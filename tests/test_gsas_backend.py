@@ -152,28 +152,9 @@ def test_synthetic_rutile_matches_our_engine(tmp_path: Path) -> None:
 
 
 def _mp20(n: int) -> list[tuple[str, Structure]]:
-    import csv
-    import io
-    import warnings
+    from conftest import mp20_test_structures
 
-    from conftest import STRUCTURE_DATA
-    from pymatgen.io.cif import CifParser
-    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
-
-    rows = list(csv.DictReader(io.StringIO((STRUCTURE_DATA / "mp20_subset" / "test.csv").read_text())))
-    out = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for r in rows:
-            s = CifParser.from_str(r["cif"]).parse_structures(primitive=False)[0]
-            s = SpacegroupAnalyzer(s, symprec=0.01).get_refined_structure()
-            if len(s) > 24:
-                continue
-            s.add_site_property("b_iso", [0.6] * len(s))
-            out.append((r["material_id"], s))
-            if len(out) == n:
-                break
-    return out
+    return mp20_test_structures(n)
 
 
 @needs_gsas
@@ -258,16 +239,9 @@ def test_polar_origin_held_not_singular() -> None:
 def _real_case(
     real_data: Path, real_manifest: Any, case: str
 ) -> tuple[Any, Any, Any, dict[str, Any], dict[str, Any]]:
-    from xrdsolve.conditioning.io import read_pattern
-    from xrdsolve.conditioning.readers.gsas_instprm import read_instrument
-    from xrdsolve.refine.params import load_cif
+    from conftest import load_real_case
 
-    entry = next(c for c in real_manifest if c["case"] == case)
-    cfg, d = entry["cfg"], real_data / case
-    g2 = json.loads((d / "G2_validation.json").read_text())
-    inst = read_instrument(d / cfg["inst"])
-    pattern = read_pattern(d / cfg["pattern"], radiation=inst.radiation)
-    structure = load_cif(d / cfg["cifs"][0])[0]
+    pattern, structure, inst, cfg, g2 = load_real_case(real_data, real_manifest, case)
     if Path(cfg["inst"]).suffix.lower() == ".prm":
         # GSAS-II's importer of GSAS-I .prm files drops the S/L, H/L asymmetry and keeps its default SH/L
         inst = dataclasses.replace(inst, SH_L=G2_DEFAULT_SH_L)

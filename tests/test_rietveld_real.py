@@ -4,16 +4,13 @@ sample shift only where GSAS-II refined it. Slow: about 1–3 min CPU per case."
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from conftest import load_real_case
 
-from xrdsolve.conditioning.io import read_pattern
-from xrdsolve.conditioning.readers.gsas_instprm import read_instrument
-from xrdsolve.refine.params import load_cif
 from xrdsolve.refine.rietveld import DEFAULT_STRATEGY, RefineOptions, Stage, refine
 
 #: Rwp may be lower than GSAS-II's, not more than 5 % (relative) higher; lattice within 0.05 % of its values
@@ -44,12 +41,7 @@ def gsas_like_options(cfg: dict[str, Any], g2: dict[str, Any]) -> RefineOptions:
 
 
 def run_case(real_data: Path, real_manifest: Any, case: str) -> tuple[Any, dict[str, Any]]:
-    entry = next(c for c in real_manifest if c["case"] == case)
-    cfg, d = entry["cfg"], real_data / case
-    g2 = json.loads((d / "G2_validation.json").read_text())
-    inst = read_instrument(d / cfg["inst"])
-    pattern = read_pattern(d / cfg["pattern"], radiation=inst.radiation)
-    structure = load_cif(d / cfg["cifs"][0])[0]
+    pattern, structure, inst, cfg, g2 = load_real_case(real_data, real_manifest, case)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

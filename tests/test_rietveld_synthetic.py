@@ -4,19 +4,14 @@ true parameters within 3 esd and the GoF distribution. Slow (minutes)."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import time
-import warnings
 
 import numpy as np
 import pytest
 import torch
-from conftest import STRUCTURE_DATA
+from conftest import mp20_test_structures
 from pymatgen.core import Structure
-from pymatgen.io.cif import CifParser
-from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 from xrdsolve.refine.bench import simulate_pattern
 from xrdsolve.refine.params import lattice_parameters, parameterize
@@ -33,20 +28,7 @@ N_STRUCTURES = 50
 
 
 def _structures(n: int) -> list[Structure]:
-    rows = list(csv.DictReader(io.StringIO((STRUCTURE_DATA / "mp20_subset" / "test.csv").read_text())))
-    out = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for r in rows:
-            s = CifParser.from_str(r["cif"]).parse_structures(primitive=False)[0]
-            s = SpacegroupAnalyzer(s, symprec=0.01).get_refined_structure()
-            if len(s) > 24:
-                continue
-            s.add_site_property("b_iso", [0.6] * len(s))
-            out.append(s)
-            if len(out) == n:
-                break
-    return out
+    return [s for _, s in mp20_test_structures(n)]
 
 
 @pytest.mark.slow

@@ -213,19 +213,14 @@ def disorder_candidates(
         res = entry["disordered"]
         record.update(rwp=float(res.rwp), gof=float(res.gof), occupancies=_occupancies(res))
         new.append(
-            Candidate(
-                rank=0,
-                structure=res.phases[0].structure,
-                rwp=float(res.rwp),
-                rp=float(res.rp),
-                gof=float(res.gof),
-                provenance={
+            Candidate.from_result(
+                res,
+                {
                     "source": "disordered",
                     "parent_rank": parent.rank,
                     "occupancies": record["occupancies"],
                     "converged": bool(res.converged),
                 },
-                result=res,
             )
         )
         decision = entry.get("order_decision")
@@ -238,23 +233,17 @@ def disorder_candidates(
             if decision.statistics.get("capped"):
                 messages.append(f"supercells of rank {parent.rank}: {decision.statistics['enumeration']}")
             if decision.ordered and decision.best is not None:
-                labels = [c["label"] for c in decision.statistics["candidates"]]
-                sup = decision.ordered_results[labels.index(decision.best.label)]
+                sup = decision.result_for(decision.best.label)
                 new.append(
-                    Candidate(
-                        rank=0,
-                        structure=sup.phases[0].structure,
-                        rwp=float(sup.rwp),
-                        rp=float(sup.rp),
-                        gof=float(sup.gof),
-                        provenance={
+                    Candidate.from_result(
+                        sup,
+                        {
                             "source": "supercell",
                             "parent_rank": parent.rank,
                             "multiplicity": decision.best.multiplicity,
                             "label": decision.best.label,
                             "converged": bool(sup.converged),
                         },
-                        result=sup,
                     )
                 )
         records.append(record)

@@ -485,15 +485,8 @@ def solve(
     )
     unique = _deduplicate(ranked)
     candidates = [
-        Candidate(
-            rank=n + 1,
-            structure=r.phases[0].structure,
-            rwp=float(r.rwp),
-            rp=float(r.rp),
-            gof=float(r.gof),
-            provenance=prov | {"converged": bool(r.converged), "status": r.status},
-            score=_score(r),
-            result=r,
+        Candidate.from_result(
+            r, prov | {"converged": bool(r.converged), "status": r.status}, rank=n + 1, score=_score(r)
         )
         for n, (r, prov) in enumerate(unique)
     ]

@@ -47,6 +47,22 @@ class Candidate:
     score: float = math.nan
     result: Any = None
 
+    @classmethod
+    def from_result(
+        cls, result: Any, provenance: dict[str, Any], rank: int = 0, score: float = math.nan
+    ) -> Candidate:
+        """A candidate from a refinement result (first phase's refined structure, its Rwp, Rp, GoF)."""
+        return cls(
+            rank=rank,
+            structure=result.phases[0].structure,
+            rwp=float(result.rwp),
+            rp=float(result.rp),
+            gof=float(result.gof),
+            provenance=provenance,
+            score=score,
+            result=result,
+        )
+
     @property
     def formula(self) -> str:
         """Reduced formula; with partial occupancies scaled so the fully occupied elements are integral
