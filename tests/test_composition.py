@@ -136,3 +136,27 @@ def test_compositions_proposed_from_elements_and_cell_volume() -> None:
         propose_compositions("Ti,Ti,O", 62.4)
     with pytest.raises(UsageError, match="unknown element"):
         propose_compositions("Ti,Xx", 62.4)
+
+
+def test_enumeration_puts_one_of_each_distinct_fixed_structure_first_most_open_first() -> None:
+    """LaNbO3 (Z = 1) in a P4/mmm cell: the 64 Wyckoff assignments hold few distinct fixed structures (origin
+    shifts); the perovskite, whose closest contacts are the most open, is the first candidate built."""
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+    from pymatgen.core import Lattice, Structure
+
+    from xrdsolve.random_candidates import distinct_fixed_first, enumerated_symmetric_structures
+
+    cell = (3.91, 3.91, 3.918, 90.0, 90.0, 90.0)
+    combos = wyckoff_combinations(123, [1, 1, 3])
+    ordered = distinct_fixed_first(123, ["La", "Nb", "O"], combos, cell)
+    assert len(ordered) < len(combos)
+    assert all(c in combos for c in ordered)
+    built = enumerated_symmetric_structures(Composition("LaNbO3"), 1, [123], 3, lattice=cell, seed=0)
+    perovskite = Structure.from_spacegroup(
+        "Pm-3m", Lattice.cubic(3.91), ["La", "Nb", "O"], [[0.5, 0.5, 0.5], [0, 0, 0], [0.5, 0, 0]]
+    )
+    matcher = StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3)
+    assert matcher.fit(built[0][0], perovskite)
+    # no two of the fixed assignments built are the same crystal
+    fixed = [s for s, _ in enumerated_symmetric_structures(Composition("LaNbO3"), 1, [123], 8, lattice=cell)]
+    assert not any(matcher.fit(a, b) for i, a in enumerate(fixed[:4]) for b in fixed[i + 1 : 4])

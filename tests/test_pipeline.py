@@ -94,3 +94,20 @@ def test_time_budget_cuts_stages_and_says_so() -> None:
     assert 1 <= rietveld["refined"] < 12
     assert any("time budget" in m for m in sol.messages)
     assert sol.candidates and all(np.isfinite(c.rwp) for c in sol.candidates)
+
+
+def test_write_keeps_every_candidate_when_symmetry_cannot_be_found(tmp_path: Path) -> None:
+    """A refined candidate spglib cannot analyse (two atoms 0.04 Å apart) is written in P1; nothing is lost."""
+    from pymatgen.core import Lattice
+
+    from xrdsolve.solution import Candidate, Solution
+
+    good = Structure.from_file(RUTILE)
+    degenerate = Structure(Lattice.cubic(4.0), ["La", "La", "O"], [[0, 0, 0], [0.01, 0, 0], [0.5, 0.5, 0.5]])
+    sol = Solution(None, [Candidate(1, good, 0.05, 0.04, 1.1), Candidate(2, degenerate, 0.3, 0.2, 4.0)])
+    sol.write(tmp_path, plot=False)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [c["cif"] for c in summary["candidates"]] == ["rank01.cif", "rank02.cif"]
+    assert summary["candidates"][1]["spacegroup"] == "P1"
+    back = Structure.from_file(tmp_path / "rank02.cif")
+    assert len(back) == 3 and back.composition.reduced_formula == degenerate.composition.reduced_formula

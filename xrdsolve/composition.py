@@ -166,7 +166,7 @@ class CompositionProposal:
 
     def summary(self) -> dict[str, object]:
         return {
-            "formula": self.formula.formula.replace(" ", ""),
+            "formula": self.formula.reduced_formula,
             "z": self.z,
             "volume_misfit": round(self.volume_misfit, 4),
             "oxidation_states": self.oxidation_states,

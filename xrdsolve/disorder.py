@@ -94,11 +94,11 @@ def disorder_models(
     instrument: Any | None = None,
     top: int = 2,
     options: Any | None = None,
-    supercell_parents: int = 1,
+    supercell_parent: int | None = 0,
     max_supercells: int = 12,
 ) -> list[dict[str, Any]]:
-    """Disordered (and supercell) models derived from the best ``top`` ordered parents; ordered supercells
-    (at most ``max_supercells``, highest symmetry first) of the best ``supercell_parents`` only.
+    """Disordered (and supercell) models derived from the first ``top`` parents; ordered supercells
+    (at most ``max_supercells``, highest symmetry first) of ``structures[supercell_parent]`` only (None: none).
 
     Returns one dict per parent: {"parent_index", "disordered": RefinementResult, "order_decision":
     OrderDecision | None, "occupancy_model": dict}. Empty for mode "off" or a trivial plan.
@@ -135,7 +135,7 @@ def disorder_models(
             entry["error"] = str(exc)
             out.append(entry)
             continue
-        if max_mult >= 2 and len(plan.vacancies) == 1 and refine_sites and i < supercell_parents:
+        if max_mult >= 2 and len(plan.vacancies) == 1 and refine_sites and i == supercell_parent:
             el, frac = next(iter(plan.vacancies.items()))
             # vacancies may order over all sites of the element, whatever their labels in the parent
             pooled = parent.copy()
@@ -192,8 +192,19 @@ def disorder_candidates(
     from .solution import Candidate
 
     parents = list(ordered[:top])
+    i_sub = smallest_cell_index([c.structure for c in ordered]) if max_mult >= 2 else None
+    sub = None if i_sub is None else ordered[i_sub]
+    if sub is not None and all(sub is not p for p in parents):
+        parents.append(sub)
     models = disorder_models(
-        pattern, [c.structure for c in parents], plan, mode, max_mult, instrument=instrument, top=top
+        pattern,
+        [c.structure for c in parents],
+        plan,
+        mode,
+        max_mult,
+        instrument=instrument,
+        top=len(parents),
+        supercell_parent=None if sub is None else parents.index(sub),
     )
     new: list[Any] = []
     records: list[dict[str, Any]] = []
@@ -248,6 +259,28 @@ def disorder_candidates(
                 )
         records.append(record)
     return new, records, messages
+
+
+def smallest_cell_index(structures: Sequence[Structure]) -> int | None:
+    """Index of the first of ``structures`` (rank order) with the fewest formula units in its primitive cell:
+    the parent whose defect orderings are tested (None for an empty list).
+
+    Ordered supercells are built from the cell of the disordered average. When the pattern has superstructure
+    lines the best ordered (stoichiometric) candidates usually sit in the indexed supercell, where they fit
+    those lines with a distorted arrangement; the average structure is the candidate found in a sub-cell
+    (:func:`xrdsolve.refine.indexing.subcells.strong_subcells`), ranked lower.
+    """
+    best: tuple[float, int] | None = None
+    for i, structure in enumerate(structures):
+        try:
+            prim = structure.get_primitive_structure(tolerance=0.25)
+        except Exception:  # a degenerate cell: judge it by the cell as given
+            prim = structure
+        units = len(prim) / max(prim.composition.reduced_composition.num_atoms, 1e-9)
+        key = (round(units, 3), i)
+        if best is None or key < best:
+            best = key
+    return None if best is None else best[1]
 
 
 def _occupancies(result: Any) -> dict[str, dict[str, dict[str, float]]]:

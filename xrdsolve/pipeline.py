@@ -131,7 +131,19 @@ def _load_pattern(pattern_or_path: Any, radiation: Any) -> Any:
     return pattern
 
 
-def _index(pattern: Any, tried: dict[str, Any], clock: _Clock, options: SolveOptions) -> list[Any]:
+def _index(
+    pattern: Any,
+    tried: dict[str, Any],
+    clock: _Clock,
+    options: SolveOptions,
+    subcells_for: Composition | None = None,
+) -> list[Any]:
+    """Indexed cells with their extinction-compatible space groups, best first: [(CellSolution, [numbers])].
+
+    With ``subcells_for`` (the stoichiometric parent of a vacancy composition) each cell is followed by its
+    sub-cells (axes divided, index ≤ ``options.supercells``) that index the strong lines and hold at least
+    one formula unit: the cell of the disordered average when the indexed cell is an ordered superstructure.
+    """
     from xrdsolve.conditioning.peaks import find_peaks
     from xrdsolve.refine.indexing.extinctions import spacegroup_hints
     from xrdsolve.refine.indexing.indexer import IndexingOptions, index_peaks
@@ -167,6 +179,9 @@ def _index(pattern: Any, tried: dict[str, Any], clock: _Clock, options: SolveOpt
             log.info("space-group hints failed: %s", exc)
             hints = []
         planned.append((cell, [h.number for h in hints]))
+    subcells: list[dict[str, Any]] = []
+    if subcells_for is not None and options.supercells >= 2:
+        planned = _with_subcells(planned, peaks, height, subcells_for, options, subcells)
     tried["indexing"] = {
         "solutions": [c.summary() for c in cells[:5]],
         "used": [
@@ -175,7 +190,43 @@ def _index(pattern: Any, tried: dict[str, Any], clock: _Clock, options: SolveOpt
         ],
         "seconds": round(time.perf_counter() - t0, 2),
     }
+    if subcells:
+        tried["indexing"]["subcells"] = subcells
     return planned
+
+
+def _with_subcells(
+    planned: list[tuple[Any, list[int]]],
+    peaks: Any,
+    height: Any,
+    parent: Composition,
+    options: SolveOptions,
+    record: list[dict[str, Any]],
+) -> list[tuple[Any, list[int]]]:
+    """``planned`` with each cell followed by its strong-line sub-cells (see :func:`_index`); ``record``
+    receives their JSON summaries."""
+    from xrdsolve.refine.indexing.extinctions import spacegroup_hints
+    from xrdsolve.refine.indexing.solution import same_lattice
+    from xrdsolve.refine.indexing.subcells import HOLOHEDRAL_P, strong_subcells
+
+    from .composition import estimated_volume_per_formula
+
+    v_min = math.exp(-0.3) * estimated_volume_per_formula(parent.reduced_composition)
+    out: list[tuple[Any, list[int]]] = []
+    for cell, groups in planned:
+        out.append((cell, groups))
+        for sub in strong_subcells(cell, peaks.two_theta, height, max_index=options.supercells):
+            reduced = sub.cell.reduced_lattice()
+            if sub.cell.volume < v_min or any(same_lattice(reduced, c.reduced_lattice()) for c, _ in out):
+                continue
+            allowed = [
+                h.number for h in spacegroup_hints(sub.cell, peaks, max_hints=230) if h.violations == 0
+            ]
+            first = HOLOHEDRAL_P.get(sub.cell.crystal_system)
+            groups = ([first] if first in allowed else []) + [g for g in allowed if g != first]
+            out.append((sub.cell, groups[: options.max_spacegroups]))
+            record.append(sub.as_dict() | {"of": cell.summary()})
+    return out
 
 
 def _generator_candidates(
@@ -400,7 +451,8 @@ def solve(
 
     bar = tqdm(total=4, desc="solve", unit="stage", disable=not progress, leave=False)
     bar.set_postfix_str("peaks + indexing")
-    cells = _index(pattern, tried, clock, opts)
+    vacancy_parent = plan.parent if plan is not None and plan.vacancies and opts.disorder != "off" else None
+    cells = _index(pattern, tried, clock, opts, subcells_for=vacancy_parent)
     bar.update()
     if tried.get("peaks", {}).get("after_kalpha2_removal", 0) < 3:
         bar.close()
@@ -459,7 +511,15 @@ def solve(
             f"time budget: screened {len(screened)} of {len(pool)} candidates (the rest were not tried)"
         )
     order = sorted(range(len(screened)), key=lambda i: _score(screened[i]))
-    best = [i for i in order if screened[i] is not None and math.isfinite(screened[i].rwp)][: opts.k]
+    finite = [i for i in order if screened[i] is not None and math.isfinite(screened[i].rwp)]
+    best = finite[: opts.k]
+    if vacancy_parent is not None and opts.supercells >= 2 and finite:
+        # the defect orderings start from the smallest cell: keep its best candidate for the final stages
+        from .disorder import smallest_cell_index
+
+        smallest = finite[smallest_cell_index([screened[i].phases[0].structure for i in finite]) or 0]
+        if smallest not in best:
+            best.append(smallest)
     bar.update()
 
     bar.set_postfix_str(f"Rietveld on {len(best)}")

@@ -11,6 +11,7 @@ import logging
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from pymatgen.core import Composition, Structure
@@ -242,6 +243,62 @@ def place_on_wyckoff_sites(
     return None
 
 
+def distinct_fixed_first(
+    spacegroup: int, species: Sequence[str], combos: Sequence[list[list[str]]], lattice: Sequence[float]
+) -> list[list[list[str]]]:
+    """``combos`` reordered: within each number of sites, assignments on sites without free coordinates
+    come first, one per distinct structure (origin shifts of the group's normaliser make many of them the
+    same crystal: LaNbO3 in P4/mmm has 64 assignments of 7 distinct structures) and the most open first
+    (largest smallest ratio of interatomic distance to the sum of covalent radii); assignments with free
+    coordinates follow, in their order."""
+    from pyxtal.symmetry import Group
+
+    try:
+        group = Group(spacegroup)
+    except Exception:
+        return list(combos)
+    dof = {wp.get_label(): wp.get_dof() for wp in group}
+    by_size: dict[int, tuple[list[tuple[float, list[list[str]]]], list[list[list[str]]]]] = {}
+    seen: set[tuple[Any, ...]] = set()
+    for combo in combos:
+        n_sites = sum(len(sites) for sites in combo)
+        fixed, free = by_size.setdefault(n_sites, ([], []))
+        if any(dof.get(label, 1) > 0 for sites in combo for label in sites):
+            free.append(combo)
+            continue
+        structure = place_on_wyckoff_sites(spacegroup, species, combo, lattice, np.random.default_rng(0), 1)
+        if structure is None:
+            continue  # atoms on top of each other whatever the coordinates: never a crystal
+        key, openness = _distance_fingerprint(structure)
+        if key in seen:
+            continue
+        seen.add(key)
+        fixed.append((openness, combo))
+    out: list[list[list[str]]] = []
+    for n_sites in sorted(by_size):
+        fixed, free = by_size[n_sites]
+        out.extend(combo for _, combo in sorted(fixed, key=lambda fc: -fc[0]))
+        out.extend(free)
+    return out
+
+
+def _distance_fingerprint(structure: Structure) -> tuple[tuple[Any, ...], float]:
+    """(Sorted shortest periodic distances per species pair, rounded to 0.01 Å — the same for structures
+    that differ by an origin shift —, smallest distance / sum of covalent radii.)"""
+    dist = structure.lattice.get_all_distances(structure.frac_coords, structure.frac_coords)
+    symbols = [site.specie.symbol for site in structure]
+    radii = np.array([_covalent_radius(sym) for sym in symbols])
+    np.fill_diagonal(dist, np.inf)
+    ratio = float((dist / (radii[:, None] + radii[None, :])).min()) if len(structure) > 1 else 1.0
+    pairs: dict[str, list[float]] = {}
+    for i in range(len(structure)):
+        for j in range(i + 1, len(structure)):
+            pair = "-".join(sorted((symbols[i], symbols[j])))
+            pairs.setdefault(pair, []).append(round(float(dist[i, j]), 2))
+    key = tuple(sorted((pair, tuple(sorted(d))) for pair, d in pairs.items()))
+    return key, ratio
+
+
 def enumerated_symmetric_structures(
     composition: Composition,
     z: int,
@@ -267,7 +324,7 @@ def enumerated_symmetric_structures(
     plan: list[tuple[int, list[list[str]], tuple[int, int, int]]] = []
     for sg in spacegroups:
         perms = _ORTHO_PERMUTATIONS if crystal_system_of(int(sg)) == "orthorhombic" else ((0, 1, 2),)
-        for combo in wyckoff_combinations(int(sg), counts):
+        for combo in distinct_fixed_first(int(sg), species, wyckoff_combinations(int(sg), counts), lattice):
             plan.extend((int(sg), combo, perm) for perm in perms)
     out: list[tuple[Structure, CandidateSpec]] = []
     failed: set[int] = set()

@@ -6,6 +6,7 @@ import base64
 import html
 import io
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,8 @@ from pymatgen.core import Composition, Element, Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 from .jsonio import json_default
+
+log = logging.getLogger(__name__)
 
 
 def spacegroup_symbol(structure: Structure, symprec: float = 0.1) -> tuple[str, int]:
@@ -165,7 +168,16 @@ class Solution:
         paths = []
         for cand in self.candidates[: top or len(self.candidates)]:
             path = out / f"rank{cand.rank:02d}.cif"
-            CifWriter(cand.structure, symprec=0.1).write_file(str(path))
+            try:
+                CifWriter(cand.structure, symprec=0.1).write_file(str(path))
+            except (
+                Exception
+            ) as exc:  # spglib fails on some degenerate cells: write P1 rather than lose the file
+                log.info("rank %d: symmetry not found (%s); CIF written in P1", cand.rank, exc)
+                p1 = cand.structure.copy()
+                for i, site in enumerate(p1):
+                    site.label = f"{site.species.elements[0].symbol}{i + 1}"
+                CifWriter(p1).write_file(str(path))
             paths.append(path)
         return paths
 
@@ -186,10 +198,15 @@ class Solution:
             from xrdsolve.refine.supercells import write_order_outputs
 
             for folder, decision in self.order_decisions:
-                write_order_outputs(decision, out / folder)
+                try:
+                    write_order_outputs(decision, out / folder)
+                except Exception as exc:  # the summary and ranked CIFs are already on disk: keep them
+                    log.warning("could not write %s: %s", out / folder, exc)
         if plot and self.best is not None and self.best.result is not None:
-            fig = self._figure()
-            fig.savefig(out / "fit.png", dpi=150)
+            try:
+                self._figure().savefig(out / "fit.png", dpi=150)
+            except Exception as exc:
+                log.warning("could not draw %s: %s", out / "fit.png", exc)
         return out / "summary.json"
 
     def _figure(self):  # -> matplotlib Figure
