@@ -9,6 +9,7 @@ amorphous hump), weak impurity peaks and Poisson counting noise over 2–3 decad
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,6 +95,15 @@ def _gauss(x: np.ndarray, centre: np.ndarray, width: np.ndarray) -> np.ndarray:
     return np.exp(-0.5 * ((x[None, :] - centre[:, None]) / width[:, None]) ** 2)
 
 
+def symmetric_strain(eps: np.ndarray, rotations: np.ndarray | None) -> np.ndarray:
+    """The part of a symmetric strain ``eps`` (3,3) invariant under Cartesian ``rotations`` (K,3,3):
+    (1/K) Σ R ε Rᵀ. None leaves ``eps`` as it is."""
+    if rotations is None or len(rotations) == 0:
+        return eps
+    r = np.asarray(rotations, dtype=float)
+    return np.asarray(np.einsum("kij,jl,kml->im", r, eps, r) / len(r))
+
+
 def augment_batch(
     lattice: torch.Tensor,
     frac: torch.Tensor,
@@ -101,11 +111,16 @@ def augment_batch(
     mask: torch.Tensor,
     rng: np.random.Generator,
     cfg: AugmentConfig | None = None,
+    rotations: Sequence[np.ndarray | None] | None = None,
 ) -> SimulatedPatterns:
     """Simulate B randomly measured-looking patterns (counts) for crystals given as tensors.
 
     lattice (B,3,3) Å rows a,b,c; frac (B,N,3); species_index (B,N) indices into the physics scattering
     table; mask (B,N). One random radiation and grid per call, other effects random per pattern.
+    ``rotations``: per crystal, the Cartesian rotation matrices (K,3,3) of its point group; the random strain
+    is then averaged over them, so it keeps the crystal's symmetry (a cubic crystal stays metrically cubic,
+    as a measured one would). Without them the strain is a general symmetric tensor (training-time
+    robustness).
     """
     cfg = cfg or AugmentConfig()
     b = lattice.shape[0]
@@ -113,6 +128,8 @@ def augment_batch(
     inst, grid = random_setup(rng, cfg)
     eps = rng.normal(0, cfg.strain, (b, 3, 3))
     eps = 0.5 * (eps + eps.transpose(0, 2, 1))
+    if rotations is not None:
+        eps = np.stack([symmetric_strain(e, r) for e, r in zip(eps, rotations, strict=True)])
     strain = torch.as_tensor(np.eye(3)[None] + eps, dtype=dtype)
     lat = lattice.to(dtype) @ strain
     b_iso = torch.as_tensor(rng.uniform(*cfg.b_iso, b), dtype=dtype)[:, None].expand(mask.shape).clone()

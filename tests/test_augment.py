@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from pymatgen.core import Lattice, Structure
 
@@ -45,3 +46,26 @@ def test_other_radiations_cover_the_q_grid() -> None:
     q = sim.q()
     assert q[0] < 0.35 and q[-1] > 5.9
     assert len(sim.radiation.wavelengths) == 1 and 0.4 <= sim.radiation.wavelengths[0] <= 1.0
+
+
+def test_strain_keeps_the_point_group_when_rotations_are_given() -> None:
+    """Averaged over the cubic point group a random strain is isotropic (the cell stays cubic); over a
+    tetragonal one it keeps a = b and the right angles; without rotations it is left as drawn."""
+    from xrdsolve.conditioning.augment import symmetric_strain
+    from xrdsolve.generate.bench import point_group_rotations
+
+    rng = np.random.default_rng(3)
+    eps = rng.normal(0, 0.004, (3, 3))
+    eps = 0.5 * (eps + eps.T)
+    cubic = symmetric_strain(eps, point_group_rotations(_nacl()))
+    np.testing.assert_allclose(cubic, np.eye(3) * np.trace(eps) / 3, atol=1e-12)
+    rutile = Structure.from_spacegroup(
+        "P4_2/mnm", Lattice.tetragonal(4.59, 2.96), ["Ti", "O"], [[0, 0, 0], [0.3, 0.3, 0]]
+    )
+    strained = Lattice(
+        rutile.lattice.matrix @ (np.eye(3) + symmetric_strain(eps, point_group_rotations(rutile)))
+    )
+    assert strained.a == pytest.approx(strained.b, rel=1e-12)
+    np.testing.assert_allclose(strained.angles, 90.0, atol=1e-9)
+    assert abs(strained.c / strained.a - rutile.lattice.c / rutile.lattice.a) > 1e-5  # c/a may change
+    assert np.array_equal(symmetric_strain(eps, None), eps)

@@ -111,3 +111,25 @@ def test_write_keeps_every_candidate_when_symmetry_cannot_be_found(tmp_path: Pat
     assert summary["candidates"][1]["spacegroup"] == "P1"
     back = Structure.from_file(tmp_path / "rank02.cif")
     assert len(back) == 3 and back.composition.reduced_formula == degenerate.composition.reduced_formula
+
+
+def test_indexing_survives_weak_impurity_lines() -> None:
+    """NaCl with three weak lines of no lattice (≈ 4 % of the strongest, as an impurity gives): the search that
+    must index every line finds no good cell, the retry allowing up to three unindexed lines finds cubic F."""
+    from pymatgen.core import Lattice
+
+    from xrdsolve.pipeline import SolveOptions, _Clock, _index
+    from xrdsolve.refine.bench import simulate_pattern
+
+    nacl = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    tt = np.arange(10.0, 100.0, 0.02)
+    y = simulate_pattern(nacl, tt, seed=4).intensity.astype(float)
+    for centre in (24.70, 29.86, 36.41):
+        y += 0.04 * y.max() * np.exp(-0.5 * ((tt - centre) / 0.05) ** 2)
+    pattern = Pattern.from_arrays(tt, np.round(y), radiation="CuKa", counts=True)
+    tried: dict = {}
+    cells = _index(pattern, tried, _Clock(None), SolveOptions())
+    best = cells[0][0]
+    assert best.crystal_system == "cubic" and best.centring == "F"
+    assert best.a == pytest.approx(5.64, abs=0.01) and best.n_unindexed == 3
+    assert tried["indexing_unindexed_lines"]["allowed"] >= 3

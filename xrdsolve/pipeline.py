@@ -51,6 +51,9 @@ SOURCE_PRIORITY = {
 }
 #: Smallest M20 of an indexing solution the pipeline trusts.
 MIN_M20 = 8.0
+#: Below this M20 of the best cell, indexing is repeated allowing a few unindexed (impurity) lines
+#: (spurious low-symmetry cells reach M20 of 20–40 on a dozen lines).
+IMPURITY_RETRY_M20 = 100.0
 
 
 @dataclass
@@ -162,9 +165,22 @@ def _index(
     time_limit = 60.0 if clock.budget is None else max(3.0, 0.3 * clock.left())
     try:
         peaks = Peaks.from_two_theta(tt, float(wavelengths[0]), height)
-        cells = index_peaks(peaks, IndexingOptions(time_limit=time_limit, max_solutions=10))
     except IndexingError as exc:
         tried["indexing"] = {"error": str(exc)}
+        return []
+    try:
+        cells = index_peaks(peaks, IndexingOptions(time_limit=time_limit, max_solutions=10))
+    except IndexingError as exc:
+        cells = []
+        error = str(exc)
+    else:
+        error = ""
+    if (not cells or cells[0].m20 < IMPURITY_RETRY_M20) and tt.size >= 8:
+        # weak impurity lines (or a split peak) defeat a search that must index every line: try the
+        # high-symmetry systems again allowing a few unindexed lines, and keep the better ranked cells
+        cells = _index_with_unindexed(peaks, cells, min(0.5 * time_limit, 15.0), tried)
+    if not cells:
+        tried["indexing"] = {"error": error or "no cell found"}
         return []
     good = [c for c in cells if c.m20 >= MIN_M20][: options.max_cells]
     planned = []
@@ -193,6 +209,40 @@ def _index(
     if subcells:
         tried["indexing"]["subcells"] = subcells
     return planned
+
+
+def _index_with_unindexed(
+    peaks: Any, cells: list[Any], time_limit: float, tried: dict[str, Any]
+) -> list[Any]:
+    """``cells`` merged with cubic/tetragonal/hexagonal solutions that leave up to 3 lines (≤ 1 in 4)
+    unindexed, re-ranked (:func:`xrdsolve.refine.indexing.indexer.ranking_merit`)."""
+    from xrdsolve.refine.indexing.indexer import IndexingOptions, index_peaks, rank_solutions
+    from xrdsolve.refine.indexing.observations import IndexingError
+    from xrdsolve.refine.indexing.solution import same_lattice
+
+    allowed = min(3, len(peaks) // 4)
+    try:
+        extra = index_peaks(
+            peaks,
+            IndexingOptions(
+                systems=("cubic", "tetragonal", "hexagonal"),
+                max_unindexed=allowed,
+                time_limit=time_limit,
+                max_solutions=10,
+            ),
+        )
+    except IndexingError:
+        return cells
+    tried["indexing_unindexed_lines"] = {"allowed": allowed, "found": len(extra)}
+    merged = rank_solutions([*cells, *extra], 10)
+    if not merged:
+        return merged
+    # the best of each search is kept among the first two cells: which one is right is for the fits to say
+    # (a wrong high-symmetry cell that leaves lines unindexed can out-rank a true low-symmetry one on M20)
+    first = merged[0].reduced_lattice()
+    runner = [c for c in (*cells[:1], *extra[:1]) if not same_lattice(c.reduced_lattice(), first)][:1]
+    head = [merged[0], *runner]
+    return head + [c for c in merged[1:] if all(c is not h for h in head)]
 
 
 def _with_subcells(

@@ -146,7 +146,7 @@ def index_peaks(
             break
         if not opts.exhaustive and any(s.m20 >= opts.stop_m20 for s in found):
             break
-    return _rank(found, opts.max_solutions, precision=opts.tol / 3.0)
+    return rank_solutions(found, opts.max_solutions, precision=opts.tol / 3.0)
 
 
 def _shells(opts: IndexingOptions) -> list[tuple[float, float]]:
@@ -316,7 +316,9 @@ def ranking_merit(solution: CellSolution, precision: float) -> float:
     return solution.m20 * min(1.0, solution.f_delta / precision)
 
 
-def _rank(found: Sequence[CellSolution], max_solutions: int, precision: float = 0.01) -> list[CellSolution]:
+def rank_solutions(
+    found: Sequence[CellSolution], max_solutions: int, precision: float = 0.01
+) -> list[CellSolution]:
     """Deduplicate by reduced primitive lattice (keeping the highest symmetry, found first) and sort by
     :func:`ranking_merit`."""
     sym_rank: dict[str, int] = {name: i for i, name in enumerate(SYSTEMS)}

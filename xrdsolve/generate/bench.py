@@ -36,8 +36,20 @@ from .trainset import PackedStructures, physics_species
 log = logging.getLogger(__name__)
 
 
+def point_group_rotations(structure: Structure) -> np.ndarray | None:
+    """Cartesian rotation matrices (K,3,3) of ``structure``'s point group (spglib, 0.01 Å), None if unknown."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    try:
+        ops = SpacegroupAnalyzer(structure, symprec=0.01).get_symmetry_operations(cartesian=True)
+    except Exception:
+        return None
+    return np.stack([op.rotation_matrix for op in ops])
+
+
 def simulate_patterns(structures: Sequence[Structure], seed: int = 0, chunk: int = 24) -> list[Pattern]:
-    """Measured-looking Cu Kα patterns (2θ 5–90°) of ``structures`` with randomised instrument effects."""
+    """Measured-looking Cu Kα patterns (2θ 5–90°) of ``structures`` with randomised instrument effects; the
+    random lattice strain keeps each structure's point-group symmetry (a measured cubic phase is cubic)."""
     rng = np.random.default_rng(seed)
     aug = AugmentConfig(p_cu=1.0, cu_range=(5.0, 90.0))
     n_max = max(len(s) for s in structures)
@@ -46,7 +58,8 @@ def simulate_patterns(structures: Sequence[Structure], seed: int = 0, chunk: int
     for start in range(0, len(structures), chunk):
         b = pack.batch(np.arange(start, min(start + chunk, len(structures))))
         sp = torch.as_tensor(physics_species(b.species.numpy()))
-        sim = augment_batch(b.lattice, b.frac, sp, b.mask, rng, aug)
+        rotations = [point_group_rotations(s) for s in structures[start : start + chunk]]
+        sim = augment_batch(b.lattice, b.frac, sp, b.mask, rng, aug, rotations=rotations)
         for row in sim.intensity:
             out.append(
                 Pattern.from_arrays(sim.two_theta, row, radiation=Radiation.parse("CuKa"), counts=True)
