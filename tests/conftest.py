@@ -83,3 +83,14 @@ def load_real_case(real_data: Path, real_manifest: Any, case: str) -> tuple[Any,
     pattern = read_pattern(d / cfg["pattern"], radiation=inst.radiation)
     structure = load_cif(d / cfg["cifs"][0])[0]
     return pattern, structure, inst, cfg, g2
+
+
+def rutile() -> Any:
+    """Rutile TiO2 (P4₂/mnm, a 4.5937, c 2.9587 Å, O x 0.3048) with B_iso Ti 0.5, O 0.7 Å²."""
+    from pymatgen.core import Lattice, Structure
+
+    s = Structure.from_spacegroup(
+        "P4_2/mnm", Lattice.tetragonal(4.5937, 2.9587), ["Ti", "O"], [[0, 0, 0], [0.3048, 0.3048, 0]]
+    )
+    s.add_site_property("b_iso", [0.5 if str(site.specie) == "Ti" else 0.7 for site in s])
+    return s

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from conftest import rutile
 from pymatgen.core import Lattice, Structure
 
 from xrdsolve.refine import gsas
@@ -30,14 +31,6 @@ INSTRUMENT = Instrument.lab("CuKa", anomalous=True)
 GRID = np.arange(15.0, 120.0, 0.02)
 #: SH/L GSAS-II gives a histogram whose instrument file does not set it (its .prm importer ignores S/L, H/L)
 G2_DEFAULT_SH_L = 0.002
-
-
-def rutile() -> Structure:
-    s = Structure.from_spacegroup(
-        "P4_2/mnm", Lattice.tetragonal(4.5937, 2.9587), ["Ti", "O"], [[0, 0, 0], [0.3048, 0.3048, 0]]
-    )
-    s.add_site_property("b_iso", [0.5 if str(site.specie) == "Ti" else 0.7 for site in s])
-    return s
 
 
 def ceria() -> Structure:

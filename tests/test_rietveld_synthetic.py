@@ -105,15 +105,12 @@ def test_lattice_esds_match_the_scatter_over_noise_realisations() -> None:
     values (ratio within 0.6–1.6, the sampling spread of a 20-sample standard deviation being ≈ 16 %).
     Measured 2026-11-26: std(a) 1.92e-4 Å vs mean esd 1.93e-4, std(c) 1.23e-4 vs 1.22e-4; GSAS-II 2.0 on
     the same patterns reports 4.2e-5 Å for a scatter of 1.4e-4 (its cell esds are ≈ 3.4× too small here)."""
-    from pymatgen.core import Lattice
+    from conftest import rutile
 
     from xrdsolve.refine.physics import Instrument
     from xrdsolve.refine.rietveld import refine
 
-    truth = Structure.from_spacegroup(
-        "P4_2/mnm", Lattice.tetragonal(4.5937, 2.9587), ["Ti", "O"], [[0, 0, 0], [0.3048, 0.3048, 0]]
-    )
-    truth.add_site_property("b_iso", [0.5 if str(site.specie) == "Ti" else 0.7 for site in truth])
+    truth = rutile()
     start = truth.copy()
     start.scale_lattice(truth.volume * 1.003**3)
     instrument = Instrument.lab("CuKa", anomalous=True)

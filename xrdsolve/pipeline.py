@@ -275,7 +275,7 @@ def _with_subcells(
             first = HOLOHEDRAL_P.get(sub.cell.crystal_system)
             groups = ([first] if first in allowed else []) + [g for g in allowed if g != first]
             out.append((sub.cell, groups[: options.max_spacegroups]))
-            record.append(sub.as_dict() | {"of": cell.summary()})
+            record.append(sub.as_dict())
     return out
 
 

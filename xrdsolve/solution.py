@@ -170,9 +170,8 @@ class Solution:
             path = out / f"rank{cand.rank:02d}.cif"
             try:
                 CifWriter(cand.structure, symprec=0.1).write_file(str(path))
-            except (
-                Exception
-            ) as exc:  # spglib fails on some degenerate cells: write P1 rather than lose the file
+            except Exception as exc:
+                # spglib fails on some degenerate cells: write P1 rather than lose the file
                 log.info("rank %d: symmetry not found (%s); CIF written in P1", cand.rank, exc)
                 p1 = cand.structure.copy()
                 for i, site in enumerate(p1):

@@ -58,6 +58,7 @@ class SubCell:
             "volume": self.cell.volume,
             "height_fraction": round(self.height_fraction, 4),
             "lines_indexed": f"{self.n_indexed}/{self.n_lines}",
+            "of": self.parent.summary(),
         }
 
 
