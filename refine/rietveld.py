@@ -97,6 +97,9 @@ class RefineOptions:
     stage_ftol: float = 1e-4
     #: extra Gaussian FWHM (degrees) schedule used the first time the lattice is refined (coarse to fine)
     lattice_annealing: Sequence[float] = (0.8, 0.4, 0.2)
+    #: further annealing schedules, each a complete staged run from the same start; every candidate keeps the
+    #: run with the lowest final χ² (escapes the local minima of pseudo-symmetric cells and overlapping peaks)
+    annealing_restarts: Sequence[Sequence[float]] = ((1.6, 0.8, 0.4, 0.2),)
     #: ``time.perf_counter()`` value after which no LM iteration starts and intermediate stages are skipped
     #: (the last stage still computes the esds at the parameters reached); None: no limit
     deadline: float | None = None
@@ -559,46 +562,129 @@ def _run(
     options: RefineOptions,
     start: Mapping[str, float],
 ) -> tuple[Tensor, LMResult | None, list[list[Any]], Tensor]:
-    """Staged refinement of every candidate; returns theta, last LM result, per-candidate stage logs, dead mask."""
-    from .results import StageLog
+    """Staged refinement of every candidate; returns theta, last LM result, per-candidate stage logs, dead mask.
 
+    The staged strategy runs once with ``options.lattice_annealing`` and once more from the same start for every
+    schedule in ``options.annealing_restarts`` (while the deadline allows); each candidate keeps the run that
+    ends with the lowest χ² (its stage log says which)."""
     y = model.observed_row(0)[0]
     fwhm = estimate_fwhm(model.two_theta.numpy(), y) if "W" not in start else 0.1
-    theta, lower, upper = _initial_theta(model, start, fwhm)
-    model.update_hkl(theta)
-    theta = _initial_scale(model, theta)
-    bsz = model.batch_size
-    dead = torch.zeros(bsz, dtype=torch.bool)
+    theta0, lower, upper = _initial_theta(model, start, fwhm)
+    model.update_hkl(theta0)
+    theta0 = _initial_scale(model, theta0)
     fixed = set(options.fix)
     refine_disp = options.refine_displacement
     if refine_disp is None:
         refine_disp = model.instrument.geometry is Geometry.BRAGG_BRENTANO
     if not refine_disp:
         fixed.add("displacement")
-    logs: list[list[StageLog]] = [[] for _ in range(bsz)]
-    stats = model.statistics(theta)
-    for b in range(bsz):
-        logs[b].append(
-            StageLog("start", (), float(stats["rwp"][b]), float(stats["chi2"][b]), 0, True, "start")
-        )
-    jac_fn = None
-    if options.jacobian == "analytic":
-        jac_fn = functools.partial(model_jacobian, model, max_rows=options.max_jacobian_rows)
     polar = (
         _polar_mask(model)
         if options.fix_polar_origin
-        else torch.zeros(bsz, model.layout.total, dtype=torch.bool)
+        else torch.zeros(model.batch_size, model.layout.total, dtype=torch.bool)
     )
     # stages that free nothing new are skipped; the last effective one also computes the covariance
-    stages = []
+    stages: list[tuple[Stage, set[str]]] = []
     groups: set[str] = set()
-    prev = torch.zeros(bsz, model.layout.total, dtype=torch.bool)
+    prev = torch.zeros(model.batch_size, model.layout.total, dtype=torch.bool)
     for stage in options.strategy:
         groups |= set(stage.groups)
         mask = _free_mask(model, groups, fixed) & ~polar
         if bool((mask & ~prev).any()):
             stages.append((stage, set(groups)))
         prev = mask
+    bounds = (lower, upper)
+    best = _staged(model, options, theta0, bounds, stages, fixed, polar, options.lattice_annealing, "")
+    for schedule in options.annealing_restarts:
+        if options.deadline is not None and time.perf_counter() > options.deadline:
+            log.info("deadline passed: annealing restart %s skipped", tuple(schedule))
+            break
+        label = " [annealing " + ", ".join(f"{x:g}" for x in schedule) + "°]"
+        other = _staged(model, options, theta0, bounds, stages, fixed, polar, schedule, label)
+        best = _keep_lower_chi2(best, other)
+    outcome = best[0]
+    model.update_hkl(outcome[0])
+    return outcome
+
+
+def _final_chi2(model: RietveldModel, theta: Tensor, dead: Tensor) -> Tensor:
+    """(B,) χ² at ``theta``; +inf for diverged candidates and non-finite values."""
+    with torch.no_grad():
+        model.update_hkl(theta)
+        chi2 = model.statistics(theta)["chi2"]
+    return torch.where(dead | ~torch.isfinite(chi2), torch.full_like(chi2, math.inf), chi2)
+
+
+_RunOutcome = tuple[Tensor, LMResult | None, list[list[Any]], Tensor]
+
+
+def _keep_lower_chi2(
+    a: tuple[_RunOutcome, Tensor], b: tuple[_RunOutcome, Tensor]
+) -> tuple[_RunOutcome, Tensor]:
+    """Per candidate, the run (theta, last LM result, logs, dead) with the lower final χ²."""
+    (ta, la, loga, deada), chia = a
+    (tb, lb, logb, deadb), chib = b
+    take = chib < chia
+    if not bool(take.any()):
+        return a
+    theta = torch.where(take[:, None], tb, ta)
+    dead = torch.where(take, deadb, deada)
+    logs = [logb[i] if bool(take[i]) else loga[i] for i in range(len(loga))]
+    last = la if lb is None else lb if la is None else _merge_lm(la, lb, take)
+    return (theta, last, logs, dead), torch.where(take, chib, chia)
+
+
+def _merge_lm(a: LMResult, b: LMResult, take: Tensor) -> LMResult:
+    """Row-wise merge of two LM results of the same batch: rows where ``take`` come from ``b``."""
+    merged: dict[str, Any] = {}
+    for f in dataclasses.fields(a):
+        va, vb = getattr(a, f.name), getattr(b, f.name)
+        if isinstance(va, Tensor):
+            t = take.reshape((-1,) + (1,) * (va.dim() - 1))
+            merged[f.name] = torch.where(t, vb, va)
+        else:
+            merged[f.name] = va or vb
+    return LMResult(**merged)
+
+
+def _staged(
+    model: RietveldModel,
+    options: RefineOptions,
+    theta0: Tensor,
+    bounds: tuple[Tensor, Tensor],
+    stages: Sequence[tuple[Stage, set[str]]],
+    fixed: set[str],
+    polar: Tensor,
+    annealing: Sequence[float],
+    label: str,
+) -> tuple[_RunOutcome, Tensor]:
+    """One pass of the staged strategy from ``theta0`` with the lattice annealing schedule ``annealing``
+    (extra Gaussian FWHM, degrees); returns (theta, last LM result, logs, dead) and the final χ² per candidate."""
+    from .results import StageLog
+
+    lower, upper = bounds
+    theta = theta0.clone()
+    model.update_hkl(theta)
+    bsz = model.batch_size
+    dead = torch.zeros(bsz, dtype=torch.bool)
+    logs: list[list[StageLog]] = [[] for _ in range(bsz)]
+    stats = model.statistics(theta)
+    for b in range(bsz):
+        logs[b].append(
+            StageLog("start" + label, (), float(stats["rwp"][b]), float(stats["chi2"][b]), 0, True, "start")
+        )
+    jac_fn = None
+    if options.jacobian == "analytic":
+        jac_fn = functools.partial(model_jacobian, model, max_rows=options.max_jacobian_rows)
+    lm_common: dict[str, Any] = {
+        "lower": lower,
+        "upper": upper,
+        "jacobian_method": options.jacobian,
+        "max_jacobian_rows": options.max_jacobian_rows,
+        "jacobian_fn": jac_fn,
+        "residual_takes_index": True,
+        "deadline": options.deadline,
+    }
     last: LMResult | None = None
     for si, (stage, groups) in enumerate(stages):
         free = _free_mask(model, groups, fixed) & ~dead[:, None] & ~polar
@@ -615,46 +701,22 @@ def _run(
             theta[:, ia] = torch.where(free[:, ia], theta[:, ia].clamp(min=ASYM_START), theta[:, ia])
         if "profile" in stage.groups:
             # widths first (W, X, Y), then the angle dependence (U, V): avoids negative-variance traps
-            uv = [lay_i for lay_i in (model.layout.global_index("U"), model.layout.global_index("V"))]
+            uv = [model.layout.global_index("U"), model.layout.global_index("V")]
             pre_free = free.clone()
             pre_free[:, uv] = False
             pre = levenberg_marquardt(
-                model.residuals,
-                theta,
-                free=pre_free,
-                lower=lower,
-                upper=upper,
-                max_iter=15,
-                ftol=1e-3,
-                jacobian_method=options.jacobian,
-                max_jacobian_rows=options.max_jacobian_rows,
-                covariance=False,
-                jacobian_fn=jac_fn,
-                residual_takes_index=True,
-                deadline=options.deadline,
+                model.residuals, theta, free=pre_free, max_iter=15, ftol=1e-3, covariance=False, **lm_common
             )
             theta = torch.where((dead | pre.diverged)[:, None], theta, pre.theta)
-        if "lattice" in stage.groups and options.lattice_annealing:
+        if "lattice" in stage.groups and annealing:
             inst_full = model.instrument
             # broadened peaks need only a short window (the Gaussian dominates); keeps the cost down
             model.instrument = dataclasses.replace(inst_full, window_fwhm=min(inst_full.window_fwhm, 6.0))
-            for extra in options.lattice_annealing:
+            for extra in annealing:
                 model.extra_w = (extra * 100.0) ** 2 / (8.0 * math.log(2.0))
                 model.update_hkl(theta)
                 pre = levenberg_marquardt(
-                    model.residuals,
-                    theta,
-                    free=free,
-                    lower=lower,
-                    upper=upper,
-                    max_iter=10,
-                    ftol=1e-3,
-                    jacobian_method=options.jacobian,
-                    max_jacobian_rows=options.max_jacobian_rows,
-                    covariance=False,
-                    jacobian_fn=jac_fn,
-                    residual_takes_index=True,
-                    deadline=options.deadline,
+                    model.residuals, theta, free=free, max_iter=10, ftol=1e-3, covariance=False, **lm_common
                 )
                 theta = torch.where((dead | pre.diverged)[:, None], theta, pre.theta)
             model.extra_w = 0.0
@@ -664,17 +726,11 @@ def _run(
             model.residuals,
             theta,
             free=free,
-            lower=lower,
-            upper=upper,
             n_obs=torch.full((bsz,), model.n_obs, dtype=torch.long),
             max_iter=stage.max_iter,
             ftol=options.ftol if final else options.stage_ftol,
-            jacobian_method=options.jacobian,
-            max_jacobian_rows=options.max_jacobian_rows,
             covariance=final,
-            jacobian_fn=jac_fn,
-            residual_takes_index=True,
-            deadline=options.deadline,
+            **lm_common,
         )
         theta = torch.where(dead[:, None], theta, res.theta)
         dead |= res.diverged
@@ -682,7 +738,7 @@ def _run(
         for b in range(bsz):
             logs[b].append(
                 StageLog(
-                    stage.name,
+                    stage.name + label,
                     tuple(stage.groups),
                     float(stats["rwp"][b]),
                     float(stats["chi2"][b]),
@@ -691,9 +747,9 @@ def _run(
                     res.status(b),
                 )
             )
-        log.info("stage %s: Rwp %s", stage.name, np.round(stats["rwp"].numpy() * 100, 3))
+        log.info("stage %s%s: Rwp %s", stage.name, label, np.round(stats["rwp"].numpy() * 100, 3))
         last = res
-    return theta, last, logs, dead
+    return (theta, last, logs, dead), _final_chi2(model, theta, dead)
 
 
 def refine(

@@ -32,11 +32,12 @@ def _structures(n: int) -> list[Structure]:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 4 acceptance not met yet: 93.8 % of parameters within 3 esd (target 95 %), 2026-11-25",
-)
 def test_synthetic_recovery_batched(shared_data) -> None:
+    """Measured 2026-11-26 (one thread, 593 s CPU): 96.7 % of 694 parameters within 3 esd, GoF median 1.006,
+    49/50 with GoF ≤ 1.2. With the single annealing schedule (no restart) it was 93.8 %: the restart takes
+    two local minima (mp-985296 Ag3Pd, mp-1225753) to the truth; mp-625409 (pseudo-hexagonal, a ≈ c) then
+    converges at GoF 0.996 in the equivalent cell a′ = a + c, which this per-parameter comparison counts as 10
+    misses."""
     rng = np.random.default_rng(42)
     truths = _structures(N_STRUCTURES)
     grid = np.arange(15.0, 90.0, 0.025)

@@ -189,6 +189,8 @@ def disorder_candidates(
     Returns (new candidates, unranked; the JSON-ready record per parent with the order/disorder decision and its
     statistics; messages). The records keep the OrderDecision under ``"_decision"`` for writing supercell CIFs.
     """
+    from xrdsolve.refine.rietveld import RefineOptions
+
     from .solution import Candidate
 
     parents = list(ordered[:top])
@@ -205,6 +207,7 @@ def disorder_candidates(
         instrument=instrument,
         top=len(parents),
         supercell_parent=None if sub is None else parents.index(sub),
+        options=RefineOptions(annealing_restarts=()),  # one staged pass each, as for the ordered candidates
     )
     new: list[Any] = []
     records: list[dict[str, Any]] = []

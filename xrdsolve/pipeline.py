@@ -404,7 +404,8 @@ def _refine_chunks(
     """
     from xrdsolve.refine.rietveld import RefineOptions, refine_candidates
 
-    options = RefineOptions(deadline=stop_after)
+    # one staged pass per candidate: the solve spends its time on more candidates rather than restarts
+    options = RefineOptions(deadline=stop_after, annealing_restarts=())
     if stages is not None:
         options = replace(options, strategy=stages)
     results: list[Any] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,12 @@ def refine(
         "--restrain-composition",
         help="Composition restraint FORMULA[:WEIGHT] (weight = 1/σ per atom fraction, default 100).",
     ),
+    restart: bool = typer.Option(
+        True,
+        "--restart/--no-restart",
+        help="Also run the staged refinement with a wider lattice annealing and keep the lower χ² (twice the "
+        "time; escapes local minima of pseudo-symmetric cells and overlapping peaks).",
+    ),
     engine: str = typer.Option(
         "xrdsolve",
         "--engine",
@@ -83,6 +90,8 @@ def refine(
     opts = RefineOptions(
         n_background=n_background, two_theta_min=two_theta_min, two_theta_max=two_theta_max, fix=tuple(fix)
     )
+    if not restart:
+        opts = dataclasses.replace(opts, annealing_restarts=())
     occ = _occupancy_options(refine_occupancy, mix, exchange, restrain_composition)
     output.mkdir(parents=True, exist_ok=True)
     if engine == "gsas":
