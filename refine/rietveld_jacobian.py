@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from typing import TYPE_CHECKING
 
+import numpy as np
+import scipy.sparse
 import torch
 import torch.autograd.forward_ad as fwad
 from torch import Tensor
@@ -138,19 +139,18 @@ def _shape_product(
     window: float,
     tangents: Tensor,
 ) -> Tensor:
-    """(B·M, P) = Σ_j ∂y/∂(A, c, Γ, η)_j · tangents (4·N, P) (rows q·N + j), via one CSR matrix per block."""
-    bidx, centre, area, fwhm, eta = peaks
+    """(B·M, P) = Σ_j ∂y/∂(A, c, Γ, η)_j · tangents (4·N, P) (rows q·N + j), as one sparse product.
+
+    The shape-derivative matrix (B·M × 4·N) is built column by column (each peak's window is a contiguous
+    run of grid points) in compressed-sparse-column form and multiplied by scipy (no sorting; ≈ 4× faster
+    than torch's CPU sparse CSR product here). Values are detached: this is a Jacobian, not differentiated."""
+    bidx, centre, area, fwhm, eta = (t.detach() for t in peaks)
     m = grid.shape[0]
     n_pk = centre.shape[0]
     lo, counts = _windows(grid, centre, fwhm, window)
     pk = torch.repeat_interleave(torch.arange(n_pk), counts)
     starts = torch.cumsum(counts, 0) - counts
     gi = lo[pk] + (torch.arange(pk.shape[0]) - starts[pk])
-    rows = bidx[pk] * m + gi
-    order = torch.argsort(rows, stable=True)
-    pk, gi, rows = pk[order], gi[order], rows[order]
-    crow = torch.zeros(n_batch * m + 1, dtype=torch.int64)
-    crow[1:] = torch.cumsum(torch.bincount(rows, minlength=n_batch * m), 0)
     x = grid[gi] - centre[pk]
     g_ = fwhm[pk]
     e_ = eta[pk]
@@ -159,24 +159,23 @@ def _shape_product(
     gauss = (2.0 / g_) * _GNORM * torch.exp(-_LN2 * z)
     lor = (2.0 / (math.pi * g_)) / (1.0 + z)
     dz_dc = -8.0 * x / (g_ * g_)
-    blocks = (
-        e_ * lor + (1.0 - e_) * gauss,  # ∂/∂A
-        -a_ * (e_ * lor / (1.0 + z) + (1.0 - e_) * _LN2 * gauss) * dz_dc,  # ∂/∂c
-        a_
-        * (e_ * lor * (2.0 * z / (1.0 + z) - 1.0) + (1.0 - e_) * gauss * (2.0 * _LN2 * z - 1.0))
-        / g_,  # ∂/∂Γ
-        a_ * (lor - gauss),  # ∂/∂η
+    values = torch.cat(
+        (
+            e_ * lor + (1.0 - e_) * gauss,  # ∂/∂A
+            -a_ * (e_ * lor / (1.0 + z) + (1.0 - e_) * _LN2 * gauss) * dz_dc,  # ∂/∂c
+            a_
+            * (e_ * lor * (2.0 * z / (1.0 + z) - 1.0) + (1.0 - e_) * gauss * (2.0 * _LN2 * z - 1.0))
+            / g_,  # ∂/∂Γ
+            a_ * (lor - gauss),  # ∂/∂η
+        )
     )
-    out = grid.new_zeros(n_batch * m, tangents.shape[1])
-    for q, vals in enumerate(blocks):
-        tq = tangents[q * n_pk : (q + 1) * n_pk]
-        if not bool(tq.any()):
-            continue
-        with warnings.catch_warnings():  # "sparse CSR support is in beta"
-            warnings.simplefilter("ignore")
-            mat = torch.sparse_csr_tensor(crow, pk, vals, (n_batch * m, n_pk))
-        out = out + mat @ tq
-    return out
+    rows = (bidx[pk] * m + gi).repeat(4)
+    indptr = torch.cat([counts.new_zeros(1), torch.cumsum(counts.repeat(4), 0)])
+    shape_matrix = scipy.sparse.csc_matrix(
+        (values.numpy(), rows.numpy(), indptr.numpy()), shape=(n_batch * m, 4 * n_pk)
+    )
+    product = shape_matrix @ tangents.detach().numpy()
+    return torch.from_numpy(np.ascontiguousarray(product, dtype=np.float64)).to(grid.dtype)
 
 
 def _reflection_tangents(
@@ -255,6 +254,8 @@ PROFILE_ONLY = ("zero", "displacement", "U", "V", "W", "asym")
 PHASE_PROFILE_ONLY = ("X", "Y")
 #: Relative mismatch between Σ A·pV (this module) and the model's pattern above which the AD Jacobian is used.
 SELF_CHECK_RTOL = 1e-7
+#: Reflections × atoms per stacked forward-mode pass (bounds its memory, ≈ 16 MB per intermediate tensor).
+STACK_BUDGET = 2_000_000
 
 _warned: set[str] = set()
 
@@ -317,8 +318,11 @@ def model_jacobian(
         if n_pk == 0:  # no reflection of this phase for these candidates: no contribution
             continue
         refl_cols = [c for c in pk_cols if c not in prof]
-        rt = _reflection_tangents(model, theta, k, refl_cols, n_refl, max_rows, rows)
-        tan = None if rt is None else _peak_tangents(model, theta, k, pk_cols, refl, rt, n_pk, max_rows)
+        # stacked forward-mode passes cost ~ rows × reflections × atoms: small problems stack many more rows
+        per_row = max(1, (n_refl // max(bsz, 1) + 1) * int(model.stacked[k].mask.shape[1]))
+        stack_rows = max(max_rows, STACK_BUDGET // per_row)
+        rt = _reflection_tangents(model, theta, k, refl_cols, n_refl, stack_rows, rows)
+        tan = None if rt is None else _peak_tangents(model, theta, k, pk_cols, refl, rt, n_pk, stack_rows)
         if tan is None:
             return _fallback(model, theta, columns, rows, max_rows, "peak lists do not line up")
         tan = torch.cat([tan, theta.new_zeros(4 * n_pk, 1)], dim=1)
