@@ -224,27 +224,33 @@ def levenberg_marquardt(
             log.info("LM: deadline reached with %d candidate(s) still iterating", int(active.sum()))
             break
         cols = (free & active[:, None]).any(dim=0)
+        # the normal equations are built for the iterating candidates and the free columns only
+        act_idx = torch.nonzero(active).flatten()
+        col_idx = torch.nonzero(cols).flatten()
         if jacobian_fn is not None:
-            act_idx = torch.nonzero(active).flatten()
-            jac = theta.new_zeros(bsz, r_cur.shape[1], p)
-            jac[act_idx] = jacobian_fn(theta[act_idx], cols, act_idx)
+            jac_a = jacobian_fn(theta[act_idx], cols, act_idx)[:, :, col_idx]
         else:
-            jac = jacobian(residual_fn, theta, cols, jacobian_method, max_jacobian_rows)
-        jac_ok = torch.isfinite(jac).flatten(1).all(dim=1)
-        newly_bad = active & ~jac_ok
-        if bool(newly_bad.any()):
-            log.info("LM: %d candidate(s) with non-finite Jacobian frozen", int(newly_bad.sum()))
-            diverged |= newly_bad
-            active &= ~newly_bad
-        jac = torch.nan_to_num(jac, nan=0.0, posinf=0.0, neginf=0.0)
-        r = torch.nan_to_num(r_cur, nan=0.0, posinf=0.0, neginf=0.0)
-        g = torch.einsum("bmp,bm->bp", jac, r)
+            jac_a = jacobian(residual_fn, theta, cols, jacobian_method, max_jacobian_rows)[act_idx][
+                :, :, col_idx
+            ]
+        jac_ok = torch.isfinite(jac_a).flatten(1).all(dim=1)
+        if not bool(jac_ok.all()):
+            log.info("LM: %d candidate(s) with non-finite Jacobian frozen", int((~jac_ok).sum()))
+            diverged[act_idx[~jac_ok]] = True
+            active[act_idx[~jac_ok]] = False
+        jac_a = torch.nan_to_num(jac_a, nan=0.0, posinf=0.0, neginf=0.0)
+        r_a = torch.nan_to_num(r_cur[act_idx], nan=0.0, posinf=0.0, neginf=0.0)
+        g = theta.new_zeros(bsz, p)
+        g[act_idx[:, None], col_idx[None, :]] = torch.einsum("bmp,bm->bp", jac_a, r_a)
         # parameters pinned at a bound with the gradient pushing outwards are held this step
         at_low = (theta <= lower) & (g > 0)
         at_high = (theta >= upper) & (g < 0)
         step_free = free & ~at_low & ~at_high & active[:, None]
-        jac = jac * step_free[:, None, :]
-        a = torch.einsum("bmp,bmq->bpq", jac, jac)
+        jac_a = jac_a * step_free[act_idx][:, col_idx][:, None, :]
+        a = theta.new_zeros(bsz, p, p)
+        a[act_idx[:, None, None], col_idx[None, :, None], col_idx[None, None, :]] = torch.einsum(
+            "bmp,bmq->bpq", jac_a, jac_a
+        )
         g = g * step_free
         diag = torch.diagonal(a, dim1=-2, dim2=-1)
         dscale = torch.maximum(diag, 1e-12 * diag.amax(dim=1, keepdim=True).clamp_min(1e-30))
