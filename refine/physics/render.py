@@ -81,19 +81,33 @@ def _values_fused(x0: Tensor, k2: Tensor, a_g: Tensor, a_l: Tensor, offs: Tensor
 
 
 def _values(
-    x0: Tensor, k2: Tensor, a_g: Tensor, a_l: Tensor, bucket: Bucket, offs: Tensor
+    x0: Tensor,
+    k2: Tensor,
+    a_g: Tensor,
+    a_l: Tensor,
+    bucket: Bucket,
+    offs: Tensor,
+    u: tuple[Tensor, Tensor, Tensor],
 ) -> Tensor:  # (P_b, K) window values, computed in place as far as possible
     i = bucket.index
     if compile_enabled():
         return maybe_compiled(_values_fused)(x0[i], k2[i], a_g[i], a_l[i], offs[: bucket.size])
-    kb = k2[i]
-    x2 = (x0[i][:, None] + offs[: bucket.size]).square_()
+    # z = k2 x² = u², u = √k2·x0 + j·√k2·Δ: one broadcast fused multiply-add builds the block
+    u0, du, j = u
+    z = torch.addcmul(u0[i][:, None], du[i][:, None], j[: bucket.size]).square_()
     c0, c1 = bucket.gauss
-    val = torch.div((a_l[i] / kb)[:, None], x2 + (1.0 / kb)[:, None])  # a_l / (1 + k2 x²)
-    if c1 > c0:
-        g = x2[:, c0:c1].mul_((-_LN2 * kb)[:, None]).exp_()
+    g = torch.mul(z[:, c0:c1], -_LN2).exp_() if c1 > c0 else None
+    val = torch.div(a_l[i][:, None], z.add_(1.0), out=z)  # a_l / (1 + k2 x²)
+    if g is not None:
         val[:, c0:c1].addcmul_(g, a_g[i][:, None])
     return val
+
+
+def _u_terms(x0: Tensor, k2: Tensor, plan: RenderPlan) -> tuple[Tensor, Tensor, Tensor]:
+    """√k2·x0 and √k2·Δ per peak and the column numbers 0 … K−1 (for :func:`_values`)."""
+    sk = torch.sqrt(k2)
+    kmax = max(b.size for b in plan.buckets)
+    return sk * x0, sk * plan.step, torch.arange(kmax, dtype=x0.dtype, device=x0.device)
 
 
 def _geometry(x0: Tensor, k2: Tensor, bucket: Bucket, offs: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -113,8 +127,9 @@ class _WindowedPseudoVoigt(torch.autograd.Function):
     def forward(x0: Tensor, k2: Tensor, a_g: Tensor, a_l: Tensor, plan: RenderPlan) -> Tensor:  # type: ignore[override]
         out = x0.new_zeros(plan.rows, plan.width)
         offs = _offsets(plan, x0)
+        u = _u_terms(x0, k2, plan)
         for b in plan.buckets:
-            _scatter(out, b, _values(x0, k2, a_g, a_l, b, offs))
+            _scatter(out, b, _values(x0, k2, a_g, a_l, b, offs, u))
         return out
 
     @staticmethod
