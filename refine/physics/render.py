@@ -87,27 +87,29 @@ def _values(
     a_l: Tensor,
     bucket: Bucket,
     offs: Tensor,
-    u: tuple[Tensor, Tensor, Tensor],
+    u: tuple[Tensor, Tensor],
 ) -> Tensor:  # (P_b, K) window values, computed in place as far as possible
     i = bucket.index
     if compile_enabled():
         return maybe_compiled(_values_fused)(x0[i], k2[i], a_g[i], a_l[i], offs[: bucket.size])
-    # z = k2 x² = u², u = √k2·x0 + j·√k2·Δ: one broadcast fused multiply-add builds the block
-    u0, du, j = u
-    z = torch.addcmul(u0[i][:, None], du[i][:, None], j[: bucket.size]).square_()
+    # z = k2 x² = u², u = √k2·x0 + j·√k2·Δ (one broadcast product and one in-place add build the block)
+    terms, j = u
+    u0, du, ag, al = terms.index_select(1, i).unbind(0)
+    z = (du[:, None] * j[: bucket.size]).add_(u0[:, None]).square_()
     c0, c1 = bucket.gauss
     g = torch.mul(z[:, c0:c1], -_LN2).exp_() if c1 > c0 else None
-    val = torch.div(a_l[i][:, None], z.add_(1.0), out=z)  # a_l / (1 + k2 x²)
+    val = torch.div(al[:, None], z.add_(1.0), out=z)  # a_l / (1 + k2 x²)
     if g is not None:
-        val[:, c0:c1].addcmul_(g, a_g[i][:, None])
+        val[:, c0:c1].addcmul_(g, ag[:, None])
     return val
 
 
-def _u_terms(x0: Tensor, k2: Tensor, plan: RenderPlan) -> tuple[Tensor, Tensor, Tensor]:
-    """√k2·x0 and √k2·Δ per peak and the column numbers 0 … K−1 (for :func:`_values`)."""
+def _u_terms(x0: Tensor, k2: Tensor, a_g: Tensor, a_l: Tensor, plan: RenderPlan) -> tuple[Tensor, Tensor]:
+    """(4,P) rows √k2·x0, √k2·Δ, a_g, a_l per peak and the column numbers 0 … K−1 (for :func:`_values`)."""
     sk = torch.sqrt(k2)
     kmax = max(b.size for b in plan.buckets)
-    return sk * x0, sk * plan.step, torch.arange(kmax, dtype=x0.dtype, device=x0.device)
+    terms = torch.stack([sk * x0, sk * plan.step, a_g, a_l])
+    return terms, torch.arange(kmax, dtype=x0.dtype, device=x0.device)
 
 
 def _geometry(x0: Tensor, k2: Tensor, bucket: Bucket, offs: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -127,7 +129,7 @@ class _WindowedPseudoVoigt(torch.autograd.Function):
     def forward(x0: Tensor, k2: Tensor, a_g: Tensor, a_l: Tensor, plan: RenderPlan) -> Tensor:  # type: ignore[override]
         out = x0.new_zeros(plan.rows, plan.width)
         offs = _offsets(plan, x0)
-        u = _u_terms(x0, k2, plan)
+        u = _u_terms(x0, k2, a_g, a_l, plan)
         for b in plan.buckets:
             _scatter(out, b, _values(x0, k2, a_g, a_l, b, offs, u))
         return out
