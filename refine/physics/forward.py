@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ..errors import RefineError
 from ..radiation import Geometry
-from .background import chebyshev_background
+from .background import chebyshev_background, chebyshev_basis
 from .batch import CrystalBatch
 from .intensity import lorentz_polarisation
 from .lattice import d_min_for, generate_hkl, reciprocal_lattice
@@ -352,7 +352,11 @@ def simulate(
         area = area[parent] * w
         fwhm, eta, bidx = fwhm[parent], eta[parent], bidx[parent]
     pattern = render_peaks(grid, bidx, centre, area, fwhm, eta, bsz, instrument.window_fwhm)
-    pattern = pattern + chebyshev_background(grid, profile.background, profile.inv_two_theta)
+    n_bg = profile.background.shape[1]
+    if n_bg:  # Chebyshev background added by one matrix product into the pattern
+        pattern = torch.addmm(pattern, profile.background, chebyshev_basis(grid, n_bg))
+    if profile.inv_two_theta is not None:
+        pattern = pattern + chebyshev_background(grid, profile.background[:, :0], profile.inv_two_theta)
     if per_reflection:
         return pattern, _padded(fr, hkl, instrument)
     return pattern

@@ -115,8 +115,8 @@ def _u_terms(x0: Tensor, k2: Tensor, a_g: Tensor, a_l: Tensor, plan: RenderPlan)
 def _geometry(x0: Tensor, k2: Tensor, bucket: Bucket, offs: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """x, x², L = 1/(1 + k2 x²) (P_b,K) and G = exp(−ln2 k2 x²) on the Gaussian columns of one bucket."""
     i = bucket.index
-    kb = k2[i][:, None]
-    x = x0[i][:, None] + offs[: bucket.size]
+    kb = k2.index_select(0, i)[:, None]
+    x = offs[: bucket.size].expand(i.shape[0], bucket.size).clone().add_(x0.index_select(0, i)[:, None])
     x2 = x * x
     lor = (x2 * kb).add_(1.0).reciprocal_()
     c0, c1 = bucket.gauss
