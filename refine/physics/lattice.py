@@ -88,8 +88,8 @@ def _hkl_batch(lattices: np.ndarray, d_min: np.ndarray, friedel: bool) -> tuple[
     n_per = np.bincount(ci, minlength=bsz)
     rmax = max(1, int(n_per.max()) if n_per.size else 1)
     # by crystal, then |g| (stable: ties keep enumeration order) — a stable sort by |g|, then a stable (radix)
-    # sort by crystal
-    by_g = np.argsort(g2, kind="stable")
+    # sort by crystal; g2 > 0, so its IEEE bit pattern as int64 sorts like its value (and faster)
+    by_g = np.argsort(np.ascontiguousarray(g2).view(np.int64), kind="stable")
     ci_small = ci.astype(np.int16) if bsz <= np.iinfo(np.int16).max else ci
     order = by_g[np.argsort(ci_small[by_g], kind="stable")]
     mask = np.arange(rmax)[None, :] < n_per[:, None]
