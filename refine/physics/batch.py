@@ -97,34 +97,7 @@ class CrystalBatch:
             raise StructureError("no structures given")
         rows: list[tuple[np.ndarray, np.ndarray, list[int], list[float], list[float]]] = []
         for s in structures:
-            if len(s) == 0:
-                raise StructureError("structure has no atoms")
-            if s.is_ordered:  # fast path: one species per site, occupancy 1
-                props = s.site_properties
-                b_lists = [props.get(k) for k in ("b_iso", "B_iso", "U_iso")]
-                if any(v is not None for v in b_lists):
-                    biso = [_site_b_iso(site.properties) for site in s]
-                else:
-                    biso = [0.0] * len(s)
-                spec = [_species_index_cached(str(sp)) for sp in s.species]
-                rows.append(
-                    (np.asarray(s.lattice.matrix, dtype=float), s.frac_coords, spec, [1.0] * len(s), biso)
-                )
-                continue
-            coords: list[list[float]] = []
-            spec = []
-            occ: list[float] = []
-            biso = []
-            for site in s:
-                b = _site_b_iso(site.properties)
-                for sp, o in site.species.items():
-                    coords.append([float(v) for v in site.frac_coords])
-                    spec.append(_species_index_cached(str(sp)))
-                    occ.append(float(o))
-                    biso.append(b)
-            rows.append(
-                (np.asarray(s.lattice.matrix, dtype=float), np.asarray(coords, dtype=float), spec, occ, biso)
-            )
+            rows.append(_structure_row(s))
         bsz = len(rows)
         n = max(len(r[1]) for r in rows)
         lattice = np.zeros((bsz, 3, 3))
@@ -195,6 +168,52 @@ class CrystalBatch:
 @functools.lru_cache(maxsize=4096)
 def _species_index_cached(name: str) -> int:
     return species_index(name)
+
+
+#: Scattering-table index of each pymatgen species object seen (Element/Species hash and compare by value).
+_SPECIES_OF: dict[object, int] = {}
+
+_B_KEYS = ("b_iso", "B_iso", "U_iso")
+
+
+def _species_of(sp: object) -> int:
+    idx = _SPECIES_OF.get(sp)
+    if idx is None:
+        idx = _species_index_cached(str(sp))
+        if len(_SPECIES_OF) < 65536:
+            _SPECIES_OF[sp] = idx
+    return idx
+
+
+def _structure_row(s: Structure) -> tuple[np.ndarray, np.ndarray, list[int], list[float], list[float]]:
+    """(lattice (3,3) Å, frac (n,3), species indices, occupancies, B_iso Å²) of one structure, one pass over
+    its sites; a disordered site gives one entry per species."""
+    sites = s.sites
+    if len(sites) == 0:
+        raise StructureError("structure has no atoms")
+    lattice = np.asarray(s.lattice.matrix, dtype=float)
+    spec: list[int] = []
+    occ: list[float] = []
+    biso: list[float] = []
+    coords: list[np.ndarray] = []
+    for site in sites:
+        items = site.species.items()
+        props = site.properties
+        b = _site_b_iso(props) if props and any(k in props for k in _B_KEYS) else 0.0
+        fc = site.frac_coords
+        if len(items) == 1:
+            ((sp, o),) = items
+            spec.append(_species_of(sp))
+            occ.append(float(o))
+            biso.append(b)
+            coords.append(fc)
+            continue
+        for sp, o in items:
+            spec.append(_species_of(sp))
+            occ.append(float(o))
+            biso.append(b)
+            coords.append(fc)
+    return lattice, np.array(coords, dtype=float), spec, occ, biso
 
 
 def _site_b_iso(props: dict) -> float:

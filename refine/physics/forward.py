@@ -12,13 +12,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.autograd.forward_ad as fwad
 from torch import Tensor
 
 from ..errors import RefineError
 from ..radiation import Geometry
-from .background import chebyshev_background
+from .background import chebyshev_background, chebyshev_basis
 from .batch import CrystalBatch
 from .intensity import lorentz_polarisation
 from .lattice import d_min_for, generate_hkl, reciprocal_lattice
@@ -249,12 +250,12 @@ def peak_shift(two_theta_deg: Tensor, profile: ProfileParams, instrument: Instru
 def _peak_shift_flat(bragg: Tensor, bidx: Tensor, profile: ProfileParams, instrument: Instrument) -> Tensor:
     const = 0.09 / (math.pi * instrument.goniometer_radius)
     tt = torch.deg2rad(bragg)
-    disp = profile.displacement[bidx]
+    disp = profile.displacement.index_select(0, bidx)
     if instrument.geometry is Geometry.DEBYE_SCHERRER:
         shift = -const * disp * torch.cos(tt)
     else:
         shift = -const * 4.0 * disp * torch.cos(0.5 * tt)
-    return profile.zero[bidx] + shift
+    return profile.zero.index_select(0, bidx) + shift
 
 
 def merge_coincident(
@@ -272,7 +273,14 @@ def merge_coincident(
     n_l = int(lidx.max()) + 1
     key_tt = torch.round(two_theta.detach() / tol).to(torch.int64)
     key = (bidx * n_l + lidx) * (int(key_tt.max()) + 1) + key_tt
-    uniq, inv = torch.unique(key, return_inverse=True)
+    if (
+        key.device.type == "cpu"
+    ):  # numpy's stable sort is linear on the nearly sorted keys ``simulate`` passes
+        order = torch.from_numpy(np.argsort(key.numpy(), kind="stable"))
+        uniq, inv_sorted = torch.unique_consecutive(key.index_select(0, order), return_inverse=True)
+        inv = torch.empty_like(inv_sorted).index_put_((order,), inv_sorted)
+    else:
+        uniq, inv = torch.unique(key, return_inverse=True)
     g = uniq.shape[0]
     w = intensity + torch.finfo(intensity.dtype).tiny * 1e6
     area = intensity.new_zeros(g).index_add(0, inv, intensity)
@@ -280,6 +288,18 @@ def merge_coincident(
     tt = two_theta.new_zeros(g).index_add(0, inv, w * two_theta) / wsum
     b = torch.zeros(g, dtype=bidx.dtype, device=bidx.device).scatter(0, inv, bidx)
     return b, tt, area
+
+
+def _by_wavelength(valid: Tensor) -> Tensor:
+    """Flat indices t·L + l of the valid (T,L) entries, ordered by wavelength, then reflection.
+
+    Each wavelength's run keeps the reflections' order (by crystal, then increasing |g|), so the keys of
+    :func:`merge_coincident` come as L sorted runs, which its stable sort merges in linear time.
+    """
+    n_t, n_l = valid.shape
+    s = torch.nonzero(valid.t().reshape(-1)).squeeze(1)  # l·T + t
+    lidx = torch.div(s, n_t, rounding_mode="floor")
+    return (s - lidx * n_t) * n_l + lidx
 
 
 def simulate(
@@ -312,7 +332,7 @@ def simulate(
         hkl = default_hkl(crystals, instrument, float(grid[-1]))
     fr = flat_reflections(crystals, instrument, profile, hkl)
     n_wl = fr.two_theta.shape[-1]
-    sel = torch.nonzero(fr.valid.reshape(-1)).squeeze(1)
+    sel = _by_wavelength(fr.valid)
     bidx = fr.crystal.index_select(0, torch.div(sel, n_wl, rounding_mode="floor"))
     lidx = sel % n_wl
     bidx, bragg, area = merge_coincident(
@@ -324,7 +344,7 @@ def simulate(
     centre = bragg + _peak_shift_flat(bragg, bidx, profile, instrument)
     theta = torch.deg2rad(0.5 * bragg)
     fwhm, eta = tch_widths(
-        theta, profile.U[bidx], profile.V[bidx], profile.W[bidx], profile.X[bidx], profile.Y[bidx]
+        theta, *(t.index_select(0, bidx) for t in (profile.U, profile.V, profile.W, profile.X, profile.Y))
     )
     if bool((profile.asym > 0).any()):
         parent, off, w = fcj_subpeaks(bragg, profile.asym[bidx], fwhm)
@@ -332,7 +352,11 @@ def simulate(
         area = area[parent] * w
         fwhm, eta, bidx = fwhm[parent], eta[parent], bidx[parent]
     pattern = render_peaks(grid, bidx, centre, area, fwhm, eta, bsz, instrument.window_fwhm)
-    pattern = pattern + chebyshev_background(grid, profile.background, profile.inv_two_theta)
+    n_bg = profile.background.shape[1]
+    if n_bg:  # Chebyshev background added by one matrix product into the pattern
+        pattern = torch.addmm(pattern, profile.background, chebyshev_basis(grid, n_bg))
+    if profile.inv_two_theta is not None:
+        pattern = pattern + chebyshev_background(grid, profile.background[:, :0], profile.inv_two_theta)
     if per_reflection:
         return pattern, _padded(fr, hkl, instrument)
     return pattern

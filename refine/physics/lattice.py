@@ -66,7 +66,7 @@ def _hkl_batch(lattices: np.ndarray, d_min: np.ndarray, friedel: bool) -> tuple[
     if friedel:
         keep = (h > 0) | (k >= 0)
         cidx, h, k = cidx[keep], h[keep], k[keep]
-    r = rec[cidx]
+    r = np.take(rec, cidx, axis=0)
     p = h[:, None] * r[:, 0] + k[:, None] * r[:, 1]  # (C,3) h a* + k b*
     cs = r[:, 2]
     qa = np.einsum("ij,ij->i", cs, cs)
@@ -80,20 +80,26 @@ def _hkl_batch(lattices: np.ndarray, d_min: np.ndarray, friedel: bool) -> tuple[
     cnt = np.clip(hi - lo + 1, 0, None)
     col = np.repeat(np.arange(cnt.size), cnt)
     ll = lo[col] + (np.arange(col.size) - np.repeat(np.cumsum(cnt) - cnt, cnt))
-    hkl = np.stack([h[col], k[col], ll], axis=1)
-    ci = cidx[col]
-    g = hkl[:, 0:1] * rec[ci, 0] + hkl[:, 1:2] * rec[ci, 1] + hkl[:, 2:3] * rec[ci, 2]
+    g = np.take(p, col, axis=0) + ll[:, None] * np.take(cs, col, axis=0)  # (h a* + k b*) + l c*
     g2 = np.einsum("ij,ij->i", g, g)
+    ci = cidx[col]
     ok = (g2 > 0) & (g2 <= q2[ci])
-    hkl, g2, ci = hkl[ok], g2[ok], ci[ok]
+    col, ll, g2, ci = col[ok], ll[ok], g2[ok], ci[ok]
     n_per = np.bincount(ci, minlength=bsz)
     rmax = max(1, int(n_per.max()) if n_per.size else 1)
-    order = np.lexsort((g2, ci))  # by crystal, then |g| (stable: ties keep enumeration order)
-    ci = ci[order]
-    pos = np.arange(ci.size) - np.repeat(np.cumsum(n_per) - n_per, n_per)
-    out = np.zeros((bsz, rmax, 3), dtype=np.int64)
-    out[ci, pos] = hkl[order]
+    # by crystal, then |g| (stable: ties keep enumeration order) — a stable sort by |g|, then a stable (radix)
+    # sort by crystal; g2 > 0, so its IEEE bit pattern as int64 sorts like its value (and faster)
+    by_g = np.argsort(np.ascontiguousarray(g2).view(np.int64), kind="stable")
+    ci_small = ci.astype(np.int16) if bsz <= np.iinfo(np.int16).max else ci
+    order = by_g[np.argsort(ci_small[by_g], kind="stable")]
     mask = np.arange(rmax)[None, :] < n_per[:, None]
+    out = np.zeros((bsz, rmax, 3), dtype=np.int64)
+    flat = out.reshape(-1, 3)
+    dest = np.arange(order.size) + np.repeat(np.arange(bsz) * rmax - (np.cumsum(n_per) - n_per), n_per)
+    co = np.take(col, order)
+    flat[dest, 0] = np.take(h, co)
+    flat[dest, 1] = np.take(k, co)
+    flat[dest, 2] = np.take(ll, order)
     return out, mask
 
 

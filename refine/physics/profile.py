@@ -35,17 +35,17 @@ def tch_widths(theta: Tensor, U: Tensor, V: Tensor, W: Tensor, X: Tensor, Y: Ten
     gam = torch.clamp(X / torch.cos(theta) + Y * tan, min=MIN_GAMMA)
     fg = torch.sqrt(8.0 * _LN2 * sig2)
     fl = gam
-    f5 = (
-        fg**5
-        + 2.69269 * fg**4 * fl
-        + 2.42843 * fg**3 * fl**2
-        + 4.47163 * fg**2 * fl**3
-        + 0.07842 * fg * fl**4
-        + fl**5
-    )
+    # Γ_G⁵ + 2.69269 Γ_G⁴Γ_L + 2.42843 Γ_G³Γ_L² + 4.47163 Γ_G²Γ_L³ + 0.07842 Γ_GΓ_L⁴ + Γ_L⁵, Horner in Γ_L
+    fg2 = fg * fg
+    fg4 = fg2 * fg2
+    f5 = fl + 0.07842 * fg
+    f5 = f5 * fl + 4.47163 * fg2
+    f5 = f5 * fl + 2.42843 * (fg2 * fg)
+    f5 = f5 * fl + 2.69269 * fg4
+    f5 = f5 * fl + fg4 * fg
     fwhm = f5**0.2
     q = fl / fwhm
-    eta = 1.36603 * q - 0.47719 * q * q + 0.11116 * q**3
+    eta = ((0.11116 * q - 0.47719) * q + 1.36603) * q
     return fwhm / 100.0, eta
 
 
@@ -230,7 +230,7 @@ def render_peaks(
     if not bool(inside.all()):
         idx = torch.nonzero(inside).squeeze(1)
         batch_index, centre, area, fwhm, eta, half_pts, first, c = (
-            t[idx] for t in (batch_index, centre, area, fwhm, eta, half_pts, first, c)
+            t.index_select(0, idx) for t in (batch_index, centre, area, fwhm, eta, half_pts, first, c)
         )
         if centre.numel() == 0:
             return grid.new_zeros(n_batch, m)
@@ -244,19 +244,26 @@ def render_peaks(
     width = m + 2 * pad
     step_f = float(step)
     fw_pts = fwhm.detach() / step_f
-    order = torch.argsort(bucket)
-    used, counts = torch.unique_consecutive(bucket[order], return_counts=True)
+    bucket_np = bucket.cpu().numpy().astype(np.int16)
+    order_np = np.argsort(bucket_np, kind="stable")  # radix sort of the small bucket numbers
+    used_np, counts_np = np.unique(bucket_np[order_np], return_counts=True)
+    order = torch.from_numpy(order_np).to(bucket.device)
+    # per-bucket maximum FWHM in points, one reduction for all buckets
+    fw_zero = torch.zeros(len(_BUCKETS), dtype=fw_pts.dtype, device=fw_pts.device)
+    fw_max = fw_zero.scatter_reduce(0, bucket, fw_pts, reduce="amax").tolist()
     start = torch.empty_like(first)
     buckets = []
-    for b, idx in zip(used.tolist(), torch.split(order, counts.tolist()), strict=True):
+    for b, idx in zip(used_np.tolist(), torch.split(order, counts_np.tolist()), strict=True):
         size = _BUCKETS[b]
-        st = first[idx] - (size // 2 - 1)  # grid index of the window's first point (may be < 0)
+        st = first.index_select(0, idx) - (
+            size // 2 - 1
+        )  # grid index of the window's first point (may be < 0)
         start[idx] = st
         # peak centres lie in column [size//2 − 1, size//2); the Gaussian is evaluated within GAUSS_CUT_FWHM
-        hw = math.ceil(GAUSS_CUT_FWHM * float(fw_pts[idx].max())) + 1
+        hw = math.ceil(GAUSS_CUT_FWHM * float(fw_max[b])) + 1
         cc = size // 2 - 1
         gauss = (max(0, cc - hw), min(size, cc + hw + 2))
-        buckets.append(Bucket(idx, batch_index[idx], st + pad, size, gauss))
+        buckets.append(Bucket(idx, batch_index.index_select(0, idx), st + pad, size, gauss))
     plan = RenderPlan(step_f, n_batch, width, tuple(buckets))
     x0 = (g0 + start.to(grid.dtype) * step) - centre  # offset of each window's first point, degrees
     inv = 2.0 / fwhm

@@ -81,26 +81,42 @@ def _values_fused(x0: Tensor, k2: Tensor, a_g: Tensor, a_l: Tensor, offs: Tensor
 
 
 def _values(
-    x0: Tensor, k2: Tensor, a_g: Tensor, a_l: Tensor, bucket: Bucket, offs: Tensor
+    x0: Tensor,
+    k2: Tensor,
+    a_g: Tensor,
+    a_l: Tensor,
+    bucket: Bucket,
+    offs: Tensor,
+    u: tuple[Tensor, Tensor],
 ) -> Tensor:  # (P_b, K) window values, computed in place as far as possible
     i = bucket.index
     if compile_enabled():
         return maybe_compiled(_values_fused)(x0[i], k2[i], a_g[i], a_l[i], offs[: bucket.size])
-    kb = k2[i]
-    x2 = (x0[i][:, None] + offs[: bucket.size]).square_()
+    # z = k2 x² = u², u = √k2·x0 + j·√k2·Δ (one broadcast product and one in-place add build the block)
+    terms, j = u
+    u0, du, ag, al = terms.index_select(1, i).unbind(0)
+    z = (du[:, None] * j[: bucket.size]).add_(u0[:, None]).square_()
     c0, c1 = bucket.gauss
-    val = torch.div((a_l[i] / kb)[:, None], x2 + (1.0 / kb)[:, None])  # a_l / (1 + k2 x²)
-    if c1 > c0:
-        g = x2[:, c0:c1].mul_((-_LN2 * kb)[:, None]).exp_()
-        val[:, c0:c1].addcmul_(g, a_g[i][:, None])
+    g = torch.mul(z[:, c0:c1], -_LN2).exp_() if c1 > c0 else None
+    val = torch.div(al[:, None], z.add_(1.0), out=z)  # a_l / (1 + k2 x²)
+    if g is not None:
+        val[:, c0:c1].addcmul_(g, ag[:, None])
     return val
+
+
+def _u_terms(x0: Tensor, k2: Tensor, a_g: Tensor, a_l: Tensor, plan: RenderPlan) -> tuple[Tensor, Tensor]:
+    """(4,P) rows √k2·x0, √k2·Δ, a_g, a_l per peak and the column numbers 0 … K−1 (for :func:`_values`)."""
+    sk = torch.sqrt(k2)
+    kmax = max(b.size for b in plan.buckets)
+    terms = torch.stack([sk * x0, sk * plan.step, a_g, a_l])
+    return terms, torch.arange(kmax, dtype=x0.dtype, device=x0.device)
 
 
 def _geometry(x0: Tensor, k2: Tensor, bucket: Bucket, offs: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """x, x², L = 1/(1 + k2 x²) (P_b,K) and G = exp(−ln2 k2 x²) on the Gaussian columns of one bucket."""
     i = bucket.index
-    kb = k2[i][:, None]
-    x = x0[i][:, None] + offs[: bucket.size]
+    kb = k2.index_select(0, i)[:, None]
+    x = offs[: bucket.size].expand(i.shape[0], bucket.size).clone().add_(x0.index_select(0, i)[:, None])
     x2 = x * x
     lor = (x2 * kb).add_(1.0).reciprocal_()
     c0, c1 = bucket.gauss
@@ -113,8 +129,9 @@ class _WindowedPseudoVoigt(torch.autograd.Function):
     def forward(x0: Tensor, k2: Tensor, a_g: Tensor, a_l: Tensor, plan: RenderPlan) -> Tensor:  # type: ignore[override]
         out = x0.new_zeros(plan.rows, plan.width)
         offs = _offsets(plan, x0)
+        u = _u_terms(x0, k2, a_g, a_l, plan)
         for b in plan.buckets:
-            _scatter(out, b, _values(x0, k2, a_g, a_l, b, offs))
+            _scatter(out, b, _values(x0, k2, a_g, a_l, b, offs, u))
         return out
 
     @staticmethod

@@ -304,16 +304,23 @@ def form_factor_at(
     the coefficients gathered once per crystal (no (T,S) species lookup).
     """
     tab = _tensors(table_name, s2.dtype, str(s2.device))
+    if crystal_index is not None:
+        # (T,K,S) layout: the sum over the K Gaussians adds K contiguous (T,S) slices
+        a = tab["a"][species].transpose(1, 2).contiguous()  # (B,K,S)
+        b = tab["b"][species].transpose(1, 2).contiguous()
+        n_k, n_s = a.shape[1], a.shape[2]
+        a_t = a.view(a.shape[0], -1).index_select(0, crystal_index).view(-1, n_k, n_s)
+        b_t = b.view(b.shape[0], -1).index_select(0, crystal_index).view(-1, n_k, n_s)
+        e = torch.exp(b_t * -s2[:, None, None]) * a_t
+        sm = e[:, 0]
+        for k in range(1, n_k):
+            sm = sm + e[:, k]
+        if table_name == "wk95":
+            return sm + tab["c"][species].index_select(0, crystal_index)
+        return tab["z"][species].index_select(0, crystal_index) - PYMATGEN_MOTT_BETHE * s2[:, None] * sm
     a = tab["a"][species]  # (…,S,K)
     b = tab["b"][species]
-    if crystal_index is not None:
-        n_s, n_k = a.shape[-2], a.shape[-1]
-        a = a.reshape(a.shape[0], -1).index_select(0, crystal_index).view(-1, n_s, n_k)
-        b = b.reshape(b.shape[0], -1).index_select(0, crystal_index).view(-1, n_s, n_k)
-        species_t = species.index_select(0, crystal_index)
-    else:
-        species_t = species
     sm = (a * torch.exp(-s2[..., None, None] * b)).sum(-1)
     if table_name == "wk95":
-        return sm + tab["c"][species_t]
-    return tab["z"][species_t] - PYMATGEN_MOTT_BETHE * s2[..., None] * sm
+        return sm + tab["c"][species]
+    return tab["z"][species] - PYMATGEN_MOTT_BETHE * s2[..., None] * sm

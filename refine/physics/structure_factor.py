@@ -57,7 +57,7 @@ def structure_factor_flat(
     dtype = crystals.frac.dtype
     ci = crystal_index
     h2pi = hkl.to(dtype) * (2.0 * math.pi)
-    frac = crystals.frac.transpose(1, 2).index_select(0, ci)  # (T,3,N): rows x, y, z
+    frac = crystals.frac.transpose(1, 2).contiguous().index_select(0, ci)  # (T,3,N): rows x, y, z
     weight = (crystals.occ * crystals.mask.to(dtype)).index_select(0, ci)  # (T,N)
     if not _is_constant_zero(crystals.b_iso):
         weight = weight * torch.exp(-s2[:, None] * crystals.b_iso.index_select(0, ci))
@@ -73,8 +73,8 @@ def structure_factor_flat(
     phase = torch.addcmul(frac[:, 0] * h2pi[:, 0:1], frac[:, 1], h2pi[:, 1:2])
     phase = torch.addcmul(phase, frac[:, 2], h2pi[:, 2:3])  # (T,N) 2π h·x
     cos, sin = torch.cos(phase), torch.sin(phase)
-    re = (fw * cos).sum(-1)
-    im = (fw * sin).sum(-1)
+    re = torch.linalg.vecdot(fw, cos)
+    im = torch.linalg.vecdot(fw, sin)
     if wavelength is not None and not neutron:
         fp, fpp = anomalous_terms(crystals.species, wavelength, dtype)  # (B,N)
         wp = fp.index_select(0, ci) * weight
