@@ -190,9 +190,9 @@ def levenberg_marquardt(
     the candidates still iterating only (and ``jacobian_fn`` likewise), so converged candidates cost nothing.
 
     theta0 (B,P); free (B,P) bool (default all); lower/upper (B,P) (default ±inf); n_obs (B,) observation
-    counts for GoF (default: M). ``jacobian_fn`` replaces the AD Jacobian (e.g. an analytic one); the
-    residuals alone decide whether a step is accepted. Converges when, for a step taken with damping
-    λ ≤ ``damped_limit``, the relative χ² decrease of an accepted step is below ``ftol``,
+    counts for GoF (default: M). ``jacobian_fn(theta_rows, cols, index)`` replaces the AD Jacobian (e.g. an
+    analytic one) and returns only the columns ``cols`` (P,) bool, (B',M,C) in column order; the residuals
+    alone decide whether a step is accepted. Converges when, for a step taken with damping λ ≤ ``damped_limit``, the relative χ² decrease of an accepted step is below ``ftol``,
     when the step is below ``xtol`` relative to the parameters, or when no damping gives a decrease.
     With ``deadline`` (a ``time.perf_counter()`` value) no new iteration starts after it: every accepted step
     lowered χ², so the parameters returned are the best found so far (``timed_out`` is then set).
@@ -228,7 +228,7 @@ def levenberg_marquardt(
         act_idx = torch.nonzero(active).flatten()
         col_idx = torch.nonzero(cols).flatten()
         if jacobian_fn is not None:
-            jac_a = jacobian_fn(theta[act_idx], cols, act_idx)[:, :, col_idx]
+            jac_a = jacobian_fn(theta[act_idx], cols, act_idx)
         else:
             jac_a = jacobian(residual_fn, theta, cols, jacobian_method, max_jacobian_rows)[act_idx][
                 :, :, col_idx
@@ -317,7 +317,8 @@ def levenberg_marquardt(
     # covariance at the solution
     cols = free.any(dim=0)
     if jacobian_fn is not None:
-        jac_end = jacobian_fn(theta, cols, None)
+        jac_end = theta.new_zeros(bsz, r_cur.shape[1], p)
+        jac_end[:, :, cols] = jacobian_fn(theta, cols, None)
     else:
         jac_end = jacobian(residual_fn, theta, cols, jacobian_method, max_jacobian_rows)
     jac_end = torch.nan_to_num(jac_end)

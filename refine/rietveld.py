@@ -675,7 +675,7 @@ def _staged(
         )
     jac_fn = None
     if options.jacobian == "analytic":
-        jac_fn = functools.partial(model_jacobian, model, max_rows=options.max_jacobian_rows)
+        jac_fn = functools.partial(model_jacobian, model, max_rows=options.max_jacobian_rows, compact=True)
     lm_common: dict[str, Any] = {
         "lower": lower,
         "upper": upper,

@@ -261,7 +261,13 @@ _warned: set[str] = set()
 
 
 def _fallback(
-    model: RietveldModel, theta: Tensor, columns: Tensor | None, rows: Tensor, max_rows: int, why: str
+    model: RietveldModel,
+    theta: Tensor,
+    columns: Tensor | None,
+    rows: Tensor,
+    max_rows: int,
+    why: str,
+    compact: bool = False,
 ) -> Tensor:
     from .lm import jacobian as ad_jacobian
 
@@ -273,7 +279,8 @@ def _fallback(
     def residuals(th: Tensor, idx: Tensor | None = None) -> Tensor:
         return model.residuals(th, rows if idx is None else rows[idx])
 
-    return ad_jacobian(residuals, theta, columns, "batched", max_rows)
+    jac = ad_jacobian(residuals, theta, columns, "batched", max_rows)
+    return jac[:, :, torch.nonzero(columns).flatten()] if compact and columns is not None else jac
 
 
 def model_jacobian(
@@ -282,9 +289,12 @@ def model_jacobian(
     columns: Tensor | None = None,
     index: Tensor | None = None,
     max_rows: int = 256,
+    compact: bool = False,
 ) -> Tensor:
     """(B',M,P) Jacobian of ``model.residuals`` w.r.t. theta (B',P); ``columns`` (P,) bool limits the work;
-    ``index`` (B',) names the candidate of each row (default: all candidates in order).
+    ``index`` (B',) names the candidate of each row (default: all candidates in order). With ``compact`` only
+    the requested columns are returned, (B',M,C) in column order (what :func:`refine.lm.levenberg_marquardt`
+    expects from its ``jacobian_fn``).
 
     Falls back to stacked forward-mode AD of the full pattern if the peak lists cannot be aligned.
     """
@@ -292,53 +302,58 @@ def model_jacobian(
     grid = model.two_theta
     m = grid.shape[0]
     cols = torch.arange(p) if columns is None else torch.nonzero(columns).flatten()
+    col_list = cols.tolist()
     lay = model.layout
     bg = set(range(lay.bg_slice.start, lay.bg_slice.stop))
     rows = torch.arange(bsz) if index is None else index
     ws = model.weight_sqrt[rows] if model.weight_sqrt.ndim == 2 else model.weight_sqrt.expand(bsz, m)
-    jac = theta.new_zeros(bsz, m, p)
-    bg_cols = [c for c in cols.tolist() if c in bg]
-    if bg_cols:
+    jac = theta.new_zeros(bsz, m, len(col_list))
+    bg_pos = [i for i, c in enumerate(col_list) if c in bg]
+    if bg_pos:
         basis = chebyshev_basis(grid, lay.n_background)  # (K,M)
-        for c in bg_cols:
-            jac[:, :, c] = -ws * basis[c - lay.bg_slice.start]
-    pk_cols = [c for c in cols.tolist() if c not in bg]
-    if not pk_cols:
-        return jac
-    theta = theta.detach()
-    acc = theta.new_zeros(bsz * m, p)
-    calc = theta.new_zeros(bsz * m)
-    for k in range(model.n_phases):
+        for i in bg_pos:
+            jac[:, :, i] = -ws * basis[col_list[i] - lay.bg_slice.start]
+    pk_pos = [i for i, c in enumerate(col_list) if c not in bg]
+    pk_cols = [col_list[i] for i in pk_pos]
+    if pk_cols:
+        theta = theta.detach()
+        acc: Tensor | None = None
+        calc = theta.new_zeros(bsz * m)
+        for k in range(model.n_phases):
+            with torch.no_grad():
+                refl = reflection_peaks(model, theta, k, index)
+                peaks = profile_peaks(model, theta, k, *refl)[:5]
+            prof = {lay.global_index(n) for n in PROFILE_ONLY}
+            prof |= {lay.phase_profile_index(k, n) for n in PHASE_PROFILE_ONLY}
+            n_refl, n_pk = refl[0].shape[0], peaks[0].shape[0]
+            if n_pk == 0:  # no reflection of this phase for these candidates: no contribution
+                continue
+            refl_cols = [c for c in pk_cols if c not in prof]
+            # stacked forward-mode passes cost ~ rows × reflections × atoms: small problems stack many more rows
+            per_row = max(1, (n_refl // max(bsz, 1) + 1) * int(model.stacked[k].mask.shape[1]))
+            stack_rows = max(max_rows, STACK_BUDGET // per_row)
+            rt = _reflection_tangents(model, theta, k, refl_cols, n_refl, stack_rows, rows)
+            tan = None if rt is None else _peak_tangents(model, theta, k, pk_cols, refl, rt, n_pk, stack_rows)
+            if tan is None:
+                return _fallback(model, theta, columns, rows, max_rows, "peak lists do not line up", compact)
+            tan = torch.cat([tan[:, pk_cols], theta.new_zeros(4 * n_pk, 1)], dim=1)
+            tan[:n_pk, -1] = peaks[2]  # Σ_j pV_j A_j: the phase's pattern, for the self-check
+            prod = _shape_product(grid, bsz, peaks, model.instrument.window_fwhm, tan)
+            acc = prod[:, :-1] if acc is None else acc + prod[:, :-1]
+            calc = calc + prod[:, -1]
         with torch.no_grad():
-            refl = reflection_peaks(model, theta, k, index)
-            peaks = profile_peaks(model, theta, k, *refl)[:5]
-        prof = {lay.global_index(n) for n in PROFILE_ONLY}
-        prof |= {lay.phase_profile_index(k, n) for n in PHASE_PROFILE_ONLY}
-        n_refl, n_pk = refl[0].shape[0], peaks[0].shape[0]
-        if n_pk == 0:  # no reflection of this phase for these candidates: no contribution
-            continue
-        refl_cols = [c for c in pk_cols if c not in prof]
-        # stacked forward-mode passes cost ~ rows × reflections × atoms: small problems stack many more rows
-        per_row = max(1, (n_refl // max(bsz, 1) + 1) * int(model.stacked[k].mask.shape[1]))
-        stack_rows = max(max_rows, STACK_BUDGET // per_row)
-        rt = _reflection_tangents(model, theta, k, refl_cols, n_refl, stack_rows, rows)
-        tan = None if rt is None else _peak_tangents(model, theta, k, pk_cols, refl, rt, n_pk, stack_rows)
-        if tan is None:
-            return _fallback(model, theta, columns, rows, max_rows, "peak lists do not line up")
-        tan = torch.cat([tan, theta.new_zeros(4 * n_pk, 1)], dim=1)
-        tan[:n_pk, -1] = peaks[2]  # Σ_j pV_j A_j: the phase's pattern, for the self-check
-        prod = _shape_product(grid, bsz, peaks, model.instrument.window_fwhm, tan)
-        acc = acc + prod[:, :-1]
-        calc = calc + prod[:, -1]
-    with torch.no_grad():
-        ref = torch.stack(model.phase_patterns(theta, index)).sum(dim=0).reshape(-1)
-    mismatch = float((calc - ref).abs().max() / ref.abs().max().clamp_min(1e-300))
-    if not mismatch <= SELF_CHECK_RTOL:
-        return _fallback(
-            model, theta, columns, rows, max_rows, f"peak shapes differ from the model by {mismatch:.1e}"
-        )
-    jac[:, :, pk_cols] = -(acc.view(bsz, m, p)[:, :, pk_cols] * ws[:, :, None])
-    return jac
+            ref = torch.stack(model.phase_patterns(theta, index)).sum(dim=0).reshape(-1)
+        mismatch = float((calc - ref).abs().max() / ref.abs().max().clamp_min(1e-300))
+        if not mismatch <= SELF_CHECK_RTOL:
+            why = f"peak shapes differ from the model by {mismatch:.1e}"
+            return _fallback(model, theta, columns, rows, max_rows, why, compact)
+        if acc is not None:
+            jac[:, :, pk_pos] = acc.view(bsz, m, len(pk_cols)) * (-ws[:, :, None])
+    if compact:
+        return jac
+    full = theta.new_zeros(bsz, m, p)
+    full[:, :, cols] = jac
+    return full
 
 
 __all__ = ["model_jacobian", "peak_list"]

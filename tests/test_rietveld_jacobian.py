@@ -51,6 +51,9 @@ def test_model_jacobian_subset_of_columns(model_and_theta) -> None:
     ref = jacobian(model.residuals, theta, cols, "forward")
     assert torch.allclose(ours, ref, rtol=1e-9, atol=1e-9 * float(ref.abs().max()))
     assert float(ours[:, :, ~cols].abs().max()) == 0.0
+    compact = model_jacobian(model, theta, cols, max_rows=64, compact=True)
+    assert compact.shape == (theta.shape[0], ours.shape[1], int(cols.sum()))
+    assert torch.equal(compact, ours[:, :, cols])
 
 
 def test_model_jacobian_of_a_subset_of_candidates(model_and_theta) -> None:
