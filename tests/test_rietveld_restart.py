@@ -91,3 +91,32 @@ def test_keep_lower_chi2_merges_row_by_row() -> None:
     assert torch.equal(last.chi2, chi2)
     assert torch.equal(last.covariance[1], tb[1][:, None] * tb[1][None, :])
     assert dataclasses.asdict(last).keys() == dataclasses.asdict(a[0][1]).keys()
+
+
+def test_cli_no_restart_flag_reaches_the_options(tmp_path, monkeypatch) -> None:
+    """``xrdsolve refine --no-restart`` runs one staged pass; the default keeps the restart schedule."""
+    from pathlib import Path
+
+    import xrdsolve.refine.rietveld as rietveld
+    from xrdsolve.cli import main
+    from xrdsolve.refine.errors import RefineError
+
+    seen: list[RefineOptions] = []
+
+    def fake_refine(pattern, structures, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(kwargs["options"])
+        raise RefineError("stopped by the test")
+
+    monkeypatch.setattr(rietveld, "refine", fake_refine)
+    examples = Path(__file__).resolve().parents[1] / "data" / "examples"
+    args = [
+        "refine",
+        str(examples / "demo_pattern.xye"),
+        str(examples / "rutile_TiO2.cif"),
+        "-o",
+        str(tmp_path),
+    ]
+    assert main([*args, "--no-restart"]) == 2
+    assert main(args) == 2
+    assert tuple(seen[0].annealing_restarts) == ()
+    assert tuple(seen[1].annealing_restarts) == tuple(RefineOptions().annealing_restarts) != ()
