@@ -192,8 +192,9 @@ def levenberg_marquardt(
     theta0 (B,P); free (B,P) bool (default all); lower/upper (B,P) (default ±inf); n_obs (B,) observation
     counts for GoF (default: M). ``jacobian_fn(theta_rows, cols, index)`` replaces the AD Jacobian (e.g. an
     analytic one) and returns only the columns ``cols`` (P,) bool, (B',M,C) in column order; the residuals
-    alone decide whether a step is accepted. Converges when, for a step taken with damping λ ≤ ``damped_limit``, the relative χ² decrease of an accepted step is below ``ftol``,
-    when the step is below ``xtol`` relative to the parameters, or when no damping gives a decrease.
+    alone decide whether a step is accepted. Converges when, for a step taken with damping
+    λ ≤ ``damped_limit``, the relative χ² decrease of an accepted step is below ``ftol``, when the step is
+    below ``xtol`` relative to the parameters, or when no damping gives a decrease.
     With ``deadline`` (a ``time.perf_counter()`` value) no new iteration starts after it: every accepted step
     lowered χ², so the parameters returned are the best found so far (``timed_out`` is then set).
     """

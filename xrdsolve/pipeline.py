@@ -215,7 +215,7 @@ def _index_with_unindexed(
     peaks: Any, cells: list[Any], time_limit: float, tried: dict[str, Any]
 ) -> list[Any]:
     """``cells`` merged with cubic/tetragonal/hexagonal solutions that leave up to 3 lines (≤ 1 in 4)
-    unindexed, re-ranked (:func:`xrdsolve.refine.indexing.indexer.ranking_merit`)."""
+    unindexed, re-ranked (:func:`xrdsolve.refine.indexing.indexer.rank_solutions`)."""
     from xrdsolve.refine.indexing.indexer import IndexingOptions, index_peaks, rank_solutions
     from xrdsolve.refine.indexing.observations import IndexingError
     from xrdsolve.refine.indexing.solution import same_lattice

@@ -19,11 +19,17 @@ def chebyshev_basis(two_theta: Tensor, k: int) -> Tensor:
 
 
 def chebyshev_background(
-    two_theta: Tensor, coefficients: Tensor, inv_two_theta: Tensor | None = None
+    two_theta: Tensor, coefficients: Tensor, inv_two_theta: Tensor | None = None, base: Tensor | None = None
 ) -> Tensor:
-    """Background (B,M) = Σ_k c_k T_k(x) [+ c_inv / 2θ]; coefficients (B,K), 2θ (M,) in degrees."""
+    """Background (B,M) = Σ_k c_k T_k(x) [+ c_inv / 2θ]; coefficients (B,K), 2θ (M,) in degrees. With ``base``
+    (B,M) the background is added to it (one fused matrix product, no separate background array)."""
     bsz, k = coefficients.shape
-    bg = coefficients @ chebyshev_basis(two_theta, k) if k else two_theta.new_zeros((bsz, two_theta.shape[0]))
+    if not k:
+        bg = two_theta.new_zeros((bsz, two_theta.shape[0])) if base is None else base
+    elif base is None:
+        bg = coefficients @ chebyshev_basis(two_theta, k)
+    else:
+        bg = torch.addmm(base, coefficients, chebyshev_basis(two_theta, k))
     if inv_two_theta is not None:
         bg = bg + inv_two_theta[:, None] / two_theta[None, :]
     return bg

@@ -197,18 +197,10 @@ def _structure_row(s: Structure) -> tuple[np.ndarray, np.ndarray, list[int], lis
     biso: list[float] = []
     coords: list[np.ndarray] = []
     for site in sites:
-        items = site.species.items()
         props = site.properties
         b = _site_b_iso(props) if props and any(k in props for k in _B_KEYS) else 0.0
         fc = site.frac_coords
-        if len(items) == 1:
-            ((sp, o),) = items
-            spec.append(_species_of(sp))
-            occ.append(float(o))
-            biso.append(b)
-            coords.append(fc)
-            continue
-        for sp, o in items:
+        for sp, o in site.species.items():
             spec.append(_species_of(sp))
             occ.append(float(o))
             biso.append(b)

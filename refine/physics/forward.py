@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ..errors import RefineError
 from ..radiation import Geometry
-from .background import chebyshev_background, chebyshev_basis
+from .background import chebyshev_background
 from .batch import CrystalBatch
 from .intensity import lorentz_polarisation
 from .lattice import d_min_for, generate_hkl, reciprocal_lattice
@@ -273,9 +273,8 @@ def merge_coincident(
     n_l = int(lidx.max()) + 1
     key_tt = torch.round(two_theta.detach() / tol).to(torch.int64)
     key = (bidx * n_l + lidx) * (int(key_tt.max()) + 1) + key_tt
-    if (
-        key.device.type == "cpu"
-    ):  # numpy's stable sort is linear on the nearly sorted keys ``simulate`` passes
+    if key.device.type == "cpu":
+        # numpy's stable sort is linear on the nearly sorted keys ``simulate`` passes
         order = torch.from_numpy(np.argsort(key.numpy(), kind="stable"))
         uniq, inv_sorted = torch.unique_consecutive(key.index_select(0, order), return_inverse=True)
         inv = torch.empty_like(inv_sorted).index_put_((order,), inv_sorted)
@@ -352,11 +351,7 @@ def simulate(
         area = area[parent] * w
         fwhm, eta, bidx = fwhm[parent], eta[parent], bidx[parent]
     pattern = render_peaks(grid, bidx, centre, area, fwhm, eta, bsz, instrument.window_fwhm)
-    n_bg = profile.background.shape[1]
-    if n_bg:  # Chebyshev background added by one matrix product into the pattern
-        pattern = torch.addmm(pattern, profile.background, chebyshev_basis(grid, n_bg))
-    if profile.inv_two_theta is not None:
-        pattern = pattern + chebyshev_background(grid, profile.background[:, :0], profile.inv_two_theta)
+    pattern = chebyshev_background(grid, profile.background, profile.inv_two_theta, base=pattern)
     if per_reflection:
         return pattern, _padded(fr, hkl, instrument)
     return pattern

@@ -255,9 +255,8 @@ def render_peaks(
     buckets = []
     for b, idx in zip(used_np.tolist(), torch.split(order, counts_np.tolist()), strict=True):
         size = _BUCKETS[b]
-        st = first.index_select(0, idx) - (
-            size // 2 - 1
-        )  # grid index of the window's first point (may be < 0)
+        # grid index of the window's first point (may be < 0)
+        st = first.index_select(0, idx) - (size // 2 - 1)
         start[idx] = st
         # peak centres lie in column [size//2 − 1, size//2); the Gaussian is evaluated within GAUSS_CUT_FWHM
         hw = math.ceil(GAUSS_CUT_FWHM * float(fw_max[b])) + 1
