@@ -234,24 +234,28 @@ def levenberg_marquardt(
             jac_a = jacobian(residual_fn, theta, cols, jacobian_method, max_jacobian_rows)[act_idx][
                 :, :, col_idx
             ]
-        jac_ok = torch.isfinite(jac_a).flatten(1).all(dim=1)
+        r_a = torch.nan_to_num(r_cur[act_idx], nan=0.0, posinf=0.0, neginf=0.0)
+        jac_t = jac_a.transpose(1, 2)
+        a_act = torch.bmm(jac_t, jac_a)  # (B',C,C) JᵀJ
+        g_act = torch.bmm(jac_t, r_a.unsqueeze(-1)).squeeze(-1)  # (B',C) Jᵀr
+        # a non-finite Jacobian entry makes its column's diagonal of JᵀJ non-finite
+        jac_ok = torch.isfinite(a_act).flatten(1).all(dim=1) & torch.isfinite(g_act).all(dim=1)
         if not bool(jac_ok.all()):
             log.info("LM: %d candidate(s) with non-finite Jacobian frozen", int((~jac_ok).sum()))
             diverged[act_idx[~jac_ok]] = True
             active[act_idx[~jac_ok]] = False
-        jac_a = torch.nan_to_num(jac_a, nan=0.0, posinf=0.0, neginf=0.0)
-        r_a = torch.nan_to_num(r_cur[act_idx], nan=0.0, posinf=0.0, neginf=0.0)
+            a_act[~jac_ok] = 0.0
+            g_act[~jac_ok] = 0.0
         g = theta.new_zeros(bsz, p)
-        g[act_idx[:, None], col_idx[None, :]] = torch.einsum("bmp,bm->bp", jac_a, r_a)
+        g[act_idx[:, None], col_idx[None, :]] = g_act
         # parameters pinned at a bound with the gradient pushing outwards are held this step
         at_low = (theta <= lower) & (g > 0)
         at_high = (theta >= upper) & (g < 0)
         step_free = free & ~at_low & ~at_high & active[:, None]
-        jac_a = jac_a * step_free[act_idx][:, col_idx][:, None, :]
         a = theta.new_zeros(bsz, p, p)
-        a[act_idx[:, None, None], col_idx[None, :, None], col_idx[None, None, :]] = torch.einsum(
-            "bmp,bmq->bpq", jac_a, jac_a
-        )
+        a[act_idx[:, None, None], col_idx[None, :, None], col_idx[None, None, :]] = a_act
+        held = step_free.to(dtype)
+        a = a * held[:, :, None] * held[:, None, :]  # = (J·diag(held))ᵀ(J·diag(held))
         g = g * step_free
         diag = torch.diagonal(a, dim1=-2, dim2=-1)
         dscale = torch.maximum(diag, 1e-12 * diag.amax(dim=1, keepdim=True).clamp_min(1e-30))

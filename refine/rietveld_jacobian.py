@@ -34,21 +34,12 @@ from .lm import stacked_unit_tangents
 from .physics import bragg_intensities, tch_widths
 from .physics.background import chebyshev_basis
 from .physics.forward import FCJ_POINTS, _peak_shift_flat, merge_coincident
-from .physics.profile import fcj_offsets
+from .physics.profile import fcj_offsets, window_layout
 
 try:  # adaptive FCJ quadrature, when simulate uses it
     from .physics.profile import fcj_subpeaks
 except ImportError:  # pragma: no cover - older forward model: fixed FCJ_POINTS nodes
     fcj_subpeaks = None  # type: ignore[assignment]
-
-try:  # the renderer's window buckets (uniform grids): match its truncation exactly when available
-    from .physics.profile import _BUCKETS, _is_uniform
-except ImportError:  # pragma: no cover - renderer internals changed: fall back to ±window·FWHM/2
-    _BUCKETS = None  # type: ignore[assignment]
-
-    def _is_uniform(grid: Tensor) -> bool:
-        return False
-
 
 if TYPE_CHECKING:
     from .rietveld import RietveldModel
@@ -108,28 +99,104 @@ def peak_list(
     return profile_peaks(model, theta, k, bidx, bragg, area)[:5]
 
 
-def _windows(grid: Tensor, centre: Tensor, fwhm: Tensor, window: float) -> tuple[Tensor, Tensor]:
-    """First grid index and number of points of each peak's window — the renderer's own windows on a uniform
-    grid (bucketed lengths), else ±window·FWHM/2."""
+def _shape_values(
+    u: Tensor,
+    hg: Tensor,
+    area: Tensor,
+    eta: Tensor,
+    out: Tensor,
+    gauss_cols: tuple[int, int] | None = None,
+) -> Tensor:
+    """∂y/∂A, ∂y/∂c, ∂y/∂Γ, ∂y/∂η of pseudo-Voigt peaks at reduced offsets u = 2(2θ − c)/Γ, written to
+    ``out`` (4, *u.shape) and returned.
+
+    ``u`` is (P,K) (one row of window points per peak) or flat (nnz,); hg = 2/Γ (1/°), area and η broadcast
+    against ``u``. With ``gauss_cols`` = (c0, c1) the Gaussian part is evaluated on those columns only (as the
+    renderer does: beyond 4 FWHM it is below float64 resolution). With L = 1/(1 + u²), G = exp(−ln2 u²):
+    pV = e·hg/π·L + (1 − e)·√(ln2/π)·hg·G.
+    """
+    d_area, d_centre, d_fwhm, d_eta = out.unbind(0)
+    z = u * u
+    lor = (1.0 + z).reciprocal_()
+    c_l = eta * hg / math.pi  # Lorentzian amplitude e·hg/π
+    a_l = area * c_l
+    hg_a = area * hg
+    torch.mul(lor, c_l, out=d_area)
+    torch.mul(lor, hg_a / math.pi, out=d_eta)
+    lor.square_()
+    torch.mul(u, 2.0 * hg * a_l, out=d_centre).mul_(lor)
+    torch.sub(z, 1.0, out=d_fwhm).mul_(lor).mul_(0.5 * hg * a_l)
+    sl = (Ellipsis,) if gauss_cols is None else (Ellipsis, slice(*gauss_cols))
+    zg = z[sl]
+    gau = torch.mul(zg, -_LN2).exp_()
+    c_g = (1.0 - eta) * _GNORM * hg  # Gaussian amplitude (1 − e)·√(ln2/π)·hg
+    a_g = area * c_g
+    d_area[sl].addcmul_(gau, c_g)
+    d_eta[sl].addcmul_(gau, _GNORM * hg_a, value=-1.0)
+    gau.mul_(a_g * hg)
+    d_centre[sl].addcmul_(u[sl], gau, value=2.0 * _LN2)
+    d_fwhm[sl].addcmul_(gau, zg.mul(_LN2).sub_(0.5))
+    return out
+
+
+def _shape_columns(
+    grid: Tensor, n_batch: int, peaks: tuple[Tensor, Tensor, Tensor, Tensor, Tensor], window: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Compressed-sparse-column data of the shape-derivative matrix (B·M × 4·N'): values (4, nnz), row
+    indices (nnz,) and column pointers (N'+1,) of one quantity's block (the four blocks share them), and the
+    peak behind each column (N',) — peaks outside the grid are left out.
+
+    Column q·N' + j holds ∂y/∂(A, c, Γ, η)_q of peak ``peak[j]`` over its window (a contiguous run of grid
+    points). On a uniform grid the renderer's own bucketed windows are used (dense (P_b, K) blocks, no
+    per-point gathers; points past the grid's ends get value 0), else ±window·Γ/2."""
+    bidx, centre, area, fwhm, eta = peaks
     m = grid.shape[0]
-    if _BUCKETS is not None and _is_uniform(grid):
-        g0 = grid[0]
-        step = (grid[-1] - grid[0]) / (m - 1)
-        half_pts = torch.ceil(0.5 * window * fwhm / step).to(torch.int64)
-        first = torch.floor((centre - g0) / step).to(torch.int64)
-        sizes = torch.as_tensor(_BUCKETS)
-        bucket = torch.searchsorted(sizes, 2 * half_pts + 2).clamp(max=len(_BUCKETS) - 1)
-        size = sizes[bucket]
-        if bool((2 * half_pts + 2 <= size).all()):
-            lo = first - (size // 2 - 1)
-            hi = lo + size
-            lo_c, hi_c = lo.clamp(0, m), hi.clamp(0, m)
-            inside = (first + half_pts >= 0) & (first - half_pts <= m - 1)  # the renderer drops the others
-            return lo_c, torch.where(inside, (hi_c - lo_c).clamp_min(0), 0)
-    half = 0.5 * window * fwhm
-    lo = torch.searchsorted(grid, centre - half)
-    hi = torch.searchsorted(grid, centre + half, right=True)
-    return lo, (hi - lo).clamp_min(0)
+    layout = window_layout(grid, bidx, centre, fwhm, n_batch, window)
+    if layout is None:
+        half = 0.5 * window * fwhm
+        lo = torch.searchsorted(grid, centre - half)
+        counts = (torch.searchsorted(grid, centre + half, right=True) - lo).clamp_min(0)
+        pk = torch.repeat_interleave(torch.arange(centre.shape[0]), counts)
+        gi = lo[pk] + (torch.arange(pk.shape[0]) - (torch.cumsum(counts, 0) - counts)[pk])
+        hg = 2.0 / fwhm[pk]
+        values = grid.new_empty(4, pk.shape[0])
+        _shape_values((grid[gi] - centre[pk]) * hg, hg, area[pk], eta[pk], values)
+        return values, bidx[pk] * m + gi, _column_pointers(counts), torch.arange(centre.shape[0])
+    kept = torch.arange(centre.shape[0]) if layout.inside is None else layout.inside
+    bidx, centre, area, fwhm, eta = (t.index_select(0, kept) for t in (bidx, centre, area, fwhm, eta))
+    step = layout.plan.step
+    x0 = (grid[0] + layout.start.to(grid.dtype) * step) - centre
+    hg_all = 2.0 / fwhm
+    buckets = layout.plan.buckets
+    n_vals = [b.index.shape[0] * b.size for b in buckets]
+    values = grid.new_empty(4, sum(n_vals))
+    rows = torch.empty(sum(n_vals), dtype=torch.int64)
+    order, sizes, at = [], [], 0
+    for b, n in zip(buckets, n_vals, strict=True):
+        i, size = b.index, b.size
+        block = values[:, at : at + n].view(4, i.shape[0], size)
+        hg = hg_all.index_select(0, i)[:, None]
+        u = (torch.arange(size, dtype=grid.dtype) * step + x0.index_select(0, i)[:, None]).mul_(hg)
+        _shape_values(
+            u, hg, area.index_select(0, i)[:, None], eta.index_select(0, i)[:, None], block, b.gauss
+        )
+        start = layout.start.index_select(0, i)
+        gi = start[:, None] + torch.arange(size)
+        edge = torch.nonzero((start < 0) | (start + size > m)).squeeze(1)
+        if edge.numel():  # windows running past the grid's ends: zero those points, keep the rows in range
+            ge = gi.index_select(0, edge)
+            outside = (ge < 0) | (ge >= m)
+            block[:, edge] = block[:, edge].masked_fill(outside, 0.0)
+            gi[edge] = ge.clamp(0, m - 1)
+        torch.add(gi, bidx.index_select(0, i)[:, None] * m, out=rows[at : at + n].view(i.shape[0], size))
+        order.append(i)
+        sizes.append(torch.full((i.shape[0],), size, dtype=torch.int64))
+        at += n
+    return values, rows, _column_pointers(torch.cat(sizes)), kept[torch.cat(order)]
+
+
+def _column_pointers(counts: Tensor) -> Tensor:
+    return torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
 
 
 def _shape_product(
@@ -141,40 +208,25 @@ def _shape_product(
 ) -> Tensor:
     """(B·M, P) = Σ_j ∂y/∂(A, c, Γ, η)_j · tangents (4·N, P) (rows q·N + j), as one sparse product.
 
-    The shape-derivative matrix (B·M × 4·N) is built column by column (each peak's window is a contiguous
-    run of grid points) in compressed-sparse-column form and multiplied by scipy (no sorting; ≈ 4× faster
-    than torch's CPU sparse CSR product here). Values are detached: this is a Jacobian, not differentiated."""
-    bidx, centre, area, fwhm, eta = (t.detach() for t in peaks)
-    m = grid.shape[0]
-    n_pk = centre.shape[0]
-    lo, counts = _windows(grid, centre, fwhm, window)
-    pk = torch.repeat_interleave(torch.arange(n_pk), counts)
-    starts = torch.cumsum(counts, 0) - counts
-    gi = lo[pk] + (torch.arange(pk.shape[0]) - starts[pk])
-    x = grid[gi] - centre[pk]
-    g_ = fwhm[pk]
-    e_ = eta[pk]
-    a_ = area[pk]
-    z = (2.0 * x / g_) ** 2
-    gauss = (2.0 / g_) * _GNORM * torch.exp(-_LN2 * z)
-    lor = (2.0 / (math.pi * g_)) / (1.0 + z)
-    dz_dc = -8.0 * x / (g_ * g_)
-    values = torch.cat(
-        (
-            e_ * lor + (1.0 - e_) * gauss,  # ∂/∂A
-            -a_ * (e_ * lor / (1.0 + z) + (1.0 - e_) * _LN2 * gauss) * dz_dc,  # ∂/∂c
-            a_
-            * (e_ * lor * (2.0 * z / (1.0 + z) - 1.0) + (1.0 - e_) * gauss * (2.0 * _LN2 * z - 1.0))
-            / g_,  # ∂/∂Γ
-            a_ * (lor - gauss),  # ∂/∂η
-        )
-    )
-    rows = (bidx[pk] * m + gi).repeat(4)
-    indptr = torch.cat([counts.new_zeros(1), torch.cumsum(counts.repeat(4), 0)])
+    The shape-derivative matrix (B·M × 4·N) is assembled in compressed-sparse-column form (each peak's window
+    is a contiguous run of grid points; see :func:`_shape_columns`) and multiplied by scipy (≈ 4× faster than
+    torch's CPU sparse CSR product here). Values are detached: this is a Jacobian, not differentiated."""
+    peaks = tuple(t.detach() for t in peaks)  # type: ignore[assignment]
+    n_pk = peaks[1].shape[0]
+    values, rows, indptr, peak = _shape_columns(grid, n_batch, peaks, window)
+    n_rows = n_batch * grid.shape[0]
+    if peak.shape[0] == 0:
+        return grid.new_zeros(n_rows, tangents.shape[1])
+    n_cols = peak.shape[0]
+    tan = tangents.detach().view(4, n_pk, -1).index_select(1, peak).view(4 * n_cols, -1)
+    index_dtype = np.int32 if max(n_rows, 4 * values.shape[1]) < 2**31 else np.int64
+    rows_np = np.tile(rows.numpy().astype(index_dtype), 4)  # the four column blocks share their rows
+    counts = np.diff(indptr.numpy()).astype(index_dtype)
+    indptr_np = np.concatenate([np.zeros(1, index_dtype), np.cumsum(np.tile(counts, 4), dtype=index_dtype)])
     shape_matrix = scipy.sparse.csc_matrix(
-        (values.numpy(), rows.numpy(), indptr.numpy()), shape=(n_batch * m, 4 * n_pk)
+        (values.view(-1).numpy(), rows_np, indptr_np), shape=(n_rows, 4 * n_cols)
     )
-    product = shape_matrix @ tangents.detach().numpy()
+    product = shape_matrix @ tan.numpy()
     return torch.from_numpy(np.ascontiguousarray(product, dtype=np.float64)).to(grid.dtype)
 
 
@@ -260,6 +312,17 @@ STACK_BUDGET = 2_000_000
 _warned: set[str] = set()
 
 
+def _runs(positions: list[int]) -> list[tuple[int, int]]:
+    """Maximal runs [start, stop) of consecutive integers in an increasing list."""
+    runs: list[tuple[int, int]] = []
+    for i in positions:
+        if runs and runs[-1][1] == i:
+            runs[-1] = (runs[-1][0], i + 1)
+        else:
+            runs.append((i, i + 1))
+    return runs
+
+
 def _fallback(
     model: RietveldModel,
     theta: Tensor,
@@ -307,12 +370,14 @@ def model_jacobian(
     bg = set(range(lay.bg_slice.start, lay.bg_slice.stop))
     rows = torch.arange(bsz) if index is None else index
     ws = model.weight_sqrt[rows] if model.weight_sqrt.ndim == 2 else model.weight_sqrt.expand(bsz, m)
-    jac = theta.new_zeros(bsz, m, len(col_list))
+    jac = theta.new_empty(bsz, m, len(col_list))
+    neg_ws = -ws[:, :, None]
     bg_pos = [i for i, c in enumerate(col_list) if c in bg]
     if bg_pos:
         basis = chebyshev_basis(grid, lay.n_background)  # (K,M)
-        for i in bg_pos:
-            jac[:, :, i] = -ws * basis[col_list[i] - lay.bg_slice.start]
+        for lo, hi in _runs(bg_pos):  # the background columns are consecutive parameters
+            k0 = col_list[lo] - lay.bg_slice.start
+            torch.mul(neg_ws, basis[k0 : k0 + hi - lo].T, out=jac[:, :, lo:hi])
     pk_pos = [i for i, c in enumerate(col_list) if c not in bg]
     pk_cols = [col_list[i] for i in pk_pos]
     if pk_cols:
@@ -332,7 +397,15 @@ def model_jacobian(
             # stacked forward-mode passes cost ~ rows × reflections × atoms: small problems stack many more rows
             per_row = max(1, (n_refl // max(bsz, 1) + 1) * int(model.stacked[k].mask.shape[1]))
             stack_rows = max(max_rows, STACK_BUDGET // per_row)
-            rt = _reflection_tangents(model, theta, k, refl_cols, n_refl, stack_rows, rows)
+            # integrated intensities are proportional to the phase scale and Bragg angles do not depend on it:
+            # its column needs no forward-mode pass (unless a scale is 0)
+            scale_col = lay.phase_profile_index(k, "scale")
+            scale = theta[:, scale_col]
+            linear_scale = scale_col in refl_cols and bool((scale != 0).all())
+            ad_cols = [c for c in refl_cols if not (linear_scale and c == scale_col)]
+            rt = _reflection_tangents(model, theta, k, ad_cols, n_refl, stack_rows, rows)
+            if rt is not None and linear_scale:
+                rt[1][:, scale_col] = refl[2] / scale[refl[0]]
             tan = None if rt is None else _peak_tangents(model, theta, k, pk_cols, refl, rt, n_pk, stack_rows)
             if tan is None:
                 return _fallback(model, theta, columns, rows, max_rows, "peak lists do not line up", compact)
@@ -347,8 +420,14 @@ def model_jacobian(
         if not mismatch <= SELF_CHECK_RTOL:
             why = f"peak shapes differ from the model by {mismatch:.1e}"
             return _fallback(model, theta, columns, rows, max_rows, why, compact)
-        if acc is not None:
-            jac[:, :, pk_pos] = acc.view(bsz, m, len(pk_cols)) * (-ws[:, :, None])
+        src = acc.view(bsz, m, len(pk_cols)) if acc is not None else None
+        at = 0
+        for lo, hi in _runs(pk_pos):  # written in place, run by run of consecutive columns
+            if src is None:
+                jac[:, :, lo:hi] = 0.0
+            else:
+                torch.mul(src[:, :, at : at + hi - lo], neg_ws, out=jac[:, :, lo:hi])
+            at += hi - lo
     if compact:
         return jac
     full = theta.new_zeros(bsz, m, p)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from xrdsolve.refine.lm import levenberg_marquardt
+from xrdsolve.refine.lm import jacobian, levenberg_marquardt
 
 
 def _exp_problem(bsz: int, seed: int = 0):
@@ -150,3 +150,23 @@ def test_deadline_stops_iterating_and_keeps_the_best_parameters() -> None:
     assert torch.equal(past.theta, start) and past.status(0) == "deadline"
     full = levenberg_marquardt(resid, start, max_iter=100, deadline=time.perf_counter() + 600.0)
     assert not full.timed_out and bool(full.converged.all()) and float(full.chi2.sum()) < chi2_start
+
+
+@pytest.mark.parametrize("bad_value", [float("nan"), float("inf")])
+def test_non_finite_jacobian_freezes_only_its_candidate(bad_value: float) -> None:
+    """A NaN/Inf anywhere in one candidate's Jacobian (found through JᵀJ) freezes that candidate only."""
+    resid, true = _exp_problem(3, seed=13)
+
+    def jacobian_fn(theta_rows: torch.Tensor, cols: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+        full = torch.zeros(3, theta_rows.shape[1], dtype=theta_rows.dtype)
+        rows = torch.arange(3) if index is None else index
+        full[rows] = theta_rows
+        jac = jacobian(resid, full, cols, "forward")[rows][:, :, cols]
+        if index is not None:  # during the iterations candidate 1 reports one bad entry
+            jac[rows == 1, 17, 0] = bad_value
+        return jac
+
+    res = levenberg_marquardt(resid, true * 1.1, jacobian_fn=jacobian_fn)
+    assert bool(res.diverged[1]) and int(res.iterations[1]) == 0  # frozen before its first step
+    assert bool(res.converged[0]) and bool(res.converged[2])
+    assert torch.allclose(res.theta[[0, 2]], true[[0, 2]], rtol=0.05, atol=0.02)

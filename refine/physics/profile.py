@@ -14,6 +14,7 @@ peaks × grid.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -218,32 +219,68 @@ def render_peaks(
     m = grid.shape[0]
     if centre.numel() == 0:
         return grid.new_zeros(n_batch, m)
-    if not _is_uniform(grid):
+    layout = window_layout(grid, batch_index, centre.detach(), fwhm.detach(), n_batch, window_fwhm)
+    if layout is None:
         return _render_gather(grid, batch_index, centre, area, fwhm, eta, n_batch, window_fwhm)
+    if layout.inside is not None:
+        if layout.inside.numel() == 0:
+            return grid.new_zeros(n_batch, m)
+        centre, area, fwhm, eta = (t.index_select(0, layout.inside) for t in (centre, area, fwhm, eta))
+    x0 = (grid[0] + layout.start.to(grid.dtype) * layout.plan.step) - centre  # window's first point, degrees
+    inv = 2.0 / fwhm
+    a_g = area * (1.0 - eta) * inv * math.sqrt(_LN2 / math.pi)
+    a_l = area * eta * inv / math.pi
+    out = render_windows(x0, inv * inv, a_g, a_l, layout.plan)
+    return out[:, layout.pad : layout.pad + m]
+
+
+@dataclass(frozen=True)
+class WindowLayout:
+    """Bucketed evaluation windows of peaks on a uniform grid (shared by the renderer and the Jacobian).
+
+    inside: (P',) indices of the peaks whose window touches the grid (None: all of them); plan: the buckets,
+    indexing the kept peaks, with buffer columns offset by ``pad``; start: (P',) grid index of each kept
+    window's first point (may be < 0 or run past the grid's end).
+    """
+
+    inside: Tensor | None
+    plan: RenderPlan
+    start: Tensor
+    pad: int
+
+
+def window_layout(
+    grid: Tensor, batch_index: Tensor, centre: Tensor, fwhm: Tensor, n_batch: int, window_fwhm: float
+) -> WindowLayout | None:
+    """Bucket the peaks (centre, fwhm in degrees, detached) by window length on a uniform grid: each peak is
+    evaluated over the smallest bucket size (grid points) covering centre ± window_fwhm·fwhm/2. None when the
+    grid is not uniform or a window is wider than the largest bucket."""
+    m = grid.shape[0]
+    if not _is_uniform(grid):
+        return None
     g0 = grid[0]
     step = (grid[-1] - grid[0]) / (m - 1)
-    c = centre.detach()
-    half_pts = torch.ceil(0.5 * window_fwhm * fwhm.detach() / step).to(torch.int64)
+    half_pts = torch.ceil(0.5 * window_fwhm * fwhm / step).to(torch.int64)
     # peaks entirely outside the grid contribute nothing
-    first = torch.floor((c - g0) / step).to(torch.int64)
+    first = torch.floor((centre - g0) / step).to(torch.int64)
     inside = (first + half_pts >= 0) & (first - half_pts <= m - 1)
+    kept: Tensor | None = None
     if not bool(inside.all()):
-        idx = torch.nonzero(inside).squeeze(1)
-        batch_index, centre, area, fwhm, eta, half_pts, first, c = (
-            t.index_select(0, idx) for t in (batch_index, centre, area, fwhm, eta, half_pts, first, c)
+        kept = torch.nonzero(inside).squeeze(1)
+        batch_index, fwhm, half_pts, first = (
+            t.index_select(0, kept) for t in (batch_index, fwhm, half_pts, first)
         )
-        if centre.numel() == 0:
-            return grid.new_zeros(n_batch, m)
+    step_f = float(step)
+    if first.numel() == 0:
+        return WindowLayout(kept, RenderPlan(step_f, n_batch, m, ()), first, 0)
     need = 2 * half_pts + 2
     sizes = torch.as_tensor(_BUCKETS, device=grid.device)
     bucket = torch.searchsorted(sizes, need).clamp(max=len(_BUCKETS) - 1)
     kmax = int(sizes[bucket].max())
-    if int(need.max()) > kmax:  # windows wider than the largest bucket: fall back
-        return _render_gather(grid, batch_index, centre, area, fwhm, eta, n_batch, window_fwhm)
+    if int(need.max()) > kmax:  # windows wider than the largest bucket
+        return None
     pad = kmax + 1
-    width = m + 2 * pad
-    step_f = float(step)
-    fw_pts = fwhm.detach() / step_f
+    fw_pts = fwhm / step_f
     bucket_np = bucket.cpu().numpy().astype(np.int16)
     order_np = np.argsort(bucket_np, kind="stable")  # radix sort of the small bucket numbers
     used_np, counts_np = np.unique(bucket_np[order_np], return_counts=True)
@@ -263,13 +300,7 @@ def render_peaks(
         cc = size // 2 - 1
         gauss = (max(0, cc - hw), min(size, cc + hw + 2))
         buckets.append(Bucket(idx, batch_index.index_select(0, idx), st + pad, size, gauss))
-    plan = RenderPlan(step_f, n_batch, width, tuple(buckets))
-    x0 = (g0 + start.to(grid.dtype) * step) - centre  # offset of each window's first point, degrees
-    inv = 2.0 / fwhm
-    a_g = area * (1.0 - eta) * inv * math.sqrt(_LN2 / math.pi)
-    a_l = area * eta * inv / math.pi
-    out = render_windows(x0, inv * inv, a_g, a_l, plan)
-    return out[:, pad : pad + m]
+    return WindowLayout(kept, RenderPlan(step_f, n_batch, m + 2 * pad, tuple(buckets)), start, pad)
 
 
 def _render_gather(
