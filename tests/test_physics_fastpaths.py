@@ -165,3 +165,26 @@ def test_structure_factor_matches_direct_sum() -> None:
             fc = (f * dw * torch.exp(ph)).sum(1)
             torch.testing.assert_close(re[sel], fc.real, rtol=1e-10, atol=1e-9)
             torch.testing.assert_close(im[sel], fc.imag, rtol=1e-10, atol=1e-9)
+
+
+def test_first_use_from_several_threads_in_a_fresh_process() -> None:
+    """The scattering table is built once under a lock: four threads reading structures at once in a fresh
+    interpreter (the first use) all succeed (periodictable's lazy neutron tables raced before)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        from concurrent.futures import ThreadPoolExecutor
+        from pymatgen.core import Lattice, Structure
+        from xrdsolve.refine.physics import CrystalBatch
+        s = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+        with ThreadPoolExecutor(4) as ex:
+            out = list(ex.map(lambda _: CrystalBatch.from_structures([s]).frac.shape[1], range(4)))
+        print(out)
+        """
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "[2, 2, 2, 2]"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,9 +84,20 @@ def _pymatgen_neutron() -> dict[str, float]:
     }
 
 
-@functools.lru_cache(maxsize=1)
+_TABLE_LOCK = threading.Lock()
+
+
 def get_table() -> ScatteringTable:
-    """The process-wide scattering table (built once from xraydb, pymatgen data and periodictable)."""
+    """The process-wide scattering table (built once from xraydb, pymatgen data and periodictable).
+
+    Thread-safe: the first call builds it under a lock (periodictable attaches its neutron tables lazily,
+    and two threads doing so at once fail)."""
+    with _TABLE_LOCK:
+        return _build_table()
+
+
+@functools.lru_cache(maxsize=1)
+def _build_table() -> ScatteringTable:
     import periodictable
     import xraydb
 
