@@ -163,6 +163,9 @@ def _shape_columns(
         _shape_values((grid[gi] - centre[pk]) * hg, hg, area[pk], eta[pk], values)
         return values, bidx[pk] * m + gi, _column_pointers(counts), torch.arange(centre.shape[0])
     kept = torch.arange(centre.shape[0]) if layout.inside is None else layout.inside
+    if not layout.plan.buckets:  # no window reaches the grid
+        empty = torch.zeros(0, dtype=torch.int64)
+        return grid.new_zeros(4, 0), empty, torch.zeros(1, dtype=torch.int64), empty
     bidx, centre, area, fwhm, eta = (t.index_select(0, kept) for t in (bidx, centre, area, fwhm, eta))
     step = layout.plan.step
     x0 = (grid[0] + layout.start.to(grid.dtype) * step) - centre

@@ -115,3 +115,19 @@ def test_shape_product_equals_autograd_of_the_renderer(uniform: bool) -> None:
     assert torch.allclose(ours, expected, rtol=1e-10, atol=1e-10 * float(expected.abs().max()))
     edge = (centre < grid[0]) | (centre > grid[-1])
     assert bool(edge.any())  # some peaks centred outside the grid still reach into it
+
+
+def test_shape_product_of_peaks_outside_the_grid_is_zero() -> None:
+    from xrdsolve.refine.rietveld_jacobian import _shape_product
+
+    grid = torch.arange(10.0, 30.0, 0.02, dtype=torch.float64)
+    one = torch.ones(3, dtype=torch.float64)
+    peaks = (
+        torch.zeros(3, dtype=torch.int64),
+        torch.tensor([50.0, 60.0, 70.0]).double(),
+        one,
+        0.1 * one,
+        0.5 * one,
+    )
+    out = _shape_product(grid, 1, peaks, 20.0, torch.ones(12, 2, dtype=torch.float64))
+    assert out.shape == (grid.shape[0], 2) and float(out.abs().max()) == 0.0
