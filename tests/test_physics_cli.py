@@ -73,8 +73,9 @@ def test_bench_forward_prints_json(shared_data, capsys) -> None:
     import json
 
     csv_path = shared_data / "structures" / "mp20_subset" / "val.csv"
-    assert main(["bench", "forward", "--n", "6", "--n-reference", "3", "--structures", str(csv_path)]) == 0
+    args = ["bench", "forward", "--n", "6", "--n-reference", "3", "--chunk", "2", "--workers", "2"]
+    assert main([*args, "--structures", str(csv_path)]) == 0
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert figures["bench"] == "forward" and figures["n_structures"] == 6
+    assert figures["bench"] == "forward" and figures["n_structures"] == 6 and figures["workers"] == 2
     assert figures["ratio"] > 0 and figures["unmatched_peaks"] == 0
     assert figures["max_position_error_deg"] < 1e-3 and figures["max_intensity_error_pct"] < 1.0

@@ -188,3 +188,31 @@ def test_first_use_from_several_threads_in_a_fresh_process() -> None:
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip() == "[2, 2, 2, 2]"
+
+
+def test_simulate_structures_on_worker_threads_equals_one_call() -> None:
+    """Chunks on two worker threads give exactly the patterns of one batched simulate call, in input order,
+    and torch's thread count is restored."""
+    import torch
+    from pymatgen.core import Lattice, Structure
+
+    from xrdsolve.refine.physics import CrystalBatch, Instrument, ProfileParams, simulate, simulate_structures
+    from xrdsolve.refine.radiation import Radiation
+
+    structures = [
+        Structure(Lattice.cubic(3.8 + 0.1 * i), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]) for i in range(5)
+    ] + [
+        Structure(Lattice.tetragonal(4.6, 2.96), ["Ti", "O", "O"], [[0, 0, 0], [0.3, 0.3, 0], [0.7, 0.7, 0]])
+    ]
+    grid = torch.arange(10.0, 80.0, 0.02, dtype=torch.float64)
+    inst = Instrument(Radiation.preset("CuKa"))
+    profile = {"X": 2.0, "background": [5.0, 1.0]}
+    threads = torch.get_num_threads()
+    many = simulate_structures(structures, grid, inst, profile, chunk=2, workers=2, dtype=torch.float64)
+    assert torch.get_num_threads() == threads
+    prof = ProfileParams.default(len(structures), dtype=torch.float64, **profile)
+    with torch.no_grad():
+        ref = simulate(CrystalBatch.from_structures(structures, dtype=torch.float64), grid, inst, prof)
+    assert many.shape == (6, grid.shape[0])
+    assert torch.allclose(many, ref, rtol=1e-12, atol=1e-9)
+    assert not torch.allclose(many[0], many[1])  # the order of the structures is kept

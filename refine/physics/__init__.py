@@ -10,6 +10,7 @@ from .batch import CrystalBatch
 from .forward import ReflectionData, bragg_intensities, peak_shift, simulate
 from .intensity import lorentz_polarisation, march_dollase
 from .lattice import d_min_for, d_spacing, generate_hkl, reciprocal_lattice
+from .many import simulate_structures
 from .params import Instrument, ProfileParams
 from .profile import pseudo_voigt, tch_widths
 from .reflections import reflection_table, reflection_tables
@@ -34,6 +35,7 @@ __all__ = [
     "reflection_table",
     "reflection_tables",
     "simulate",
+    "simulate_structures",
     "species_index",
     "species_name",
     "tch_widths",
