@@ -102,11 +102,17 @@ def bench_forward(
 
     lam = 1.540593
     n_ref = min(n_reference, n)
-    c0 = time.process_time()
-    t0 = time.perf_counter()
-    ref = [pymatgen_sticks(s, lam, (5.0, 90.0)) for s in structs[:n_ref]]
-    t_ref = (time.perf_counter() - t0) * n / n_ref
-    cpu_ref = (time.process_time() - c0) * n / n_ref
+
+    def run_reference() -> tuple[float, float, list]:
+        c0 = time.process_time()
+        t0 = time.perf_counter()
+        sticks = [pymatgen_sticks(s, lam, (5.0, 90.0)) for s in structs[:n_ref]]
+        return (time.perf_counter() - t0) * n / n_ref, (time.process_time() - c0) * n / n_ref, sticks
+
+    # like ours: warmed up, the faster of two timed runs (pymatgen loads its tables on first use)
+    pymatgen_sticks(structs[0], lam, (5.0, 90.0))
+    (t_ref, cpu_ref, ref), (t_ref2, cpu_ref2, _) = run_reference(), run_reference()
+    t_ref, cpu_ref = min(t_ref, t_ref2), min(cpu_ref, cpu_ref2)
     ref += [pymatgen_sticks(s, lam, (5.0, 90.0)) for s in structs[n_ref:]]
 
     tables = reflection_tables(
