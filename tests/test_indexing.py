@@ -152,3 +152,44 @@ def test_six_line_fcc_pattern_ranks_the_cubic_cell_above_sub_cells(noise: float)
     assert sols[0].crystal_system == "cubic" and sols[0].centring == "F"
     assert sols[0].a == pytest.approx(4.30, abs=0.002)
     assert ranking_merit(sols[0], 0.01) >= max(ranking_merit(s, 0.01) for s in sols)
+
+
+def _hexagonal_lines(a: float, c: float, lam: float, tt_max: float) -> np.ndarray:
+    q = {
+        round(4.0 / 3.0 * (h * h + h * k + k * k) / a**2 + m * m / c**2, 9)
+        for h in range(0, 8)
+        for k in range(0, 8)
+        for m in range(0, 8)
+        if (h, k, m) != (0, 0, 0)
+    }
+    tt = np.degrees(2.0 * np.arcsin(np.sqrt(np.array(sorted(q))) * lam / 2.0 + 0j).real)
+    return tt[(tt > 5.0) & (tt < tt_max)]
+
+
+def test_subcell_keeping_the_metric_of_a_supercell_that_indexed_impurity_lines() -> None:
+    """A hexagonal cell with c doubled indexes three weak extra lines as l-odd reflections; its c/2 sub-cell
+    indexes every strong line. With ``same_metric`` only divisions keeping a = b are tried (a sub-cell with
+    one a axis halved is not hexagonal), and ``complete`` keeps sub-cells that index every line."""
+    from xrdsolve.refine.indexing.solution import CellSolution
+    from xrdsolve.refine.indexing.subcells import strong_subcells
+
+    lam, a, c = 1.5406, 7.569, 4.128
+    tt = _hexagonal_lines(a, c, lam, 70.0)
+    q_extra = [4.0 / 3.0 * hk / a**2 + 1.0 / (2 * c) ** 2 for hk in (1, 3, 4)]  # (h k ½) of the small cell
+    tt_extra = np.degrees(2.0 * np.arcsin(np.sqrt(q_extra) * lam / 2.0))
+    lines = np.concatenate([tt, tt_extra])
+    heights = np.concatenate([np.ones(tt.size), np.full(3, 0.02)])
+    empty = np.zeros(0)
+    parent = CellSolution(
+        "hexagonal", "P", a, a, 2 * c, 90.0, 90.0, 120.0, np.sqrt(3) / 2 * a * a * 2 * c, 0.0,
+        100.0, 20, 80.0, 20, 0.01, 40, lines.size, 0,
+        np.zeros((0, 3), dtype=int), empty.astype(bool), empty, empty, wavelength=lam,
+    )  # fmt: skip
+    subs = strong_subcells(
+        parent, lines, heights, max_index=3, min_fraction=0.95, same_metric=True, complete=True
+    )
+    assert subs and subs[0].divisions == (1, 1, 2)
+    assert subs[0].cell.c == pytest.approx(c) and subs[0].cell.crystal_system == "hexagonal"
+    assert subs[0].n_lines - subs[0].n_indexed == 3 and subs[0].height_fraction > 0.99
+    assert all(s.divisions[0] == s.divisions[1] for s in subs)
+    assert not strong_subcells(parent, tt, np.ones(tt.size), max_index=3, min_fraction=0.95, same_metric=True)

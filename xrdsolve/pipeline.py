@@ -54,6 +54,10 @@ MIN_M20 = 8.0
 #: Below this M20 of the best cell, indexing is repeated allowing a few unindexed (impurity) lines
 #: (spurious low-symmetry cells reach M20 of 20–40 on a dozen lines).
 IMPURITY_RETRY_M20 = 100.0
+#: A sub-cell of an indexed cell is tried first (after an impurity retry) when it indexes this fraction of
+#: the measured peak height, leaving at most 1 line in IMPURITY_SUBCELL_LINES_PER unindexed (3 at least).
+IMPURITY_SUBCELL_FRACTION = 0.95
+IMPURITY_SUBCELL_LINES_PER = 8
 
 
 @dataclass
@@ -175,7 +179,8 @@ def _index(
         error = str(exc)
     else:
         error = ""
-    if (not cells or cells[0].m20 < IMPURITY_RETRY_M20) and tt.size >= 8:
+    retried = (not cells or cells[0].m20 < IMPURITY_RETRY_M20) and tt.size >= 8
+    if retried:
         # weak impurity lines (or a split peak) defeat a search that must index every line: try the
         # high-symmetry systems again allowing a few unindexed lines, and keep the better ranked cells
         cells = _index_with_unindexed(peaks, cells, min(0.5 * time_limit, 15.0), tried)
@@ -198,6 +203,8 @@ def _index(
     subcells: list[dict[str, Any]] = []
     if subcells_for is not None and options.supercells >= 2:
         planned = _with_subcells(planned, peaks, height, subcells_for, options, subcells)
+    elif retried:
+        planned = _with_impurity_subcells(planned, peaks, height, options, subcells)
     tried["indexing"] = {
         "solutions": [c.summary() for c in cells[:5]],
         "used": [
@@ -277,6 +284,48 @@ def _with_subcells(
             out.append((sub.cell, groups[: options.max_spacegroups]))
             record.append(sub.as_dict())
     return out
+
+
+def _with_impurity_subcells(
+    planned: list[tuple[Any, list[int]]],
+    peaks: Any,
+    height: Any,
+    options: SolveOptions,
+    record: list[dict[str, Any]],
+) -> list[tuple[Any, list[int]]]:
+    """``planned`` with, before each cell, its sub-cells (axes divided, index ≤ 3) that index at least
+    IMPURITY_SUBCELL_FRACTION of the measured peak height and leave at most one line in
+    IMPURITY_SUBCELL_LINES_PER (3 at least):
+    when indexing had to allow unindexed lines, a supercell can win by indexing weak impurity lines as
+    superstructure reflections; the smaller cell is tried first and the fits decide. At most
+    ``max_cells`` + 1 cells are kept."""
+    from xrdsolve.refine.indexing.extinctions import spacegroup_hints
+    from xrdsolve.refine.indexing.solution import same_lattice
+    from xrdsolve.refine.indexing.subcells import strong_subcells
+
+    out: list[tuple[Any, list[int]]] = []
+    for cell, groups in planned:
+        for sub in strong_subcells(
+            cell,
+            peaks.two_theta,
+            height,
+            max_index=3,
+            min_fraction=IMPURITY_SUBCELL_FRACTION,
+            same_metric=True,
+            complete=True,
+        ):
+            reduced = sub.cell.reduced_lattice()
+            unindexed_max = max(3, sub.n_lines // IMPURITY_SUBCELL_LINES_PER)
+            if sub.n_lines - sub.n_indexed > unindexed_max or any(
+                same_lattice(reduced, c.reduced_lattice()) for c, _ in (*out, *planned)
+            ):
+                continue
+            hints = spacegroup_hints(sub.cell, peaks, max_hints=options.max_spacegroups)
+            out.append((sub.cell, [h.number for h in hints if h.violations == 0]))
+            record.append(sub.as_dict())
+            break  # the best sub-cell of each cell
+        out.append((cell, groups))
+    return out[: options.max_cells + 1]
 
 
 def _generator_candidates(

@@ -70,13 +70,18 @@ def strong_subcells(
     min_fraction: float = 0.5,
     tolerance: float = 0.03,
     min_edge: float = MIN_EDGE,
+    *,
+    same_metric: bool = False,
+    complete: bool = False,
 ) -> list[SubCell]:
     """Sub-cells of ``solution`` (P cells only) with index 2 … ``max_index`` (product of the axis divisions)
     that index the strongest line and at least ``min_fraction`` of the summed peak height, but not every line
     (otherwise the sub-cell is simply the smaller cell), with no edge shorter than ``min_edge`` (Å; a
     pseudo-cubic metric lets absurdly thin cells index most lines). ``two_theta`` (degrees, at ``solution.wavelength``)
     and ``height`` are the measured lines; ``tolerance`` is the 2θ window (degrees) of a match. Highest
-    indexed fraction first."""
+    indexed fraction first. With ``same_metric`` only divisions that keep the parent's equal edges equal
+    (a hexagonal or tetragonal a = b, a cubic a = b = c) are tried, so the sub-cell keeps its crystal system;
+    with ``complete`` sub-cells that index every line are kept too."""
     if solution.centring != "P" or two_theta.size == 0:
         return []
     lam = solution.wavelength
@@ -94,16 +99,26 @@ def strong_subcells(
         if index == 1 or index > max_index:
             continue
         a, b, c = solution.a / div[0], solution.b / div[1], solution.c / div[2]
-        if min(a, b, c) < min_edge:
+        if min(a, b, c) < min_edge or (same_metric and not _keeps_metric(solution, div)):
             continue
         sub = _with_cell(solution, a, b, c)
         hit = _indexed_lines(sub, q_obs, q_tol)
         frac = float(h[hit].sum()) / total
-        if not hit[strongest] or frac < min_fraction or hit.all():
+        if not hit[strongest] or frac < min_fraction or (hit.all() and not complete):
             continue
         out.append(SubCell(sub, solution, (div[0], div[1], div[2]), frac, int(hit.sum()), int(hit.size)))
     out.sort(key=lambda s: -s.height_fraction)
     return out
+
+
+def _keeps_metric(solution: CellSolution, div: tuple[int, ...]) -> bool:
+    """True when dividing the axes by ``div`` keeps every pair of equal edges of ``solution`` equal."""
+    edges = (solution.a, solution.b, solution.c)
+    return all(
+        div[i] == div[j]
+        for i, j in ((0, 1), (0, 2), (1, 2))
+        if abs(edges[i] - edges[j]) <= LENGTH_TOL * max(edges[i], edges[j])
+    )
 
 
 def _indexed_lines(cell: CellSolution, q_obs: FloatArray, q_tol: FloatArray) -> np.ndarray:
