@@ -143,7 +143,7 @@ def _shape_columns(
     grid: Tensor, n_batch: int, peaks: tuple[Tensor, Tensor, Tensor, Tensor, Tensor], window: float
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Compressed-sparse-column data of the shape-derivative matrix (B·M × 4·N'): values (4, nnz), row
-    indices (nnz,) and column pointers (N'+1,) of one quantity's block (the four blocks share them), and the
+    indices (nnz,) and points per column (N',) of one quantity's block (the four blocks share them), and the
     peak behind each column (N',) — peaks outside the grid are left out.
 
     Column q·N' + j holds ∂y/∂(A, c, Γ, η)_q of peak ``peak[j]`` over its window (a contiguous run of grid
@@ -161,11 +161,11 @@ def _shape_columns(
         hg = 2.0 / fwhm[pk]
         values = grid.new_empty(4, pk.shape[0])
         _shape_values((grid[gi] - centre[pk]) * hg, hg, area[pk], eta[pk], values)
-        return values, bidx[pk] * m + gi, _column_pointers(counts), torch.arange(centre.shape[0])
+        return values, bidx[pk] * m + gi, counts, torch.arange(centre.shape[0])
     kept = torch.arange(centre.shape[0]) if layout.inside is None else layout.inside
     if not layout.plan.buckets:  # no window reaches the grid
         empty = torch.zeros(0, dtype=torch.int64)
-        return grid.new_zeros(4, 0), empty, torch.zeros(1, dtype=torch.int64), empty
+        return grid.new_zeros(4, 0), empty, empty, empty
     bidx, centre, area, fwhm, eta = (t.index_select(0, kept) for t in (bidx, centre, area, fwhm, eta))
     step = layout.plan.step
     x0 = (grid[0] + layout.start.to(grid.dtype) * step) - centre
@@ -195,11 +195,7 @@ def _shape_columns(
         order.append(i)
         sizes.append(torch.full((i.shape[0],), size, dtype=torch.int64))
         at += n
-    return values, rows, _column_pointers(torch.cat(sizes)), kept[torch.cat(order)]
-
-
-def _column_pointers(counts: Tensor) -> Tensor:
-    return torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
+    return values, rows, torch.cat(sizes), kept[torch.cat(order)]
 
 
 def _shape_product(
@@ -216,7 +212,7 @@ def _shape_product(
     torch's CPU sparse CSR product here). Values are detached: this is a Jacobian, not differentiated."""
     peaks = tuple(t.detach() for t in peaks)  # type: ignore[assignment]
     n_pk = peaks[1].shape[0]
-    values, rows, indptr, peak = _shape_columns(grid, n_batch, peaks, window)
+    values, rows, counts, peak = _shape_columns(grid, n_batch, peaks, window)
     n_rows = n_batch * grid.shape[0]
     if peak.shape[0] == 0:
         return grid.new_zeros(n_rows, tangents.shape[1])
@@ -224,8 +220,8 @@ def _shape_product(
     tan = tangents.detach().view(4, n_pk, -1).index_select(1, peak).view(4 * n_cols, -1)
     index_dtype = np.int32 if max(n_rows, 4 * values.shape[1]) < 2**31 else np.int64
     rows_np = np.tile(rows.numpy().astype(index_dtype), 4)  # the four column blocks share their rows
-    counts = np.diff(indptr.numpy()).astype(index_dtype)
-    indptr_np = np.concatenate([np.zeros(1, index_dtype), np.cumsum(np.tile(counts, 4), dtype=index_dtype)])
+    per_column = np.tile(counts.numpy().astype(index_dtype), 4)
+    indptr_np = np.concatenate([np.zeros(1, index_dtype), np.cumsum(per_column, dtype=index_dtype)])
     shape_matrix = scipy.sparse.csc_matrix(
         (values.view(-1).numpy(), rows_np, indptr_np), shape=(n_rows, 4 * n_cols)
     )
