@@ -34,7 +34,7 @@ from .lm import stacked_unit_tangents
 from .physics import bragg_intensities, tch_widths
 from .physics.background import chebyshev_basis
 from .physics.forward import FCJ_POINTS, _peak_shift_flat, merge_coincident
-from .physics.profile import fcj_offsets, window_layout
+from .physics.profile import fcj_offsets, ragged_windows, window_layout
 
 try:  # adaptive FCJ quadrature, when simulate uses it
     from .physics.profile import fcj_subpeaks
@@ -153,11 +153,7 @@ def _shape_columns(
     m = grid.shape[0]
     layout = window_layout(grid, bidx, centre, fwhm, n_batch, window)
     if layout is None:
-        half = 0.5 * window * fwhm
-        lo = torch.searchsorted(grid, centre - half)
-        counts = (torch.searchsorted(grid, centre + half, right=True) - lo).clamp_min(0)
-        pk = torch.repeat_interleave(torch.arange(centre.shape[0]), counts)
-        gi = lo[pk] + (torch.arange(pk.shape[0]) - (torch.cumsum(counts, 0) - counts)[pk])
+        pk, gi, counts = ragged_windows(grid, centre, fwhm, window)
         hg = 2.0 / fwhm[pk]
         values = grid.new_empty(4, pk.shape[0])
         _shape_values((grid[gi] - centre[pk]) * hg, hg, area[pk], eta[pk], values)

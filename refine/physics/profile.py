@@ -303,6 +303,21 @@ def window_layout(
     return WindowLayout(kept, RenderPlan(step_f, n_batch, m + 2 * pad, tuple(buckets)), start, pad)
 
 
+def ragged_windows(
+    grid: Tensor, centre: Tensor, fwhm: Tensor, window_fwhm: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Every (peak, grid index) pair within centre ± window_fwhm·fwhm/2 on any increasing grid (degrees), as
+    flat (peak, grid index) tensors ordered by peak (each peak's points consecutive), and the number of points
+    of each peak (P,)."""
+    half = 0.5 * window_fwhm * fwhm
+    lo = torch.searchsorted(grid, centre - half)
+    counts = (torch.searchsorted(grid, centre + half, right=True) - lo).clamp_min(0)
+    pk = torch.repeat_interleave(torch.arange(counts.shape[0], device=grid.device), counts)
+    starts = torch.cumsum(counts, 0) - counts
+    gi = lo[pk] + (torch.arange(pk.shape[0], device=grid.device) - starts[pk])
+    return pk, gi, counts
+
+
 def _render_gather(
     grid: Tensor,
     batch_index: Tensor,
@@ -316,16 +331,9 @@ def _render_gather(
     """General (non-uniform grid) rendering: a ragged list of (peak, grid point) pairs."""
     m = grid.shape[0]
     out = grid.new_zeros(n_batch * m)
-    half = 0.5 * window_fwhm * fwhm.detach()
-    c = centre.detach()
-    lo = torch.searchsorted(grid, c - half)
-    hi = torch.searchsorted(grid, c + half, right=True)
-    counts = (hi - lo).clamp_min(0)
-    pk = torch.repeat_interleave(torch.arange(counts.shape[0], device=grid.device), counts)
+    pk, gi, _ = ragged_windows(grid, centre.detach(), fwhm.detach(), window_fwhm)
     if pk.numel() == 0:
         return out.view(n_batch, m)
-    starts = torch.cumsum(counts, 0) - counts
-    gi = lo[pk] + (torch.arange(pk.shape[0], device=grid.device) - starts[pk])
     x = grid[gi] - centre[pk]
     val = area[pk] * pseudo_voigt(x, fwhm[pk], eta[pk])
     out = out.index_add(0, batch_index[pk] * m + gi, val)
