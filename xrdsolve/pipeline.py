@@ -293,12 +293,11 @@ def _with_impurity_subcells(
     options: SolveOptions,
     record: list[dict[str, Any]],
 ) -> list[tuple[Any, list[int]]]:
-    """``planned`` with, before each cell, its sub-cells (axes divided, index ≤ 3) that index at least
-    IMPURITY_SUBCELL_FRACTION of the measured peak height and leave at most one line in
-    IMPURITY_SUBCELL_LINES_PER (3 at least):
-    when indexing had to allow unindexed lines, a supercell can win by indexing weak impurity lines as
-    superstructure reflections; the smaller cell is tried first and the fits decide. At most
-    ``max_cells`` + 1 cells are kept."""
+    """``planned`` with, before each cell, its best sub-cell (axes divided, index ≤ 3, the cell's metric kept)
+    that indexes at least IMPURITY_SUBCELL_FRACTION of the measured peak height and leaves at most one line
+    in IMPURITY_SUBCELL_LINES_PER (3 at least) unindexed. When indexing had to allow unindexed lines, a
+    supercell can win by indexing weak impurity lines as superstructure reflections; the smaller cell is
+    tried first and the fits decide. At most ``max_cells`` + 1 cells are kept."""
     from xrdsolve.refine.indexing.extinctions import spacegroup_hints
     from xrdsolve.refine.indexing.solution import same_lattice
     from xrdsolve.refine.indexing.subcells import strong_subcells
