@@ -110,6 +110,17 @@ def test_gsas_fxy_without_sigma() -> None:
     assert p.sigma_source is SigmaSource.COUNTING and p.sigma[1] == pytest.approx(20.0)
 
 
+def test_gsas_zero_weight_points_left_out() -> None:
+    """GSAS gives zero weight to zero counts (STD) and to esds ≤ 0 (ESD); they are not observations."""
+    std = "t\nBANK 1 4 1 CONST 1000 10 0 0 STD\n     100     400       0     900\n"
+    p = read_gsas(std, "s.gsa")
+    assert list(p.two_theta) == pytest.approx([10.0, 10.1, 10.3])
+    assert list(p.intensity) == [100.0, 400.0, 900.0] and p.meta["zero_weight_points_left_out"] == 1
+    esd = "t\nBANK 1 3 1 CONST 1000 10 0 0 ESD\n   100.0    10.0   400.0     0.0   900.0    30.0\n"
+    q = read_gsas(esd, "e.gsa")
+    assert list(q.intensity) == [100.0, 900.0] and list(q.sigma) == pytest.approx([10.0, 30.0])
+
+
 def test_instprm_errors_and_multibank() -> None:
     base = "#GSAS-II instrument parameter file\nType:PNC\nBank:1\nLam:1.5\nZero:0.01\nU:1\nV:2\nW:3\n"
     ip = parse_instprm(base + "Bank:2\nLam:2.0\n", "two.instprm")

@@ -245,20 +245,29 @@ def read_gsas(
     if wl is not None and re.search(r"(?i)wavelength|lambda", "\n".join([d.title, *d.comments])):
         file_rad = make_radiation([wl], source=source)
     sigma_source = SigmaSource.COUNTING if d.bank.datatype == "STD" else SigmaSource.FILE
+    # GSAS (and GSAS-II's importer) give zero weight to points of zero variance: STD counts ≤ 0 (e.g. the
+    # zero padding after the last measured step), ESD/ALT/FXYE esds ≤ 0; they are not observations
+    if d.bank.datatype == "STD":
+        keep = d.y > 0
+    else:
+        keep = ~(d.sigma <= 0) if d.sigma is not None else np.ones(len(d.y), dtype=bool)
+    if not keep.all():
+        log.info("%s: %d point(s) of zero weight (GSAS convention) left out", source, int((~keep).sum()))
     return build_pattern(
-        d.x,
-        d.y,
-        d.sigma,
+        d.x[keep],
+        d.y[keep],
+        None if d.sigma is None else d.sigma[keep],
         source=source,
         fmt=f"gsas-{d.bank.datatype.lower()}",
         radiation=radiation if radiation is not None else file_rad,
-        lines=d.lines,
+        lines=d.lines[keep],
         sigma_source=sigma_source,
         meta={
             "title": d.title,
             "bank": d.bank.number,
             "bank_record": d.bank.describe(),
             "comments": d.comments,
+            "zero_weight_points_left_out": int((~keep).sum()),
         },
     )
 
