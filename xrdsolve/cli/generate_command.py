@@ -106,6 +106,9 @@ def bench_generate(
     cache_dir: Path | None = typer.Option(
         None, "--cache-dir", help="Cache the (model-independent) baseline here."
     ),
+    physics_guidance: bool = typer.Option(
+        False, "--physics-guidance", help="Sample with physics guidance towards each pattern."
+    ),
 ) -> None:
     """Match rates of raw generator samples vs a pyxtal random symmetric baseline (one JSON line)."""
     import json
@@ -115,6 +118,14 @@ def bench_generate(
     if split not in ("val", "test"):
         raise typer.BadParameter("--split must be val or test")
     res = run(
-        split=split, n=n, k=k, seed=seed, steps=steps, weights=weights, baseline=baseline, cache_dir=cache_dir
+        split=split,
+        n=n,
+        k=k,
+        seed=seed,
+        steps=steps,
+        weights=weights,
+        baseline=baseline,
+        cache_dir=cache_dir,
+        physics_guidance=physics_guidance,
     )
     print(json.dumps(res))
