@@ -48,22 +48,23 @@ class SimulatedPatterns:
 
 
 def random_setup(rng: np.random.Generator, cfg: AugmentConfig) -> tuple[Instrument, np.ndarray]:
-    """A random instrument and its 2θ grid (degrees) covering Q ≈ 0.3–6 Å⁻¹ (lab Cu: 5–90°)."""
+    """A random instrument and its 2θ grid (degrees) covering Q ≈ 0.3–6 Å⁻¹ (lab Cu: 5–90°). Training-time
+    simulation leaves out the anomalous terms f′ f″ (a few % of |F|², far below the augmentation's effects)."""
     u = rng.random()
     if u < cfg.p_cu:
-        inst = Instrument.lab("CuKa")
+        inst = Instrument.lab("CuKa", anomalous=False)
         lo, hi = rng.uniform(4.0, 10.0), rng.uniform(80.0, 100.0)
         if cfg.cu_range is not None:
             lo, hi = cfg.cu_range
     elif u < cfg.p_cu + cfg.p_mo:
-        inst = Instrument.lab("MoKa")
+        inst = Instrument.lab("MoKa", anomalous=False)
         lo, hi = rng.uniform(2.0, 4.0), rng.uniform(38.0, 50.0)
     elif u < cfg.p_cu + cfg.p_mo + cfg.p_cu1:
-        inst = Instrument.lab("CuKa1", monochromator_two_theta=26.6)
+        inst = Instrument.lab("CuKa1", monochromator_two_theta=26.6, anomalous=False)
         lo, hi = rng.uniform(4.0, 10.0), rng.uniform(80.0, 100.0)
     else:
         lam = rng.uniform(*cfg.synchrotron_range)
-        inst = Instrument.synchrotron(lam)
+        inst = Instrument.synchrotron(lam, anomalous=False)
         lo = np.rad2deg(2 * np.arcsin(0.3 * lam / (4 * np.pi)))
         hi = np.rad2deg(2 * np.arcsin(min(0.99, 6.0 * lam / (4 * np.pi))))
     return inst, np.linspace(lo, hi, cfg.points)

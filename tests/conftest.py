@@ -85,6 +85,20 @@ def load_real_case(real_data: Path, real_manifest: Any, case: str) -> tuple[Any,
     return pattern, structure, inst, cfg, g2
 
 
+#: SH/L GSAS-II gives a histogram whose instrument file does not set it (its .prm importer ignores S/L, H/L)
+G2_DEFAULT_SH_L = 0.002
+
+
+def instrument_as_gsas2_read(inst: Any, cfg: dict) -> Any:
+    """The instrument parameters of a real case as GSAS-II's validation fit used them: a GSAS-I .prm file's
+    S/L + H/L is dropped by GSAS-II's importer, which keeps its default SH/L."""
+    import dataclasses
+
+    if Path(cfg["inst"]).suffix.lower() == ".prm":
+        return dataclasses.replace(inst, SH_L=G2_DEFAULT_SH_L)
+    return inst
+
+
 def rutile() -> Any:
     """Rutile TiO2 (P4₂/mnm, a 4.5937, c 2.9587 Å, O x 0.3048) with B_iso Ti 0.5, O 0.7 Å²."""
     from pymatgen.core import Lattice, Structure

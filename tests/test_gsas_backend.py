@@ -4,7 +4,6 @@ when it is not importable (CI has no GSAS-II)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -29,8 +28,6 @@ needs_gsas = pytest.mark.skipif(
 #: both engines see the same physics: Cu Kα doublet, Bragg–Brentano, unpolarised, anomalous f′ f″ on
 INSTRUMENT = Instrument.lab("CuKa", anomalous=True)
 GRID = np.arange(15.0, 120.0, 0.02)
-#: SH/L GSAS-II gives a histogram whose instrument file does not set it (its .prm importer ignores S/L, H/L)
-G2_DEFAULT_SH_L = 0.002
 
 
 def ceria() -> Structure:
@@ -201,6 +198,47 @@ def test_two_phases_partials_and_weight_fractions() -> None:
 
 
 @needs_gsas
+@pytest.mark.parametrize(
+    ("two_theta", "sig", "gam", "shl"),
+    [(10.0, 2.0, 0.3, 0.05), (15.0, 1.0, 0.2, 0.04), (165.0, 2.0, 0.3, 0.05)],
+)
+def test_fcj_profile_matches_gsas2(two_theta: float, sig: float, gam: float, shl: float) -> None:
+    """Our asymmetric peak with asym = SH/L equals GSAS-II's FCJ pseudo-Voigt (pypsvfcjo: S/L = H/L = SH/L / 2)
+    where GSAS-II's quadrature is converged (asymmetry span ≫ Lorentzian width): within 1.5 % of the peak
+    height and 0.001° in centroid; with the asymmetry doubled (the old S/L = H/L = asym convention) it differs
+    by far more."""
+    from GSASII import pypowder  # type: ignore[import-not-found]
+
+    from xrdsolve.refine.physics import tch_widths
+    from xrdsolve.refine.physics.profile import fcj_subpeaks, pseudo_voigt
+
+    x = np.arange(two_theta - 3.0, two_theta + 3.0, 0.002)
+    g2 = 100.0 * np.asarray(
+        pypowder.pypsvfcjo(len(x), (x - two_theta).astype(np.float32), two_theta, sig, gam, shl)
+    )
+    f64 = torch.float64
+    theta = torch.tensor([np.radians(two_theta / 2)], dtype=f64)
+    zero = torch.zeros(1, dtype=f64)
+    lorentz_x = torch.tensor([gam * np.cos(theta.item())], dtype=f64)
+    fwhm, eta = tch_widths(theta, zero, zero, torch.tensor([sig], dtype=f64), lorentz_x, zero)
+
+    def ours(asym: float) -> np.ndarray:
+        _, off, w = fcj_subpeaks(torch.tensor([two_theta], dtype=f64), torch.tensor([asym], dtype=f64), fwhm)
+        grid = torch.as_tensor(x)
+        return sum(
+            w[i] * pseudo_voigt(grid - two_theta - off[i], fwhm[0], eta[0]) for i in range(len(w))
+        ).numpy()
+
+    def centroid(y: np.ndarray) -> float:
+        return float((x * y).sum() / y.sum())
+
+    same = ours(shl)
+    assert np.abs(same - g2).max() < 0.015 * g2.max()
+    assert abs(centroid(same) - centroid(g2)) < 1e-3
+    assert np.abs(ours(2 * shl) - g2).max() > 0.3 * g2.max()
+
+
+@needs_gsas
 def test_bad_models_flagged_or_clear_error() -> None:
     """No reflection in range -> RefineError; two identical phases (scales exactly correlated) -> flagged
     'singular', not converged."""
@@ -232,13 +270,10 @@ def test_polar_origin_held_not_singular() -> None:
 def _real_case(
     real_data: Path, real_manifest: Any, case: str
 ) -> tuple[Any, Any, Any, dict[str, Any], dict[str, Any]]:
-    from conftest import load_real_case
+    from conftest import instrument_as_gsas2_read, load_real_case
 
     pattern, structure, inst, cfg, g2 = load_real_case(real_data, real_manifest, case)
-    if Path(cfg["inst"]).suffix.lower() == ".prm":
-        # GSAS-II's importer of GSAS-I .prm files drops the S/L, H/L asymmetry and keeps its default SH/L
-        inst = dataclasses.replace(inst, SH_L=G2_DEFAULT_SH_L)
-    return pattern, structure, inst, cfg, g2
+    return pattern, structure, instrument_as_gsas2_read(inst, cfg), cfg, g2
 
 
 def g2_like(cfg: dict[str, Any], g2: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from xrdsolve.refine.physics import (
     simulate,
 )
 from xrdsolve.refine.physics.scattering import form_factor_numpy
-from xrdsolve.refine.physics.structure_factor import structure_factor
+from xrdsolve.refine.physics.structure_factor import friedel_mean_f_squared_flat, structure_factor
 from xrdsolve.refine.radiation import Radiation
 
 LAM = 1.540593
@@ -108,6 +108,39 @@ def test_friedel_law_and_bijvoet() -> None:
     b = simulate(CrystalBatch.from_structures([nacl]), GRID, CUKA1, prof)
     assert float((a - b).abs().max() / b.max()) < 0.2  # f′ changes intensities a little, positions not
     assert int(a.argmax()) == int(b.argmax())
+
+
+def test_anomalous_powder_intensity_is_the_friedel_mean() -> None:
+    """Anomalous scattering: the half-sphere |F|² is (|F(h)|² + |F(−h)|²)/2 for a non-centrosymmetric crystal
+    (ZnS, where the two differ), and the pattern equals the full-sphere sum of |F(h)|² over h and −h."""
+    zns = Structure.from_spacegroup(
+        "F-43m", Lattice.cubic(5.41), ["Zn", "S"], [[0, 0, 0], [0.25, 0.25, 0.25]]
+    )
+    plus = [(1, 1, 1), (3, 3, 1), (4, 2, 0), (5, 3, 1)]
+    minus = [(-a, -b, -c) for a, b, c in plus]
+    fp, fm = _fsq(zns, plus, anomalous=LAM), _fsq(zns, minus, anomalous=LAM)
+    assert bool((np.abs(fp - fm) / fp > 1e-3).any())
+    batch = CrystalBatch.from_structures([zns])
+    d = 1.0 / np.linalg.norm(
+        np.asarray(plus, dtype=float) @ zns.lattice.reciprocal_lattice_crystallographic.matrix, axis=1
+    )
+    mean = friedel_mean_f_squared_flat(
+        batch, torch.tensor(plus), torch.zeros(len(plus), dtype=torch.long), torch.as_tensor(0.25 / d**2),
+        wavelength=LAM,
+    )  # fmt: skip
+    assert np.allclose(mean.numpy(), 0.5 * (fp + fm), rtol=1e-12)
+    # the intensities: Σ over the half sphere of 2 × mean == Σ over the full sphere of the explicit |F(h)|²
+    inst = Instrument(Radiation.monochromatic(LAM), anomalous=True)
+    half = bragg_intensities(batch, inst, two_theta_max=80.0)
+    m_half = half.mask[0] & half.valid[0, :, 0]
+    total_half = float((half.f_squared[0, :, 0] * half.multiplicity[0])[m_half].sum())
+    d_min = float(half.d[0][m_half].min()) - 1e-9
+    full, m_full = generate_hkl(batch.lattice, d_min, friedel=False)
+    h_full = full[0][m_full[0]]
+    g = h_full.double() @ torch.tensor(zns.lattice.reciprocal_lattice_crystallographic.matrix)
+    re, im = structure_factor(batch, h_full[None], 0.25 * (g * g).sum(-1)[None], wavelength=LAM)
+    assert int(m_full.sum()) == 2 * int(m_half.sum())
+    assert total_half == pytest.approx(float((re**2 + im**2).sum()), rel=1e-10)
 
 
 def _low_symmetry() -> Structure:

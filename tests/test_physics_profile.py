@@ -78,8 +78,8 @@ def test_fcj_asymmetry_conserves_area_and_tails_low_angle() -> None:
     off, w = fcj_offsets(tt, torch.tensor([0.02, 0.02], dtype=torch.float64))
     assert torch.allclose(w.sum(-1), torch.ones(2, dtype=torch.float64))
     assert bool((off[0] <= 0).all()) and bool((off[1] >= 0).all())
-    # FCJ lower limit: cos 2φ_min = cos 2θ √((2S/L)² + 1)
-    lim = math.degrees(math.acos(math.cos(math.radians(20.0)) * math.sqrt(0.04**2 + 1)))
+    # FCJ lower limit: cos 2φ_min = cos 2θ √(((S + H)/L)² + 1), asym = (S + H)/L (GSAS-II's SH/L)
+    lim = math.degrees(math.acos(math.cos(math.radians(20.0)) * math.sqrt(0.02**2 + 1)))
     assert float(off[0].min()) >= lim - 20.0 - 1e-9
     assert float(off[0].min()) < 0.8 * (lim - 20.0)
     off0, _ = fcj_offsets(tt, torch.zeros(2, dtype=torch.float64))

@@ -127,3 +127,16 @@ def test_perturb_keeps_symmetry(rutile_problem) -> None:
 
     assert SpacegroupAnalyzer(s, symprec=1e-4).get_space_group_number() == 136
     assert simulate_pattern(s, np.arange(20, 40, 0.05)).intensity.max() > 0
+
+
+def test_anomalous_dispersion_default_follows_the_probe(rutile_problem) -> None:
+    """X-ray refinements include f′ + i f″ as GSAS-II does unless RefineOptions(anomalous=False); neutrons never;
+    an explicit Instrument keeps its own setting."""
+    from xrdsolve.refine.physics import Instrument
+    from xrdsolve.refine.rietveld import _instrument_for
+
+    pat = rutile_problem[0]
+    assert _instrument_for(pat, None, "CuKa")[0].anomalous
+    assert not _instrument_for(pat, None, "CuKa", anomalous=False)[0].anomalous
+    assert not _instrument_for(pat, None, "neutron:1.5")[0].anomalous
+    assert not _instrument_for(pat, Instrument.lab("CuKa", anomalous=False), None, anomalous=True)[0].anomalous

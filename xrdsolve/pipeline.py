@@ -443,8 +443,10 @@ def _refine_chunks(
     chunk: int,
     progress: Callable[[int], None] | None = None,
     stop_after: float | None = None,
+    anomalous: bool | None = None,
 ) -> list[Any]:
     """Refine ``structures`` in batches of ``chunk``; a result per structure (None when it failed).
+    ``anomalous``: as :attr:`RefineOptions.anomalous` (False for screening fits).
 
     With ``stop_after`` (a ``time.perf_counter()`` value), batches after the first are not started
     once that time has passed: the list is then shorter than ``structures``; the refinement itself
@@ -453,7 +455,7 @@ def _refine_chunks(
     from xrdsolve.refine.rietveld import RefineOptions, refine_candidates
 
     # one staged pass per candidate: the solve spends its time on more candidates rather than restarts
-    options = RefineOptions(deadline=stop_after, annealing_restarts=())
+    options = RefineOptions(deadline=stop_after, annealing_restarts=(), anomalous=anomalous)
     if stages is not None:
         options = replace(options, strategy=stages)
     results: list[Any] = []
@@ -599,7 +601,10 @@ def solve(
     budgeted = clock.budget is not None
     screen_chunk = min(opts.screen_chunk, 16) if budgeted else opts.screen_chunk
     stop = t0 + SCREEN_SHARE * clock.left() if budgeted else None
-    screened = _refine_chunks(pattern, pool.structures, screen, inst, screen_chunk, stop_after=stop)
+    # screening fits scale, zero, cell and widths only: the anomalous terms (a few % of |F|²) are left out
+    screened = _refine_chunks(
+        pattern, pool.structures, screen, inst, screen_chunk, stop_after=stop, anomalous=False
+    )
     tried["screening"] = {
         "refined": len(screened),
         "proposed": len(pool),

@@ -35,7 +35,7 @@ TRUTH = {
     "W": 3.5,  # centideg²
     "X": 2.0,
     "Y": 1.5,  # centideg
-    "asym": 0.025,  # S/L = H/L
+    "asym": 0.05,  # SH/L = S/L + H/L (GSAS-II)
 }
 PEAK_COUNTS = 25_000.0  # counts at the strongest peak
 
@@ -66,7 +66,9 @@ def background(two_theta: np.ndarray) -> np.ndarray:
 def make_demo_pattern(out: Path = OUT) -> Path:
     two_theta = np.round(np.arange(10.0, 100.0 + 1e-9, 0.02), 4)
     structure = rutile_structure()
-    instrument = Instrument(radiation=Radiation.preset("CuKa"), geometry=Geometry.BRAGG_BRENTANO)
+    instrument = Instrument(
+        radiation=Radiation.preset("CuKa"), geometry=Geometry.BRAGG_BRENTANO, anomalous=True
+    )
     crystals = CrystalBatch.from_structures([structure])
     profile = ProfileParams.default(1, **TRUTH)
     with torch.no_grad():

@@ -153,6 +153,7 @@ def refine_gsas(
         hist.data["Sample Parameters"]["Type"] = (
             "Bragg-Brentano" if setup.geometry is Geometry.BRAGG_BRENTANO else "Debye-Scherrer"
         )
+        hist.data["Sample Parameters"]["Gonio. radius"] = setup.goniometer_radius
         hist.set_refinements(
             {
                 "Limits": [lo, hi],

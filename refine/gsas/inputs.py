@@ -14,6 +14,7 @@ from pymatgen.core import Lattice, Structure
 
 from ..errors import RefineError
 from ..params import PhaseParameterization, parameterize
+from ..physics.params import GONIOMETER_RADIUS_MM
 from ..protocols import PatternLike
 from ..radiation import Geometry, Probe, Radiation
 from ..rietveld import estimate_fwhm
@@ -40,6 +41,8 @@ class InstSetup:
     profile: str = "instrument"
     #: no U V W from an instrument file: the profile is refined from a rough start (W from the data)
     rough_start: bool = True
+    #: mm; set as GSAS-II's "Gonio. radius" so its sample shift (μm) means what ours does
+    goniometer_radius: float = GONIOMETER_RADIUS_MM
 
 
 def instrument_file(
@@ -92,7 +95,10 @@ def instrument_file(
     lines += [f"{k}:{v:.6f}" for k, v in prof.items()]
     lines.append(f"SH/L:{float(getattr(instrument, 'SH_L', 0.002)):.6f}")
     shift = geometry is Geometry.BRAGG_BRENTANO if refine_displacement is None else refine_displacement
-    return InstSetup(rad, geometry, "\n".join(lines) + "\n", shift, rough_start=not has_profile)
+    radius = float(getattr(instrument, "goniometer_radius", GONIOMETER_RADIUS_MM))
+    return InstSetup(
+        rad, geometry, "\n".join(lines) + "\n", shift, rough_start=not has_profile, goniometer_radius=radius
+    )
 
 
 def ops_key(rot: np.ndarray, trans: np.ndarray) -> set[tuple[int, ...]]:

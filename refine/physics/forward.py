@@ -2,7 +2,8 @@
 
 Integrated intensity of reflection h at wavelength λ_j (weight w_j):
     I = scale · m · |F(h)|² · LP(2θ_j) · PO(h) · w_j,
-with m = 2 for a Friedel pair (half-sphere enumeration without anomalous scattering) else 1. The pattern is
+with m = 2 for a Friedel pair (reflections are enumerated over a half sphere; with anomalous scattering |F|² is
+the pair's mean (|F(h)|² + |F(−h)|²)/2, exact because h and −h coincide). The pattern is
     y(2θ) = Σ_h,j I_hj · Φ(2θ − 2θ_hj − Δ) + background(2θ),
 with Δ = zero + displacement shift, Φ the TCH pseudo-Voigt (optionally FCJ-asymmetric).
 """
@@ -26,7 +27,7 @@ from .lattice import d_min_for, generate_hkl, reciprocal_lattice
 from .params import Instrument, ProfileParams
 from .profile import fcj_subpeaks, render_peaks, tch_widths
 from .scattering import check_species
-from .structure_factor import structure_factor_flat
+from .structure_factor import friedel_mean_f_squared_flat, structure_factor_flat
 
 #: Extra 2θ (degrees) beyond the grid's upper end for which reflections are generated (tails, zero shift).
 HKL_MARGIN_DEG = 2.0
@@ -62,7 +63,7 @@ def default_hkl(
     """Reflections needed up to 2θ_max (degrees) + margin for the shortest wavelength."""
     lam = min(instrument.radiation.wavelengths)
     d_min = d_min_for(min(two_theta_max + margin, 179.0), lam)
-    return generate_hkl(crystals.lattice, d_min, friedel=not instrument.anomalous)
+    return generate_hkl(crystals.lattice, d_min)
 
 
 @dataclass
@@ -122,24 +123,26 @@ def flat_reflections(
     wt = torch.as_tensor(instrument.radiation.normalized_weights, dtype=dtype, device=dev)
     neutron = instrument.is_neutron
 
-    def fsq(wavelength: float | None) -> Tensor:
-        re, im = structure_factor_flat(
-            crystals,
-            hkl_flat,
-            cidx,
-            s2,
-            table=instrument.form_factors,
-            neutron=neutron,
-            wavelength=wavelength,
-        )
-        return re * re + im * im
-
     if instrument.anomalous and not neutron:
-        f_squared = torch.stack([fsq(w) for w in wl], dim=-1)
-        mult = torch.ones_like(d)
+        # f′, f″ at each wavelength, shared by lines within 2 % of one another (a Kα1/Kα2 doublet: GSAS-II too
+        # takes them at the primary wavelength)
+        cache: dict[float, Tensor] = {}
+        columns = []
+        for w in wl:
+            key = next((k for k in cache if abs(k - w) <= 0.02 * k), None)
+            if key is None:
+                key = w
+                cache[w] = friedel_mean_f_squared_flat(
+                    crystals, hkl_flat, cidx, s2, wavelength=w, table=instrument.form_factors
+                )
+            columns.append(cache[key])
+        f_squared = torch.stack(columns, dim=-1)
     else:
-        f_squared = fsq(None)[:, None].expand(-1, len(wl))
-        mult = torch.full_like(d, 2.0)
+        re, im = structure_factor_flat(
+            crystals, hkl_flat, cidx, s2, table=instrument.form_factors, neutron=neutron
+        )
+        f_squared = (re * re + im * im)[:, None].expand(-1, len(wl))
+    mult = torch.full_like(d, 2.0)
     sin_t = lam[None, :] * (0.5 * torch.sqrt(g2))[:, None]  # λ/(2d), (T,L)
     valid = sin_t < 1.0
     sin_safe = torch.where(valid, sin_t, torch.full_like(sin_t, 0.5))
@@ -186,7 +189,7 @@ def bragg_intensities(
 ) -> ReflectionData:
     """|F|², multiplicity, LP, PO and integrated intensity per reflection and wavelength (padded (B,R,…)).
 
-    ``hkl`` from :func:`generate_hkl` (half sphere unless ``instrument.anomalous``); generated for
+    ``hkl`` from :func:`generate_hkl` (half sphere); generated for
     ``two_theta_max`` (degrees) when None. ``profile`` supplies scale and po_ratio (defaults 1).
     """
     if not instrument.is_neutron:

@@ -26,6 +26,10 @@ DEFAULT_PROFILE: dict[str, float] = {
 }
 
 
+#: Default goniometer radius (mm) of the sample-displacement shift (GSAS-II's own default is 200 mm).
+GONIOMETER_RADIUS_MM = 240.0
+
+
 @dataclass(frozen=True)
 class Instrument:
     """Non-differentiable instrument settings.
@@ -44,7 +48,7 @@ class Instrument:
     geometry: Geometry = Geometry.BRAGG_BRENTANO
     polarisation: float = 0.5
     monochromator_two_theta: float | None = None
-    goniometer_radius: float = 240.0
+    goniometer_radius: float = GONIOMETER_RADIUS_MM
     po_axis: tuple[int, int, int] = (0, 0, 1)
     window_fwhm: float = 20.0
     anomalous: bool = False
@@ -70,13 +74,16 @@ class Instrument:
 
     @classmethod
     def lab(cls, radiation: str | Radiation = "CuKa", **kw: Any) -> Instrument:
-        """A lab Bragg–Brentano instrument (unpolarised tube, no monochromator)."""
+        """A lab Bragg–Brentano instrument (unpolarised tube, no monochromator, anomalous f′ f″ on as in
+        GSAS-II)."""
+        kw.setdefault("anomalous", True)
         return cls(radiation=Radiation.parse(radiation), **kw)
 
     @classmethod
     def synchrotron(cls, wavelength: float, **kw: Any) -> Instrument:
-        """A Debye–Scherrer synchrotron instrument with polarisation fraction 0.99."""
+        """A Debye–Scherrer synchrotron instrument with polarisation fraction 0.99 (anomalous f′ f″ on)."""
         kw.setdefault("polarisation", 0.99)
+        kw.setdefault("anomalous", True)
         return cls(radiation=Radiation.monochromatic(wavelength), geometry=Geometry.DEBYE_SCHERRER, **kw)
 
 
@@ -86,8 +93,8 @@ class ProfileParams:
 
     scale: multiplies the Bragg intensity; zero: degrees 2θ (2θ_obs = 2θ_calc + zero); displacement: sample
     displacement in μm (GSAS-II "Shift"); U, V, W: Gaussian variance σ² = U tan²θ + V tanθ + W in centideg²;
-    X, Y: Lorentzian FWHM γ = X/cosθ + Y tanθ in centideg; asym: axial divergence S/L = H/L
-    (Finger–Cox–Jephcoat; 0 = symmetric); background: (B,K) Chebyshev coefficients over the grid's 2θ range
+    X, Y: Lorentzian FWHM γ = X/cosθ + Y tanθ in centideg; asym: axial divergence
+    SH/L = S/L + H/L with S = H (Finger–Cox–Jephcoat; GSAS-II's SH/L; 0 = symmetric); background: (B,K) Chebyshev coefficients over the grid's 2θ range
     mapped to [-1, 1]; po_ratio: March–Dollase r (1 = none); inv_two_theta: optional (B,) coefficient of a
     background term c/2θ (2θ in degrees).
     """

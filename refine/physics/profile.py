@@ -69,7 +69,7 @@ def _gauss_legendre01(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fcj_offsets(two_theta_deg: Tensor, asym: Tensor, n: int = 8) -> tuple[Tensor, Tensor]:
-    """Axial-divergence (Finger–Cox–Jephcoat, S/L = H/L = asym) quadrature.
+    """Axial-divergence (Finger–Cox–Jephcoat) quadrature; ``asym`` = (S + H)/L with S = H, i.e. GSAS-II's SH/L.
 
     Returns offsets (…,n) in degrees 2θ and weights (…,n) summing to 1: the asymmetric peak is
     Σ_k w_k pV(x − δ_k). With S = H the divergence function is W(2φ) ∝ (2S − h(2φ))/(h(2φ) cos 2φ) on
@@ -84,7 +84,7 @@ def fcj_offsets(two_theta_deg: Tensor, asym: Tensor, n: int = 8) -> tuple[Tensor
     tt = torch.deg2rad(two_theta_deg.to(torch.float64))  # float64 inside: the weight is singular at 2φ = 2θ
     sign = torch.where(tt < math.pi / 2, 1.0, -1.0).to(tt.dtype)
     psi = torch.where(tt < math.pi / 2, tt, math.pi - tt).clamp(1e-6, math.pi / 2 - 1e-6)  # folded 2θ
-    a = asym.to(torch.float64).clamp_min(0.0)
+    a = 0.5 * asym.to(torch.float64).clamp_min(0.0)  # S/L = H/L
     cos_min = (torch.cos(psi) * torch.sqrt(4.0 * a * a + 1.0)).clamp(max=1.0)
     span = (psi - torch.acos(cos_min)).clamp_min(0.0)  # 2θ − 2φ_min, rad
     delta = span[..., None] * u * u  # 2θ − 2φ ≥ 0, (…,n)
@@ -114,7 +114,7 @@ _FCJ_NODE_SET = (1, 3, 4, 5, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 6
 def fcj_subpeaks(two_theta_deg: Tensor, asym: Tensor, fwhm: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Adaptive FCJ quadrature: each peak becomes n sub-peaks, n chosen from its asymmetry span.
 
-    two_theta_deg, asym, fwhm (degrees): (P,). The span s = 2θ − 2φ_min of the axial-divergence weight over the
+    two_theta_deg, fwhm (degrees), asym (SH/L, as in :func:`fcj_offsets`): (P,). The span s = 2θ − 2φ_min of the axial-divergence weight over the
     FWHM, r = s/FWHM, sets n = ⌈3 + 4.5 r⌉ Gauss–Legendre nodes (rounded up to a small set, at most
     ``FCJ_MAX_POINTS``; n = 1 when s = 0): the profile is then within ~1e-4 of its maximum of the converged
     quadrature for r ≲ 13 (measured against 256 nodes; a fixed 8-node rule errs by 2e-4 at r = 1.6 and 6e-3 at
@@ -127,7 +127,7 @@ def fcj_subpeaks(two_theta_deg: Tensor, asym: Tensor, fwhm: Tensor) -> tuple[Ten
     tt = torch.deg2rad(two_theta_deg.to(f64))  # float64 inside: the weight is singular at 2φ = 2θ
     sign = torch.where(tt < math.pi / 2, 1.0, -1.0).to(f64)
     psi = torch.where(tt < math.pi / 2, tt, math.pi - tt).clamp(1e-6, math.pi / 2 - 1e-6)  # folded 2θ
-    a = asym.to(f64).clamp_min(0.0)
+    a = 0.5 * asym.to(f64).clamp_min(0.0)  # S/L = H/L
     cos_min = (torch.cos(psi) * torch.sqrt(4.0 * a * a + 1.0)).clamp(max=1.0)
     span = (psi - torch.acos(cos_min)).clamp_min(0.0)  # 2θ − 2φ_min, rad
     with torch.no_grad():

@@ -38,6 +38,40 @@ def species_slots(species: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     return slot, slot_species
 
 
+def _weighted_phases(
+    crystals: CrystalBatch, hkl: Tensor, crystal_index: Tensor, s2: Tensor, table: str, neutron: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(frac (T,3,N), 2πh (T,3), weight occ·exp(−B s²) (T,N), f·weight (T,N)) of a flat reflection list."""
+    dtype = crystals.frac.dtype
+    ci = crystal_index
+    h2pi = hkl.to(dtype) * (2.0 * math.pi)
+    frac = crystals.frac.transpose(1, 2).contiguous().index_select(0, ci)  # (T,3,N): rows x, y, z
+    weight = (crystals.occ * crystals.mask.to(dtype)).index_select(0, ci)  # (T,N)
+    if not _is_constant_zero(crystals.b_iso):
+        weight = weight * torch.exp(-s2[:, None] * crystals.b_iso.index_select(0, ci))
+    if neutron:
+        f_atom = neutron_lengths(crystals.species, dtype, table).index_select(0, ci)
+    else:
+        slot, slot_species = species_slots(crystals.species, crystals.mask)
+        f_slot = form_factor_at(slot_species, s2, table, crystal_index=ci)  # (T,S)
+        f_atom = f_slot.gather(1, slot.index_select(0, ci))
+    return frac, h2pi, weight, f_atom * weight
+
+
+def _cos_sin(frac: Tensor, h2pi: Tensor) -> tuple[Tensor, Tensor]:
+    phase = torch.addcmul(frac[:, 0] * h2pi[:, 0:1], frac[:, 1], h2pi[:, 1:2])
+    phase = torch.addcmul(phase, frac[:, 2], h2pi[:, 2:3])  # (T,N) 2π h·x
+    return torch.cos(phase), torch.sin(phase)
+
+
+def _anomalous_weights(
+    crystals: CrystalBatch, wavelength: float, weight: Tensor, crystal_index: Tensor
+) -> tuple[Tensor, Tensor]:
+    """f′·weight and f″·weight (T,N) at ``wavelength`` (Å)."""
+    fp, fpp = anomalous_terms(crystals.species, wavelength, weight.dtype)  # (B,N)
+    return fp.index_select(0, crystal_index) * weight, fpp.index_select(0, crystal_index) * weight
+
+
 def structure_factor_flat(
     crystals: CrystalBatch,
     hkl: Tensor,
@@ -54,34 +88,42 @@ def structure_factor_flat(
     1/(4d²) in Å⁻². Electrons (X-ray) or fm (neutron). With ``wavelength`` (Å) the anomalous terms
     f′ + i f″ at that wavelength are added (X-ray only).
     """
-    dtype = crystals.frac.dtype
-    ci = crystal_index
-    h2pi = hkl.to(dtype) * (2.0 * math.pi)
-    frac = crystals.frac.transpose(1, 2).contiguous().index_select(0, ci)  # (T,3,N): rows x, y, z
-    weight = (crystals.occ * crystals.mask.to(dtype)).index_select(0, ci)  # (T,N)
-    if not _is_constant_zero(crystals.b_iso):
-        weight = weight * torch.exp(-s2[:, None] * crystals.b_iso.index_select(0, ci))
-    if neutron:
-        f_atom = neutron_lengths(crystals.species, dtype, table).index_select(0, ci)
-    else:
-        slot, slot_species = species_slots(crystals.species, crystals.mask)
-        f_slot = form_factor_at(slot_species, s2, table, crystal_index=ci)  # (T,S)
-        f_atom = f_slot.gather(1, slot.index_select(0, ci))
-    fw = f_atom * weight
+    frac, h2pi, weight, fw = _weighted_phases(crystals, hkl, crystal_index, s2, table, neutron)
     if wavelength is None and compile_enabled() and _plain(frac, fw, h2pi):
         return maybe_compiled(_sum_phases)(frac, h2pi, fw)
-    phase = torch.addcmul(frac[:, 0] * h2pi[:, 0:1], frac[:, 1], h2pi[:, 1:2])
-    phase = torch.addcmul(phase, frac[:, 2], h2pi[:, 2:3])  # (T,N) 2π h·x
-    cos, sin = torch.cos(phase), torch.sin(phase)
+    cos, sin = _cos_sin(frac, h2pi)
     re = torch.linalg.vecdot(fw, cos)
     im = torch.linalg.vecdot(fw, sin)
     if wavelength is not None and not neutron:
-        fp, fpp = anomalous_terms(crystals.species, wavelength, dtype)  # (B,N)
-        wp = fp.index_select(0, ci) * weight
-        wpp = fpp.index_select(0, ci) * weight
+        wp, wpp = _anomalous_weights(crystals, wavelength, weight, crystal_index)
         re = re + (wp * cos).sum(-1) - (wpp * sin).sum(-1)
         im = im + (wp * sin).sum(-1) + (wpp * cos).sum(-1)
     return re, im
+
+
+def friedel_mean_f_squared_flat(
+    crystals: CrystalBatch,
+    hkl: Tensor,
+    crystal_index: Tensor,
+    s2: Tensor,
+    *,
+    wavelength: float,
+    table: str = "wk95",
+) -> Tensor:
+    """(|F(h)|² + |F(−h)|²)/2 (T,) with the X-ray anomalous terms f′ + i f″ at ``wavelength`` (Å).
+
+    h and −h always coincide in a powder pattern, so this mean times 2 is the pair's intensity and the
+    reflections can stay enumerated over a half sphere. With A, B the cos/sin sums of (f₀ + f′)·w and A″, B″
+    those of f″·w: F(±h) = (A ∓ B″) + i(±B + A″), so the mean is A² + B² + A″² + B″² (exact for any
+    structure; Bijvoet differences cancel). Arguments as :func:`structure_factor_flat`.
+    """
+    frac, h2pi, weight, fw = _weighted_phases(crystals, hkl, crystal_index, s2, table, False)
+    cos, sin = _cos_sin(frac, h2pi)
+    wp, wpp = _anomalous_weights(crystals, wavelength, weight, crystal_index)
+    f1 = fw + wp
+    a, b = torch.linalg.vecdot(f1, cos), torch.linalg.vecdot(f1, sin)
+    a2, b2 = torch.linalg.vecdot(wpp, cos), torch.linalg.vecdot(wpp, sin)
+    return a * a + b * b + a2 * a2 + b2 * b2
 
 
 def _sum_phases(frac: Tensor, h2pi: Tensor, fw: Tensor) -> tuple[Tensor, Tensor]:

@@ -41,7 +41,8 @@ def simulate(
     """Simulate a powder pattern of a structure (profile .xye, or --sticks CSV h,k,l,d,two_theta,multiplicity,intensity).
 
     --sticks uses an unpolarised beam (no monochromator), B_iso from the file or 0, no preferred orientation,
-    and scales intensities so the strongest is 100: directly comparable with pymatgen's XRDCalculator.
+    no anomalous dispersion, and scales intensities so the strongest is 100: directly comparable with pymatgen's
+    XRDCalculator. The X-ray profile includes the anomalous terms f′ f″, as refinement does.
     """
     import numpy as np
     import torch
@@ -50,7 +51,7 @@ def simulate(
     from xrdsolve.refine.errors import StructureError
     from xrdsolve.refine.physics import CrystalBatch, Instrument, ProfileParams, reflection_tables
     from xrdsolve.refine.physics import simulate as simulate_pattern
-    from xrdsolve.refine.radiation import Geometry, Radiation
+    from xrdsolve.refine.radiation import Geometry, Probe, Radiation
 
     lo, hi = two_theta_range
     if not 0.0 <= lo < hi <= 180.0:
@@ -96,7 +97,7 @@ def simulate(
     from xrdsolve.conditioning.pattern import Pattern
 
     grid = torch.as_tensor(np.arange(lo, hi + 0.5 * step, step), dtype=torch.float64)
-    inst = Instrument(rad, geometry=geom, polarisation=polarisation)
+    inst = Instrument(rad, geometry=geom, polarisation=polarisation, anomalous=rad.probe is not Probe.NEUTRON)
     prof = ProfileParams.default(1, U=u, V=v, W=w, X=x, Y=y)
     batch = CrystalBatch.from_structures([struct])
     with torch.no_grad():
