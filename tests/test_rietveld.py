@@ -139,4 +139,6 @@ def test_anomalous_dispersion_default_follows_the_probe(rutile_problem) -> None:
     assert _instrument_for(pat, None, "CuKa")[0].anomalous
     assert not _instrument_for(pat, None, "CuKa", anomalous=False)[0].anomalous
     assert not _instrument_for(pat, None, "neutron:1.5")[0].anomalous
-    assert not _instrument_for(pat, Instrument.lab("CuKa", anomalous=False), None, anomalous=True)[0].anomalous
+    assert not _instrument_for(pat, Instrument.lab("CuKa", anomalous=False), None, anomalous=True)[
+        0
+    ].anomalous

@@ -32,16 +32,34 @@ def _structures(n: int) -> list[Structure]:
 
 
 @pytest.mark.slow
-def test_synthetic_recovery_batched(shared_data) -> None:
-    """Measured 2026-11-26 (one thread, 593 s CPU): 96.7 % of 694 parameters within 3 esd, GoF median 1.006,
-    49/50 with GoF ≤ 1.2. With the single annealing schedule (no restart) it was 93.8 %: the restart takes
-    two local minima (mp-985296 Ag3Pd, mp-1225753) to the truth; mp-625409 (pseudo-hexagonal, a ≈ c) then
-    converges at GoF 0.996 in the equivalent cell a′ = a + c, which this per-parameter comparison counts as 10
-    misses."""
+@pytest.mark.parametrize(
+    "anomalous",
+    [
+        False,
+        pytest.param(
+            True,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="94.7 % within 3 esd with f′ f″ (target 95 %): SmHo3Ni4 (Sm, Ho f″ ≈ 12 e at Cu Kα) "
+                "and Fe(OH)2 converge at GoF ≈ 1.0 / 5.1 with 11 and 9 parameters off",
+            ),
+        ),
+    ],
+)
+def test_synthetic_recovery_batched(shared_data, anomalous: bool) -> None:
+    """Measured 2026-11-26 (one thread, ≈ 6–8 min CPU each), simulated and refined alike: without anomalous
+    terms 96.4 % of 694 parameters within 3 esd, GoF median 1.006, 49/50 with GoF ≤ 1.2; with f′ f″ (the
+    refinement default for X-rays) 94.7 %, GoF median 1.004. With the single annealing schedule (no restart)
+    it was 93.8 %: the restart takes two local minima (mp-985296 Ag3Pd, mp-1225753) to the truth; mp-625409
+    (pseudo-hexagonal, a ≈ c) then converges at GoF 0.996 in the equivalent cell a′ = a + c, which this
+    per-parameter comparison counts as 10 misses."""
+    from xrdsolve.refine.physics import Instrument
+
     rng = np.random.default_rng(42)
     truths = _structures(N_STRUCTURES)
     grid = np.arange(15.0, 90.0, 0.025)
-    patterns = [simulate_pattern(s, grid, seed=i) for i, s in enumerate(truths)]
+    instrument = Instrument.lab("CuKa", anomalous=anomalous)
+    patterns = [simulate_pattern(s, grid, instrument, seed=i) for i, s in enumerate(truths)]
     phases = [parameterize(s) for s in truths]
     true_vals = [p.values.copy() for p in phases]
     for p in phases:  # perturbed starting values in the same parameterisation
@@ -55,7 +73,7 @@ def test_synthetic_recovery_batched(shared_data) -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     opts = RefineOptions(n_background=4)
-    inst, start = _instrument_for(patterns[0], None, None)
+    inst, start = _instrument_for(patterns[0], None, None, anomalous=anomalous)
     model = RietveldModel(patterns[0], [phases], inst, opts)
     model.set_observations(np.stack([p.intensity for p in patterns]), np.stack([p.sigma for p in patterns]))
     t0 = time.process_time()
@@ -94,7 +112,7 @@ def test_synthetic_recovery_batched(shared_data) -> None:
         "status": {k: sum(r.status == k for r in results) for k in sorted({r.status for r in results})},
         "cpu_s": round(cpu, 1),
     }
-    print("SYNTHETIC", json.dumps(figures))
+    print("SYNTHETIC", json.dumps({"anomalous": anomalous, **figures}))
     assert frac3 >= 0.95
     assert float(np.median(gofs_a)) <= 1.2
 
