@@ -40,7 +40,7 @@ def _structures(n: int) -> list[Structure]:
             True,
             marks=pytest.mark.xfail(
                 strict=True,
-                reason="94.7 % within 3 esd with f′ f″ (target 95 %): SmHo3Ni4 (Sm, Ho f″ ≈ 12 e at Cu Kα) "
+                reason="94.7 % within 3 esd with f′ f″ (target 95 %): SmHo3Ni4 (Sm f″ 12 e, Ho f′ −15 e at Cu Kα) "
                 "and Fe(OH)2 converge at GoF ≈ 1.0 / 5.1 with 11 and 9 parameters off",
             ),
         ),
