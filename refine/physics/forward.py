@@ -126,16 +126,15 @@ def flat_reflections(
     if instrument.anomalous and not neutron:
         # f′, f″ at each wavelength, shared by lines within 2 % of one another (a Kα1/Kα2 doublet: GSAS-II too
         # takes them at the primary wavelength)
-        cache: dict[float, Tensor] = {}
+        by_line: dict[float, Tensor] = {}
         columns = []
         for w in wl:
-            key = next((k for k in cache if abs(k - w) <= 0.02 * k), None)
-            if key is None:
-                key = w
-                cache[w] = friedel_mean_f_squared_flat(
-                    crystals, hkl_flat, cidx, s2, wavelength=w, table=instrument.form_factors
+            line = next((k for k in by_line if abs(k - w) <= 0.02 * k), w)
+            if line not in by_line:
+                by_line[line] = friedel_mean_f_squared_flat(
+                    crystals, hkl_flat, cidx, s2, wavelength=line, table=instrument.form_factors
                 )
-            columns.append(cache[key])
+            columns.append(by_line[line])
         f_squared = torch.stack(columns, dim=-1)
     else:
         re, im = structure_factor_flat(

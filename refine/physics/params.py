@@ -93,9 +93,9 @@ class ProfileParams:
 
     scale: multiplies the Bragg intensity; zero: degrees 2θ (2θ_obs = 2θ_calc + zero); displacement: sample
     displacement in μm (GSAS-II "Shift"); U, V, W: Gaussian variance σ² = U tan²θ + V tanθ + W in centideg²;
-    X, Y: Lorentzian FWHM γ = X/cosθ + Y tanθ in centideg; asym: axial divergence
-    SH/L = S/L + H/L with S = H (Finger–Cox–Jephcoat; GSAS-II's SH/L; 0 = symmetric); background: (B,K) Chebyshev coefficients over the grid's 2θ range
-    mapped to [-1, 1]; po_ratio: March–Dollase r (1 = none); inv_two_theta: optional (B,) coefficient of a
+    X, Y: Lorentzian FWHM γ = X/cosθ + Y tanθ in centideg; asym: axial divergence SH/L = S/L + H/L with
+    S = H (Finger–Cox–Jephcoat; GSAS-II's SH/L; 0 = symmetric); background: (B,K) Chebyshev coefficients over
+    the grid's 2θ range mapped to [-1, 1]; po_ratio: March–Dollase r (1 = none); inv_two_theta: optional (B,) coefficient of a
     background term c/2θ (2θ in degrees).
     """
 

@@ -114,8 +114,8 @@ _FCJ_NODE_SET = (1, 3, 4, 5, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 6
 def fcj_subpeaks(two_theta_deg: Tensor, asym: Tensor, fwhm: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Adaptive FCJ quadrature: each peak becomes n sub-peaks, n chosen from its asymmetry span.
 
-    two_theta_deg, fwhm (degrees), asym (SH/L, as in :func:`fcj_offsets`): (P,). The span s = 2θ − 2φ_min of the axial-divergence weight over the
-    FWHM, r = s/FWHM, sets n = ⌈3 + 4.5 r⌉ Gauss–Legendre nodes (rounded up to a small set, at most
+    two_theta_deg, fwhm (degrees), asym (SH/L, as in :func:`fcj_offsets`): (P,). The span s = 2θ − 2φ_min of
+    the axial-divergence weight over the FWHM, r = s/FWHM, sets n = ⌈3 + 4.5 r⌉ Gauss–Legendre nodes (rounded up to a small set, at most
     ``FCJ_MAX_POINTS``; n = 1 when s = 0): the profile is then within ~1e-4 of its maximum of the converged
     quadrature for r ≲ 13 (measured against 256 nodes; a fixed 8-node rule errs by 2e-4 at r = 1.6 and 6e-3 at
     r = 3.3). Returns (parent (Q,) index of the peak each sub-peak belongs to, offsets (Q,) degrees, weights (Q,)
