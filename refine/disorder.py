@@ -453,7 +453,7 @@ def refine_disordered(
     for i, s in enumerate(structs):
         if len(s) == 0:
             raise StructureError(f"phase {i} has no atoms")
-    inst, start = _instrument_for(pattern, instrument, radiation, opts.anomalous)
+    inst, start = _instrument_for(pattern, instrument, radiation, opts.anomalous, opts.fcj_quadrature)
     phases = parameterize_disordered(structs, occupancy, names)
     model = RietveldModel(pattern, [[ph] for ph in phases], inst, opts)
     _check_reflections_in_range(model, raise_error=True)
@@ -487,7 +487,7 @@ def refine_disordered_batch(
         raise RefineError("give one structure per pattern (and at least one)")
     t0 = time.perf_counter()
     opts = options or RefineOptions()
-    inst, start = _instrument_for(patterns[0], instrument, radiation, opts.anomalous)
+    inst, start = _instrument_for(patterns[0], instrument, radiation, opts.anomalous, opts.fcj_quadrature)
     phases = [parameterize_disordered([s], occupancy)[0] for s in structures]
     model = RietveldModel(patterns[0], [phases], inst, opts)
     grid = model.two_theta.numpy()

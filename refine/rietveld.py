@@ -106,6 +106,9 @@ class RefineOptions:
     #: X-ray anomalous dispersion f′ + i f″: None = on for X-rays (as GSAS-II), False = off (cheaper, e.g. for
     #: quick screening fits); ignored when an :class:`Instrument` is given (its own ``anomalous`` applies)
     anomalous: bool | None = None
+    #: axial-divergence (FCJ) quadrature: "converged" or "gsas2" (GSAS-II's node rule, to compare like for like
+    #: with GSAS-II); ignored when an :class:`Instrument` is given (its own ``fcj_quadrature`` applies)
+    fcj_quadrature: str = "converged"
 
 
 @dataclass
@@ -381,6 +384,7 @@ def _instrument_for(
     instrument: Instrument | Any | None,
     radiation: Radiation | str | float | None,
     anomalous: bool | None = None,
+    fcj_quadrature: str = "converged",
 ) -> tuple[Instrument, dict[str, float]]:
     """An Instrument and starting profile values from an Instrument, an InstrumentParameters-like object
     (GSAS .prm/.instprm: radiation, polarization, zero, U..Y, SH_L) or the pattern alone."""
@@ -408,7 +412,14 @@ def _instrument_for(
     # X-ray: anomalous dispersion f′ + i f″ on unless told, as in GSAS-II (it changes |F|² by several % at Cu Kα
     # for Ca, La, Fe, …)
     on = rad.probe is not Probe.NEUTRON and anomalous is not False
-    return Instrument(radiation=rad, geometry=geometry, polarisation=polarisation, anomalous=on), start
+    inst = Instrument(
+        radiation=rad,
+        geometry=geometry,
+        polarisation=polarisation,
+        anomalous=on,
+        fcj_quadrature=fcj_quadrature,
+    )
+    return inst, start
 
 
 def _as_structures(structures: Structure | Sequence[Structure]) -> list[Structure]:
@@ -796,7 +807,7 @@ def refine(
     t0 = time.perf_counter()
     opts = options or RefineOptions()
     structs = _as_structures(structures)
-    inst, start = _instrument_for(pattern, instrument, radiation, opts.anomalous)
+    inst, start = _instrument_for(pattern, instrument, radiation, opts.anomalous, opts.fcj_quadrature)
     phases = []
     for i, s in enumerate(structs):
         if len(s) == 0:
@@ -827,7 +838,7 @@ def refine_candidates(
     t0 = time.perf_counter()
     opts = options or RefineOptions()
     structs = _as_structures(structures)
-    inst, start = _instrument_for(pattern, instrument, radiation, opts.anomalous)
+    inst, start = _instrument_for(pattern, instrument, radiation, opts.anomalous, opts.fcj_quadrature)
     params = []
     for i, s in enumerate(structs):
         if len(s) == 0:

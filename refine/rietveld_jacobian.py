@@ -33,13 +33,8 @@ from torch import Tensor
 from .lm import stacked_unit_tangents
 from .physics import bragg_intensities, tch_widths
 from .physics.background import chebyshev_basis
-from .physics.forward import FCJ_POINTS, _peak_shift_flat, merge_coincident
-from .physics.profile import fcj_offsets, ragged_windows, window_layout
-
-try:  # adaptive FCJ quadrature, when simulate uses it
-    from .physics.profile import fcj_subpeaks
-except ImportError:  # pragma: no cover - older forward model: fixed FCJ_POINTS nodes
-    fcj_subpeaks = None  # type: ignore[assignment]
+from .physics.forward import _peak_shift_flat, merge_coincident
+from .physics.profile import axial_subpeaks, lorentz_fwhm, ragged_windows, window_layout
 
 if TYPE_CHECKING:
     from .rietveld import RietveldModel
@@ -77,14 +72,12 @@ def profile_peaks(
     )
     parent = torch.arange(bragg.shape[0])
     if bragg.numel() and bool((profile.asym.detach() > 0).any()):
-        if fcj_subpeaks is not None:
-            parent, off, w = fcj_subpeaks(bragg, profile.asym[bidx], fwhm)
-            order = torch.argsort(parent, stable=True)
-            parent, off, w = parent[order], off[order], w[order]
-        else:
-            off, w = fcj_offsets(bragg, profile.asym[bidx], FCJ_POINTS)
-            parent = parent.repeat_interleave(off.shape[-1])
-            off, w = off.reshape(-1), w.reshape(-1)
+        gamma = lorentz_fwhm(th, profile.X[bidx], profile.Y[bidx])
+        parent, off, w = axial_subpeaks(
+            bragg, profile.asym[bidx], fwhm, gamma, model.instrument.fcj_quadrature
+        )
+        order = torch.argsort(parent, stable=True)
+        parent, off, w = parent[order], off[order], w[order]
         centre = centre[parent] + off
         area = area[parent] * w
         fwhm, eta, bidx = fwhm[parent], eta[parent], bidx[parent]

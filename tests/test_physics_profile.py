@@ -151,3 +151,46 @@ def test_chebyshev_background_and_geometry() -> None:
         ProfileParams.default(1, background=[5.0]), inst, torch.arange(5.0, 30.0, 0.01, dtype=torch.float64)
     )
     assert float(y.min()) == pytest.approx(5.0, abs=1e-6)
+
+
+def test_gsas2_fcj_rule_nodes_and_limits() -> None:
+    """GSAS-II's FCJ rule (PSVFCJO): an asymmetry span small against the Lorentzian width gets GSAS-II's
+    2-point rule, i.e. one node at x = 1/√3 of [2φ_min, 2θ]; a wide span gets many nodes and approaches the
+    converged integral; no asymmetry gives one node at the peak."""
+    from xrdsolve.refine.physics.profile import fcj_subpeaks, fcj_subpeaks_gsas2
+
+    f64 = torch.float64
+    tt = torch.tensor([30.0, 10.0, 40.0], dtype=f64)
+    asym = torch.tensor([0.02, 0.05, 0.0], dtype=f64)
+    gamma = torch.tensor([5.0, 0.3, 5.0], dtype=f64)  # centidegrees
+    parent, off, w = fcj_subpeaks_gsas2(tt, asym, gamma)
+    counts = torch.bincount(parent, minlength=3).tolist()
+    span = 30.0 - math.degrees(math.acos(math.cos(math.radians(30.0)) * math.sqrt(1 + 0.02**2)))
+    assert int(300 * span / 5.0) <= 2 and counts[0] == 1  # K ≤ 2 → NGT = 2 → one positive node
+    assert float(off[parent == 0][0]) == pytest.approx(-span * (1 - 1 / math.sqrt(3)), rel=1e-9)
+    assert counts[1] > 50 and counts[2] == 1 and float(off[parent == 2][0]) == 0.0
+    assert torch.allclose(torch.zeros(3, dtype=f64).index_add(0, parent, w), torch.ones(3, dtype=f64))
+    # the wide span: centroid of the node distribution within 2 % of the span of the converged rule's
+    fwhm = torch.full((3,), 0.05, dtype=f64)
+    p2, o2, w2 = fcj_subpeaks(tt, asym, fwhm)
+    span10 = 10.0 - math.degrees(math.acos(math.cos(math.radians(10.0)) * math.sqrt(1 + 0.05**2)))
+    mean_g2 = float((off * w)[parent == 1].sum())
+    mean_conv = float((o2 * w2)[p2 == 1].sum())
+    assert abs(mean_g2 - mean_conv) < 0.02 * span10
+    # and at 30° the single node sits measurably off the converged centroid (GSAS-II's under-resolution)
+    assert abs(float(off[parent == 0][0]) - float((o2 * w2)[p2 == 0].sum())) > 0.1 * span
+    with pytest.raises(Exception, match="fcj_quadrature"):
+        Instrument(Radiation.preset("CuKa"), fcj_quadrature="trapezoid")
+
+
+def test_simulate_with_gsas2_fcj_rule_shifts_low_angle_peaks_only() -> None:
+    """The "gsas2" rule is used by ``simulate``: with SH/L 0.02 and a broad Lorentzian a low-angle peak's
+    centroid moves by a few thousandths of a degree against the converged rule, a peak near 90° hardly."""
+    grid = torch.arange(20.0, 100.0, 0.002, dtype=torch.float64)
+    prof = ProfileParams.default(1, dtype=torch.float64, asym=0.02, X=5.0)
+    conv = _cubic_pattern(prof, Instrument(Radiation.monochromatic(1.5406)), grid)
+    g2 = _cubic_pattern(prof, Instrument(Radiation.monochromatic(1.5406), fcj_quadrature="gsas2"), grid)
+    at_111, at_320 = (2 * math.degrees(math.asin(1.5406 * math.sqrt(n) / 8.0)) for n in (3, 13))  # a = 4 Å
+    low = abs(_peak_near(grid, g2, at_111) - _peak_near(grid, conv, at_111))
+    high = abs(_peak_near(grid, g2, at_320) - _peak_near(grid, conv, at_320))
+    assert 5e-4 < low and high < 0.2 * low

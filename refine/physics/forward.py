@@ -25,15 +25,12 @@ from .batch import CrystalBatch
 from .intensity import lorentz_polarisation
 from .lattice import d_min_for, generate_hkl, reciprocal_lattice
 from .params import Instrument, ProfileParams
-from .profile import fcj_subpeaks, render_peaks, tch_widths
+from .profile import axial_subpeaks, lorentz_fwhm, render_peaks, tch_widths
 from .scattering import check_species
 from .structure_factor import friedel_mean_f_squared_flat, structure_factor_flat
 
 #: Extra 2θ (degrees) beyond the grid's upper end for which reflections are generated (tails, zero shift).
 HKL_MARGIN_DEG = 2.0
-#: Fixed quadrature points of the FCJ asymmetry in :func:`~.profile.fcj_offsets` callers outside ``simulate``
-#: (``simulate`` itself chooses 1–64 nodes per peak with :func:`~.profile.fcj_subpeaks`).
-FCJ_POINTS = 8
 
 
 @dataclass
@@ -348,7 +345,8 @@ def simulate(
         theta, *(t.index_select(0, bidx) for t in (profile.U, profile.V, profile.W, profile.X, profile.Y))
     )
     if bool((profile.asym > 0).any()):
-        parent, off, w = fcj_subpeaks(bragg, profile.asym[bidx], fwhm)
+        gamma = lorentz_fwhm(theta, profile.X.index_select(0, bidx), profile.Y.index_select(0, bidx))
+        parent, off, w = axial_subpeaks(bragg, profile.asym[bidx], fwhm, gamma, instrument.fcj_quadrature)
         centre = centre[parent] + off
         area = area[parent] * w
         fwhm, eta, bidx = fwhm[parent], eta[parent], bidx[parent]

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from ..errors import RefineError
 from ..radiation import Geometry, Probe, Radiation
+from .profile import FCJ_QUADRATURES
 
 #: GSAS-II's default lab instrument (CuKa, Bragg–Brentano): U, V, W in centideg², X, Y in centideg, SH/L.
 DEFAULT_PROFILE: dict[str, float] = {
@@ -41,7 +42,9 @@ class Instrument:
     direction hkl; window_fwhm: each peak is evaluated over a total width of window_fwhm × FWHM;
     anomalous: add f′ + i f″ (Chantler) at each wavelength; form_factors: "wk95" (xraydb
     Waasmaier–Kirfel; neutrons: periodictable b_c; default) or "pymatgen" (the tables of pymatgen's
-    XRDCalculator / NDCalculator, for exact comparison).
+    XRDCalculator / NDCalculator, for exact comparison); fcj_quadrature: "converged" (the axial-divergence
+    integral to ~1e-4 of the peak maximum; default) or "gsas2" (GSAS-II's own node rule, for like-for-like
+    comparisons with GSAS-II; :func:`~.profile.fcj_subpeaks_gsas2`).
     """
 
     radiation: Radiation
@@ -53,6 +56,7 @@ class Instrument:
     window_fwhm: float = 20.0
     anomalous: bool = False
     form_factors: str = "wk95"
+    fcj_quadrature: str = "converged"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "radiation", Radiation.parse(self.radiation))
@@ -61,6 +65,8 @@ class Instrument:
             raise RefineError(f"polarisation fraction must be in [0, 1], got {self.polarisation}")
         if self.window_fwhm <= 0:
             raise RefineError("window_fwhm must be positive")
+        if self.fcj_quadrature not in FCJ_QUADRATURES:
+            raise RefineError(f"fcj_quadrature must be one of {FCJ_QUADRATURES}, got {self.fcj_quadrature!r}")
         if self.goniometer_radius <= 0:
             raise RefineError("goniometer_radius must be positive (mm)")
         if tuple(self.po_axis) == (0, 0, 0):

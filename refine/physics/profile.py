@@ -33,7 +33,7 @@ def tch_widths(theta: Tensor, U: Tensor, V: Tensor, W: Tensor, X: Tensor, Y: Ten
     """TCH total FWHM (degrees 2θ) and mixing η; θ in radians, parameters broadcastable to θ."""
     tan = torch.tan(theta)
     sig2 = torch.clamp(U * tan * tan + V * tan + W, min=MIN_SIGMA2)
-    gam = torch.clamp(X / torch.cos(theta) + Y * tan, min=MIN_GAMMA)
+    gam = lorentz_fwhm(theta, X, Y)
     fg = torch.sqrt(8.0 * _LN2 * sig2)
     fl = gam
     # Γ_G⁵ + 2.69269 Γ_G⁴Γ_L + 2.42843 Γ_G³Γ_L² + 4.47163 Γ_G²Γ_L³ + 0.07842 Γ_GΓ_L⁴ + Γ_L⁵, Horner in Γ_L
@@ -48,6 +48,11 @@ def tch_widths(theta: Tensor, U: Tensor, V: Tensor, W: Tensor, X: Tensor, Y: Ten
     q = fl / fwhm
     eta = ((0.11116 * q - 0.47719) * q + 1.36603) * q
     return fwhm / 100.0, eta
+
+
+def lorentz_fwhm(theta: Tensor, X: Tensor, Y: Tensor) -> Tensor:
+    """Lorentzian FWHM Γ_L = X/cosθ + Y tanθ in centidegrees 2θ (θ in radians), floored at ``MIN_GAMMA``."""
+    return torch.clamp(X / torch.cos(theta) + Y * torch.tan(theta), min=MIN_GAMMA)
 
 
 def pseudo_voigt(x: Tensor, fwhm: Tensor, eta: Tensor) -> Tensor:
@@ -166,6 +171,101 @@ def fcj_subpeaks(two_theta_deg: Tensor, asym: Tensor, fwhm: Tensor) -> tuple[Ten
 
 
 _NODE_TABLES: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
+
+#: FCJ quadrature rules: "converged" (:func:`fcj_subpeaks`) or "gsas2" (:func:`fcj_subpeaks_gsas2`).
+FCJ_QUADRATURES = ("converged", "gsas2")
+#: Gauss–Legendre orders of GSAS-II's FCJ routine (PSVFCJO, NTERMS), smallest first.
+GSAS2_FCJ_ORDERS: tuple[int, ...] = (
+    tuple(range(2, 31, 2)) + tuple(range(40, 121, 10)) + tuple(range(140, 301, 20))
+)
+GSAS2_FCJ_ORDERS += (400,)
+
+
+def axial_subpeaks(
+    two_theta_deg: Tensor, asym: Tensor, fwhm: Tensor, gamma_cdeg: Tensor, quadrature: str = "converged"
+) -> tuple[Tensor, Tensor, Tensor]:
+    """FCJ sub-peaks (parent, offsets °, weights) with the chosen quadrature rule (see ``FCJ_QUADRATURES``).
+
+    fwhm: total FWHM (degrees); gamma_cdeg: Lorentzian FWHM (centidegrees), used by the "gsas2" rule only.
+    """
+    if quadrature == "gsas2":
+        return fcj_subpeaks_gsas2(two_theta_deg, asym, gamma_cdeg)
+    if quadrature != "converged":
+        raise ValueError(f"FCJ quadrature must be one of {FCJ_QUADRATURES}, got {quadrature!r}")
+    return fcj_subpeaks(two_theta_deg, asym, fwhm)
+
+
+def fcj_subpeaks_gsas2(
+    two_theta_deg: Tensor, asym: Tensor, gamma_cdeg: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The FCJ quadrature exactly as GSAS-II's PSVFCJO (Toby 1995, node rule of May 2004), for like-for-like
+    comparisons with GSAS-II; :func:`fcj_subpeaks` is the converged integral.
+
+    GSAS-II integrates the divergence weight G(2φ) = (SH/L·F − 1)/cos 2φ, F = |cos 2θ|/√(cos²2φ − cos²2θ), over
+    [2φ_min, 2θ] directly in 2φ (no substitution for the 1/√ singularity at 2θ) with the positive half of an
+    NGT-point Gauss–Legendre rule on [−1, 1] mapped to 2φ = 2φ_min + (2θ − 2φ_min)·x, NGT the smallest order
+    ≥ K = int(300·(2θ − 2φ_min)[°]/Γ_L[centideg]) in ``GSAS2_FCJ_ORDERS``, weights normalised by their sum.
+    Where the span is small against the Lorentzian width this uses one to a few nodes, placing the peak's
+    centroid measurably off the exact integral (e.g. 0.005° at 2θ 30°, SH/L 0.02). Arguments (P,) as
+    :func:`fcj_subpeaks`; returns (parent (Q,), offsets (Q,) degrees, weights (Q,) summing to 1 per peak).
+    """
+    dev = two_theta_deg.device
+    f64 = torch.float64
+    tt = torch.deg2rad(two_theta_deg.to(f64))
+    sign = torch.where(tt < math.pi / 2, 1.0, -1.0).to(f64)
+    psi = torch.where(tt < math.pi / 2, tt, math.pi - tt).clamp(1e-6, math.pi / 2 - 1e-6)  # folded 2θ
+    apb = asym.to(f64).clamp_min(0.0)  # S/L + H/L
+    cos_min = (torch.cos(psi) * torch.sqrt(1.0 + apb * apb)).clamp(max=1.0)
+    span = (psi - torch.acos(cos_min)).clamp_min(0.0)  # 2θ − 2φ_min, rad
+    with torch.no_grad():
+        span_deg, gam = torch.rad2deg(span.detach()), gamma_cdeg.detach().to(f64)
+        # PSVFCJO: K = INT(300·span/GAM), or INT(200·span) when GAM ≤ 0
+        k = torch.floor(
+            torch.where(gam > MIN_GAMMA, 300.0 * span_deg / gam.clamp_min(MIN_GAMMA), 200.0 * span_deg)
+        )
+        orders = torch.as_tensor(GSAS2_FCJ_ORDERS, dtype=f64, device=dev)
+        group = torch.searchsorted(orders, k).clamp(max=len(GSAS2_FCJ_ORDERS) - 1)
+        x_tab, w_tab, base = _gsas2_node_table(dev)
+        n_p = torch.as_tensor(GSAS2_FCJ_ORDERS, device=dev)[group] // 2
+        parent = torch.repeat_interleave(torch.arange(n_p.shape[0], device=dev), n_p)
+        rank = torch.arange(parent.shape[0], device=dev) - (torch.cumsum(n_p, 0) - n_p)[parent]
+        node = base[group][parent] + rank
+        x, gw = x_tab[node], w_tab[node]
+    delta = span[parent] * (1.0 - x)  # 2θ − 2φ ≥ 0 per node
+    psi_q = psi[parent]
+    phi = psi_q - delta
+    cpsi = torch.cos(psi_q)
+    # cos²2φ − cos²2θ without cancellation: (cos φ − cos ψ)(cos φ + cos ψ), cos φ − cos ψ = 2 sin(ψ − δ/2) sin(δ/2)
+    d2 = 2.0 * torch.sin(psi_q - 0.5 * delta) * torch.sin(0.5 * delta) * (torch.cos(phi) + cpsi)
+    f = torch.where(d2 > 0, cpsi / torch.sqrt(d2.clamp_min(1e-300)), torch.ones_like(d2))
+    wts = gw * (apb[parent] * f - 1.0) / torch.cos(phi)
+    total = torch.zeros_like(span).index_add(0, parent, wts)
+    has = (span > 1e-15) & (total != 0)
+    has_q = has[parent]
+    w = torch.where(has_q, wts / torch.where(has, total, 1.0)[parent], 1.0 / n_p[parent].to(f64))
+    offsets = torch.where(has_q, -sign[parent] * torch.rad2deg(delta), 0.0)
+    dtype = two_theta_deg.dtype
+    return parent, offsets.to(dtype), w.to(dtype)
+
+
+def _gsas2_node_table(device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """Positive Gauss–Legendre nodes/weights on [−1, 1] of every GSAS-II order, concatenated, and offsets."""
+    key = "gsas2:" + str(device)
+    if key not in _NODE_TABLES:
+        xs, ws, base, pos = [], [], [], 0
+        for n in GSAS2_FCJ_ORDERS:
+            x_np, w_np = np.polynomial.legendre.leggauss(n)
+            keep = x_np > 0
+            xs.append(x_np[keep])
+            ws.append(w_np[keep])
+            base.append(pos)
+            pos += int(keep.sum())
+        _NODE_TABLES[key] = (
+            torch.as_tensor(np.concatenate(xs), dtype=torch.float64, device=device),
+            torch.as_tensor(np.concatenate(ws), dtype=torch.float64, device=device),
+            torch.as_tensor(base, device=device),
+        )
+    return _NODE_TABLES[key]
 
 
 def _fcj_node_table(device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
