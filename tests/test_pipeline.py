@@ -132,4 +132,30 @@ def test_indexing_survives_weak_impurity_lines() -> None:
     best = cells[0][0]
     assert best.crystal_system == "cubic" and best.centring == "F"
     assert best.a == pytest.approx(5.64, abs=0.01) and best.n_unindexed == 3
-    assert tried["indexing_unindexed_lines"]["allowed"] >= 3
+    high_symmetry = tried["indexing_unindexed_lines"]["passes"][0]
+    assert high_symmetry["allowed"] >= 3 and high_symmetry["found"] >= 1
+
+
+def test_indexing_orthorhombic_cell_with_one_impurity_line() -> None:
+    """An orthorhombic cell whose pattern carries one weak line of no lattice (2θ 19.3°): the search that must
+    index every line only finds a supercell (c ≈ 21.7 Å, M20 63) that indexes it, the high-symmetry retry
+    cannot explain the pattern, the orthorhombic pass allowing one unindexed line finds the cell (a 3.62,
+    b 4.71, c 5.53 Å, M20 ≈ 400) and it ranks first."""
+    from pymatgen.core import Lattice
+
+    from xrdsolve.pipeline import SolveOptions, _Clock, _index
+    from xrdsolve.refine.bench import simulate_pattern
+
+    ortho = Structure(Lattice.orthorhombic(3.62, 4.71, 5.53), ["Cu", "O"], [[0, 0, 0], [0.5, 0.31, 0.5]])
+    tt = np.arange(10.0, 100.0, 0.02)
+    y = simulate_pattern(ortho, tt, seed=2).intensity.astype(float)
+    y += 0.05 * y.max() * np.exp(-0.5 * ((tt - 19.3) / 0.05) ** 2)
+    pattern = Pattern.from_arrays(tt, np.round(y), radiation="CuKa", counts=True)
+    tried: dict = {}
+    cells = _index(pattern, tried, _Clock(None), SolveOptions())
+    best = cells[0][0]
+    assert best.crystal_system == "orthorhombic" and best.n_unindexed == 1
+    assert sorted([best.a, best.b, best.c]) == pytest.approx([3.62, 4.71, 5.53], abs=0.01)
+    passes = tried["indexing_unindexed_lines"]["passes"]
+    assert [p["systems"] for p in passes] == [["cubic", "tetragonal", "hexagonal"], ["orthorhombic"]]
+    assert passes[1]["allowed"] == 1 and passes[1]["found"] >= 1

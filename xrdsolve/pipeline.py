@@ -183,7 +183,7 @@ def _index(
     if retried:
         # weak impurity lines (or a split peak) defeat a search that must index every line: try the
         # high-symmetry systems again allowing a few unindexed lines, and keep the better ranked cells
-        cells = _index_with_unindexed(peaks, cells, min(0.5 * time_limit, 15.0), tried)
+        cells = _index_with_unindexed(peaks, cells, min(0.7 * time_limit, 20.0), tried)
     if not cells:
         tried["indexing"] = {"error": error or "no cell found"}
         return []
@@ -221,34 +221,64 @@ def _index(
 def _index_with_unindexed(
     peaks: Any, cells: list[Any], time_limit: float, tried: dict[str, Any]
 ) -> list[Any]:
-    """``cells`` merged with cubic/tetragonal/hexagonal solutions that leave up to 3 lines (≤ 1 in 4)
-    unindexed, re-ranked (:func:`xrdsolve.refine.indexing.indexer.rank_solutions`)."""
+    """``cells`` merged with solutions that leave a few lines unindexed, re-ranked
+    (:func:`xrdsolve.refine.indexing.indexer.rank_solutions`): cubic/tetragonal/hexagonal with up to 3 (≤ 1 in
+    4) in at most half of ``time_limit`` seconds, then orthorhombic with one in the time left (each extra free
+    cell parameter makes a wrong cell that skips lines easier to find, so the lower the symmetry, the fewer
+    lines may be left), unless a cell already reaches IMPURITY_RETRY_M20. An orthorhombic cell is kept only
+    when it beats every cell found before on M20: a lower symmetry has to earn its place."""
     from xrdsolve.refine.indexing.indexer import IndexingOptions, index_peaks, rank_solutions
     from xrdsolve.refine.indexing.observations import IndexingError
     from xrdsolve.refine.indexing.solution import same_lattice
 
-    allowed = min(3, len(peaks) // 4)
-    try:
-        extra = index_peaks(
-            peaks,
-            IndexingOptions(
-                systems=("cubic", "tetragonal", "hexagonal"),
-                max_unindexed=allowed,
-                time_limit=time_limit,
-                max_solutions=10,
-            ),
-        )
-    except IndexingError:
-        return cells
-    tried["indexing_unindexed_lines"] = {"allowed": allowed, "found": len(extra)}
+    deadline = time.perf_counter() + time_limit
+    passes = (
+        (("cubic", "tetragonal", "hexagonal"), min(3, len(peaks) // 4), 0.5),
+        (("orthorhombic",), 1, 1.0),
+    )
+    extra: list[Any] = []
+    best_of_pass: list[Any] = []
+    record = tried.setdefault("indexing_unindexed_lines", {"passes": []})
+    for systems, allowed, share in passes:
+        left = min(deadline - time.perf_counter(), share * time_limit)
+        best = max((c.m20 for c in (*cells, *extra)), default=0.0)
+        if systems == ("orthorhombic",) and best >= IMPURITY_RETRY_M20:
+            record["passes"].append(
+                {"systems": list(systems), "allowed": allowed, "skipped": f"M20 {best:.0f}"}
+            )
+            continue
+        if left < 1.0:
+            record["passes"].append({"systems": list(systems), "allowed": allowed, "skipped": "no time left"})
+            continue
+        t0 = time.perf_counter()
+        try:
+            found = index_peaks(
+                peaks,
+                IndexingOptions(systems=systems, max_unindexed=allowed, time_limit=left, max_solutions=10),
+            )
+        except IndexingError:
+            found = []
+        entry = {
+            "systems": list(systems),
+            "allowed": allowed,
+            "found": len(found),
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
+        if systems == ("orthorhombic",) and found and max(c.m20 for c in found) <= best:
+            entry["kept"] = 0  # no better than the higher-symmetry cells
+            found = []
+        record["passes"].append(entry)
+        extra.extend(found)
+        best_of_pass.extend(rank_solutions(found, 1))
     merged = rank_solutions([*cells, *extra], 10)
     if not merged:
         return merged
-    # the best of each search is kept among the first two cells: which one is right is for the fits to say
-    # (a wrong high-symmetry cell that leaves lines unindexed can out-rank a true low-symmetry one on M20)
-    first = merged[0].reduced_lattice()
-    runner = [c for c in (*cells[:1], *extra[:1]) if not same_lattice(c.reduced_lattice(), first)][:1]
-    head = [merged[0], *runner]
+    # the best of each search is kept among the first cells: which one is right is for the fits to say (a
+    # wrong high-symmetry cell that leaves lines unindexed can out-rank a true low-symmetry one on M20)
+    head = [merged[0]]
+    for c in (*cells[:1], *best_of_pass):
+        if not any(same_lattice(c.reduced_lattice(), h.reduced_lattice()) for h in head):
+            head.append(c)
     return head + [c for c in merged[1:] if all(c is not h for h in head)]
 
 
