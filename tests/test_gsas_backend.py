@@ -197,45 +197,56 @@ def test_two_phases_partials_and_weight_fractions() -> None:
     assert all(w.esd > 0 for w in wf)
 
 
+class _FcjPeaks:
+    """GSAS-II's FCJ pseudo-Voigt (pypsvfcjo: S/L = H/L = SH/L / 2) and ours for one peak at 2θ (degrees) with
+    GSAS-II's σ² (centideg²), γ (centideg) and SH/L, on a 0.002° grid ±3° around it."""
+
+    def __init__(self, two_theta: float, sig: float, gam: float, shl: float) -> None:
+        from GSASII import pypowder  # type: ignore[import-not-found]
+
+        from xrdsolve.refine.physics import tch_widths
+
+        self.two_theta = two_theta
+        self.x = np.arange(two_theta - 3.0, two_theta + 3.0, 0.002)
+        self.gsas2 = 100.0 * np.asarray(
+            pypowder.pypsvfcjo(len(self.x), (self.x - two_theta).astype(np.float32), two_theta, sig, gam, shl)
+        )
+        f64 = torch.float64
+        theta = torch.tensor([np.radians(two_theta / 2)], dtype=f64)
+        zero = torch.zeros(1, dtype=f64)
+        lorentz_x = torch.tensor([gam * np.cos(theta.item())], dtype=f64)
+        self.fwhm, self.eta = tch_widths(theta, zero, zero, torch.tensor([sig], dtype=f64), lorentz_x, zero)
+        self.gamma = torch.tensor([gam], dtype=f64)
+
+    def ours(self, asym: float, rule: str = "converged") -> np.ndarray:
+        from xrdsolve.refine.physics.profile import axial_subpeaks, pseudo_voigt
+
+        tt, a = (torch.tensor([v], dtype=torch.float64) for v in (self.two_theta, asym))
+        _, off, w = axial_subpeaks(tt, a, self.fwhm, self.gamma, rule)
+        grid = torch.as_tensor(self.x)
+        return sum(
+            w[i] * pseudo_voigt(grid - self.two_theta - off[i], self.fwhm[0], self.eta[0])
+            for i in range(len(w))
+        ).numpy()
+
+    def centroid(self, y: np.ndarray) -> float:
+        return float((self.x * y).sum() / y.sum())
+
+
 @needs_gsas
 @pytest.mark.parametrize(
     ("two_theta", "sig", "gam", "shl"),
     [(10.0, 2.0, 0.3, 0.05), (15.0, 1.0, 0.2, 0.04), (165.0, 2.0, 0.3, 0.05)],
 )
 def test_fcj_profile_matches_gsas2(two_theta: float, sig: float, gam: float, shl: float) -> None:
-    """Our asymmetric peak with asym = SH/L equals GSAS-II's FCJ pseudo-Voigt (pypsvfcjo: S/L = H/L = SH/L / 2)
-    where GSAS-II's quadrature is converged (asymmetry span ≫ Lorentzian width): within 1.5 % of the peak
-    height and 0.001° in centroid; with the asymmetry doubled (the old S/L = H/L = asym convention) it differs
-    by far more."""
-    from GSASII import pypowder  # type: ignore[import-not-found]
-
-    from xrdsolve.refine.physics import tch_widths
-    from xrdsolve.refine.physics.profile import fcj_subpeaks, pseudo_voigt
-
-    x = np.arange(two_theta - 3.0, two_theta + 3.0, 0.002)
-    g2 = 100.0 * np.asarray(
-        pypowder.pypsvfcjo(len(x), (x - two_theta).astype(np.float32), two_theta, sig, gam, shl)
-    )
-    f64 = torch.float64
-    theta = torch.tensor([np.radians(two_theta / 2)], dtype=f64)
-    zero = torch.zeros(1, dtype=f64)
-    lorentz_x = torch.tensor([gam * np.cos(theta.item())], dtype=f64)
-    fwhm, eta = tch_widths(theta, zero, zero, torch.tensor([sig], dtype=f64), lorentz_x, zero)
-
-    def ours(asym: float) -> np.ndarray:
-        _, off, w = fcj_subpeaks(torch.tensor([two_theta], dtype=f64), torch.tensor([asym], dtype=f64), fwhm)
-        grid = torch.as_tensor(x)
-        return sum(
-            w[i] * pseudo_voigt(grid - two_theta - off[i], fwhm[0], eta[0]) for i in range(len(w))
-        ).numpy()
-
-    def centroid(y: np.ndarray) -> float:
-        return float((x * y).sum() / y.sum())
-
-    same = ours(shl)
+    """Our asymmetric peak with asym = SH/L equals GSAS-II's FCJ pseudo-Voigt where GSAS-II's quadrature is
+    converged (asymmetry span ≫ Lorentzian width): within 1.5 % of the peak height and 0.001° in centroid;
+    with the asymmetry doubled (the old S/L = H/L = asym convention) it differs by far more."""
+    peak = _FcjPeaks(two_theta, sig, gam, shl)
+    same, g2 = peak.ours(shl), peak.gsas2
     assert np.abs(same - g2).max() < 0.015 * g2.max()
-    assert abs(centroid(same) - centroid(g2)) < 1e-3
-    assert np.abs(ours(2 * shl) - g2).max() > 0.3 * g2.max()
+    assert abs(peak.centroid(same) - peak.centroid(g2)) < 1e-3
+    assert np.abs(peak.ours(2 * shl) - g2).max() > 0.3 * g2.max()
 
 
 @needs_gsas
@@ -247,37 +258,12 @@ def test_gsas2_fcj_rule_reproduces_gsas2_peak(two_theta: float, sig: float, gam:
     """With ``fcj_quadrature="gsas2"`` our asymmetric peak is GSAS-II's (pypsvfcjo) also where GSAS-II's own
     quadrature is under-resolved (few nodes: span small against γ): within 0.5 % of the height and 2e-4° in
     centroid, while the converged rule differs there by ≥ 1 % of the height."""
-    from GSASII import pypowder  # type: ignore[import-not-found]
-
-    from xrdsolve.refine.physics import tch_widths
-    from xrdsolve.refine.physics.profile import axial_subpeaks, pseudo_voigt
-
-    x = np.arange(two_theta - 3.0, two_theta + 3.0, 0.002)
-    g2 = 100.0 * np.asarray(
-        pypowder.pypsvfcjo(len(x), (x - two_theta).astype(np.float32), two_theta, sig, gam, shl)
-    )
-    f64 = torch.float64
-    theta = torch.tensor([np.radians(two_theta / 2)], dtype=f64)
-    zero = torch.zeros(1, dtype=f64)
-    lorentz_x = torch.tensor([gam * np.cos(theta.item())], dtype=f64)
-    fwhm, eta = tch_widths(theta, zero, zero, torch.tensor([sig], dtype=f64), lorentz_x, zero)
-    tt, asym, gamma = (torch.tensor([v], dtype=f64) for v in (two_theta, shl, gam))
-
-    def ours(rule: str) -> np.ndarray:
-        _, off, w = axial_subpeaks(tt, asym, fwhm, gamma, rule)
-        grid = torch.as_tensor(x)
-        return sum(
-            w[i] * pseudo_voigt(grid - two_theta - off[i], fwhm[0], eta[0]) for i in range(len(w))
-        ).numpy()
-
-    def centroid(y: np.ndarray) -> float:
-        return float((x * y).sum() / y.sum())
-
-    same = ours("gsas2")
+    peak = _FcjPeaks(two_theta, sig, gam, shl)
+    same, g2 = peak.ours(shl, "gsas2"), peak.gsas2
     assert np.abs(same - g2).max() < 0.005 * g2.max()
-    assert abs(centroid(same) - centroid(g2)) < 2e-4
+    assert abs(peak.centroid(same) - peak.centroid(g2)) < 2e-4
     if two_theta > 20.0:
-        assert np.abs(ours("converged") - g2).max() > 0.01 * g2.max()
+        assert np.abs(peak.ours(shl) - g2).max() > 0.01 * g2.max()
 
 
 @needs_gsas
