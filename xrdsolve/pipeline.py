@@ -230,9 +230,10 @@ def _index_with_unindexed(
     from xrdsolve.refine.indexing.indexer import IndexingOptions, index_peaks, rank_solutions
     from xrdsolve.refine.indexing.observations import IndexingError
     from xrdsolve.refine.indexing.solution import same_lattice
+    from xrdsolve.refine.indexing.systems import CrystalSystem
 
     deadline = time.perf_counter() + time_limit
-    passes = (
+    passes: tuple[tuple[tuple[CrystalSystem, ...], int, float], ...] = (
         (("cubic", "tetragonal", "hexagonal"), min(3, len(peaks) // 4), 0.5),
         (("orthorhombic",), 1, 1.0),
     )
