@@ -33,8 +33,8 @@ from torch import Tensor
 from .lm import stacked_unit_tangents
 from .physics import bragg_intensities, tch_widths
 from .physics.background import chebyshev_basis
-from .physics.forward import _peak_shift_flat, merge_coincident
-from .physics.profile import axial_subpeaks, lorentz_fwhm, ragged_windows, window_layout
+from .physics.forward import _peak_shift_flat, fcj_split, merge_coincident
+from .physics.profile import ragged_windows, window_layout
 
 if TYPE_CHECKING:
     from .rietveld import RietveldModel
@@ -72,10 +72,7 @@ def profile_peaks(
     )
     parent = torch.arange(bragg.shape[0])
     if bragg.numel() and bool((profile.asym.detach() > 0).any()):
-        gamma = lorentz_fwhm(th, profile.X[bidx], profile.Y[bidx])
-        parent, off, w = axial_subpeaks(
-            bragg, profile.asym[bidx], fwhm, gamma, model.instrument.fcj_quadrature
-        )
+        parent, off, w = fcj_split(bragg, bidx, th, fwhm, profile, model.instrument)
         order = torch.argsort(parent, stable=True)
         parent, off, w = parent[order], off[order], w[order]
         centre = centre[parent] + off

@@ -270,7 +270,7 @@ def _index_with_unindexed(
             found = []
         record["passes"].append(entry)
         extra.extend(found)
-        best_of_pass.extend(rank_solutions(found, 1))
+        best_of_pass.extend(found[:1])  # index_peaks ranks its solutions
     merged = rank_solutions([*cells, *extra], 10)
     if not merged:
         return merged

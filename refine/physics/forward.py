@@ -257,6 +257,17 @@ def _peak_shift_flat(bragg: Tensor, bidx: Tensor, profile: ProfileParams, instru
     return profile.zero.index_select(0, bidx) + shift
 
 
+def fcj_split(
+    bragg: Tensor, bidx: Tensor, theta: Tensor, fwhm: Tensor, profile: ProfileParams, instrument: Instrument
+) -> tuple[Tensor, Tensor, Tensor]:
+    """FCJ sub-peaks (parent, offsets °, weights) of merged reflections at Bragg 2θ ``bragg`` (degrees; θ in
+    radians, FWHM in degrees, crystal index ``bidx``) with the instrument's quadrature rule; the Lorentzian
+    width is evaluated only for the "gsas2" rule, the one that needs it."""
+    quadrature = instrument.fcj_quadrature
+    gamma = lorentz_fwhm(theta, profile.X[bidx], profile.Y[bidx]) if quadrature == "gsas2" else None
+    return axial_subpeaks(bragg, profile.asym[bidx], fwhm, gamma, quadrature)
+
+
 def merge_coincident(
     bidx: Tensor, lidx: Tensor, two_theta: Tensor, intensity: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -345,8 +356,7 @@ def simulate(
         theta, *(t.index_select(0, bidx) for t in (profile.U, profile.V, profile.W, profile.X, profile.Y))
     )
     if bool((profile.asym > 0).any()):
-        gamma = lorentz_fwhm(theta, profile.X.index_select(0, bidx), profile.Y.index_select(0, bidx))
-        parent, off, w = axial_subpeaks(bragg, profile.asym[bidx], fwhm, gamma, instrument.fcj_quadrature)
+        parent, off, w = fcj_split(bragg, bidx, theta, fwhm, profile, instrument)
         centre = centre[parent] + off
         area = area[parent] * w
         fwhm, eta, bidx = fwhm[parent], eta[parent], bidx[parent]

@@ -73,6 +73,31 @@ def _gauss_legendre01(n: int) -> tuple[np.ndarray, np.ndarray]:
     return _GL_CACHE[n]
 
 
+def _fcj_span(two_theta_deg: Tensor, asym: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(sign, ψ, SH/L, span) of the FCJ axial-divergence weight, float64 (the weight is singular at 2φ = 2θ).
+
+    sign +1 below 90° 2θ (low-angle tail), −1 above; ψ the folded 2θ (radians, < 90°); SH/L = (S + H)/L clamped
+    at 0; span = 2θ − 2φ_min (radians) with cos 2φ_min = cos ψ √(1 + (SH/L)²).
+    """
+    tt = torch.deg2rad(two_theta_deg.to(torch.float64))
+    sign = torch.where(tt < math.pi / 2, 1.0, -1.0).to(tt.dtype)
+    psi = torch.where(tt < math.pi / 2, tt, math.pi - tt).clamp(1e-6, math.pi / 2 - 1e-6)  # folded 2θ
+    apb = asym.to(torch.float64).clamp_min(0.0)  # S/L + H/L (S = H)
+    cos_min = (torch.cos(psi) * torch.sqrt(apb * apb + 1.0)).clamp(max=1.0)
+    span = (psi - torch.acos(cos_min)).clamp_min(0.0)  # 2θ − 2φ_min, rad
+    return sign, psi, apb, span
+
+
+def _cos2_excess(psi: Tensor, delta: Tensor) -> Tensor:
+    """cos²(ψ − δ) − cos²ψ without cancellation: cos φ − cos ψ = 2 sin(ψ − δ/2) sin(δ/2), φ = ψ − δ."""
+    return (
+        2.0
+        * torch.sin(psi - 0.5 * delta)
+        * torch.sin(0.5 * delta)
+        * (torch.cos(psi - delta) + torch.cos(psi))
+    )
+
+
 def fcj_offsets(two_theta_deg: Tensor, asym: Tensor, n: int = 8) -> tuple[Tensor, Tensor]:
     """Axial-divergence (Finger–Cox–Jephcoat) quadrature; ``asym`` = (S + H)/L with S = H, i.e. GSAS-II's SH/L.
 
@@ -86,20 +111,13 @@ def fcj_offsets(two_theta_deg: Tensor, asym: Tensor, n: int = 8) -> tuple[Tensor
     u_np, w_np = _gauss_legendre01(n)
     u = torch.as_tensor(u_np, dtype=torch.float64, device=two_theta_deg.device)
     gw = torch.as_tensor(w_np, dtype=torch.float64, device=two_theta_deg.device)
-    tt = torch.deg2rad(two_theta_deg.to(torch.float64))  # float64 inside: the weight is singular at 2φ = 2θ
-    sign = torch.where(tt < math.pi / 2, 1.0, -1.0).to(tt.dtype)
-    psi = torch.where(tt < math.pi / 2, tt, math.pi - tt).clamp(1e-6, math.pi / 2 - 1e-6)  # folded 2θ
-    a = 0.5 * asym.to(torch.float64).clamp_min(0.0)  # S/L = H/L
-    cos_min = (torch.cos(psi) * torch.sqrt(4.0 * a * a + 1.0)).clamp(max=1.0)
-    span = (psi - torch.acos(cos_min)).clamp_min(0.0)  # 2θ − 2φ_min, rad
+    sign, psi, apb, span = _fcj_span(two_theta_deg, asym)
     delta = span[..., None] * u * u  # 2θ − 2φ ≥ 0, (…,n)
     phi = psi[..., None] - delta
     cpsi = torch.cos(psi)[..., None]
-    # (cos φ / cos ψ)² − 1 without cancellation: cos φ − cos ψ = 2 sin(ψ − δ/2) sin(δ/2)
-    ratio = 2.0 * torch.sin(psi[..., None] - 0.5 * delta) * torch.sin(0.5 * delta) * (torch.cos(phi) + cpsi)
-    ratio = ratio / (cpsi * cpsi)
+    ratio = _cos2_excess(psi[..., None], delta) / (cpsi * cpsi)  # (cos φ / cos ψ)² − 1
     h = torch.sqrt(ratio.clamp_min(1e-300))  # h/L
-    wfun = (2.0 * a[..., None] - h).clamp_min(0.0) / (h * torch.cos(phi))
+    wfun = (apb[..., None] - h).clamp_min(0.0) / (h * torch.cos(phi))  # 2S/L = SH/L
     # Jacobian of 2φ(u): 2 span u (the constant factors cancel in the normalisation)
     wts = wfun * u * gw
     total = wts.sum(-1, keepdim=True)
@@ -127,50 +145,21 @@ def fcj_subpeaks(two_theta_deg: Tensor, asym: Tensor, fwhm: Tensor) -> tuple[Ten
     summing to 1 per peak); offsets and weights are differentiable w.r.t. 2θ and asym as in
     :func:`fcj_offsets`, the node count is not.
     """
-    dev = two_theta_deg.device
-    f64 = torch.float64
-    tt = torch.deg2rad(two_theta_deg.to(f64))  # float64 inside: the weight is singular at 2φ = 2θ
-    sign = torch.where(tt < math.pi / 2, 1.0, -1.0).to(f64)
-    psi = torch.where(tt < math.pi / 2, tt, math.pi - tt).clamp(1e-6, math.pi / 2 - 1e-6)  # folded 2θ
-    a = 0.5 * asym.to(f64).clamp_min(0.0)  # S/L = H/L
-    cos_min = (torch.cos(psi) * torch.sqrt(4.0 * a * a + 1.0)).clamp(max=1.0)
-    span = (psi - torch.acos(cos_min)).clamp_min(0.0)  # 2θ − 2φ_min, rad
+    sign, psi, apb, span = _fcj_span(two_theta_deg, asym)
     with torch.no_grad():
         span_deg = torch.rad2deg(span.detach())
-        need = torch.ceil(3.0 + 4.5 * span_deg / fwhm.detach().to(f64).clamp_min(1e-12))
+        need = torch.ceil(3.0 + 4.5 * span_deg / fwhm.detach().to(torch.float64).clamp_min(1e-12))
         need = torch.where(span_deg > 1e-12, need, torch.ones_like(need))
-        sizes = torch.as_tensor(_FCJ_NODE_SET, dtype=f64, device=dev)
-        group = torch.searchsorted(sizes, need).clamp(max=len(_FCJ_NODE_SET) - 1)
-        u_tab, w_tab, base = _fcj_node_table(dev)
-        n_p = torch.as_tensor(_FCJ_NODE_SET, device=dev)[group]
-        parent = torch.repeat_interleave(torch.arange(n_p.shape[0], device=dev), n_p)
-        rank = torch.arange(parent.shape[0], device=dev) - (torch.cumsum(n_p, 0) - n_p)[parent]
-        node = base[group][parent] + rank
-        u, gw = u_tab[node], w_tab[node]
+        parent, n_p, u, gw = _nodes(need, "converged", two_theta_deg.device)
     delta = span[parent] * u * u  # 2θ − 2φ ≥ 0 per node
     psi_q = psi[parent]
-    phi = psi_q - delta
     cpsi = torch.cos(psi_q)
-    # (cos φ / cos ψ)² − 1 without cancellation: cos φ − cos ψ = 2 sin(ψ − δ/2) sin(δ/2)
-    ratio = (
-        2.0
-        * torch.sin(psi_q - 0.5 * delta)
-        * torch.sin(0.5 * delta)
-        * (torch.cos(phi) + cpsi)
-        / (cpsi * cpsi)
-    )
-    h = torch.sqrt(ratio.clamp_min(1e-300))  # h/L
-    wts = (2.0 * a[parent] - h).clamp_min(0.0) / (h * torch.cos(phi)) * u * gw
-    total = torch.zeros_like(span).index_add(0, parent, wts)
-    has = (span > 1e-15) & (total > 0)
-    has_q = has[parent]
-    w = torch.where(has_q, wts / torch.where(has, total, 1.0)[parent], 1.0 / n_p[parent].to(f64))
-    offsets = torch.where(has_q, -sign[parent] * torch.rad2deg(delta), 0.0)
-    dtype = two_theta_deg.dtype
-    return parent, offsets.to(dtype), w.to(dtype)
+    h = torch.sqrt((_cos2_excess(psi_q, delta) / (cpsi * cpsi)).clamp_min(1e-300))  # h/L
+    wts = (apb[parent] - h).clamp_min(0.0) / (h * torch.cos(psi_q - delta)) * u * gw  # 2S/L = SH/L
+    return _normalised_subpeaks(parent, n_p, span, sign, delta, wts, two_theta_deg.dtype)
 
 
-_NODE_TABLES: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
+_NODE_TABLES: dict[str, tuple[Tensor, Tensor, Tensor, Tensor]] = {}
 
 #: FCJ quadrature rules: "converged" (:func:`fcj_subpeaks`) or "gsas2" (:func:`fcj_subpeaks_gsas2`).
 FCJ_QUADRATURES = ("converged", "gsas2")
@@ -182,13 +171,19 @@ GSAS2_FCJ_ORDERS += (400,)
 
 
 def axial_subpeaks(
-    two_theta_deg: Tensor, asym: Tensor, fwhm: Tensor, gamma_cdeg: Tensor, quadrature: str = "converged"
+    two_theta_deg: Tensor,
+    asym: Tensor,
+    fwhm: Tensor,
+    gamma_cdeg: Tensor | None,
+    quadrature: str = "converged",
 ) -> tuple[Tensor, Tensor, Tensor]:
     """FCJ sub-peaks (parent, offsets °, weights) with the chosen quadrature rule (see ``FCJ_QUADRATURES``).
 
-    fwhm: total FWHM (degrees); gamma_cdeg: Lorentzian FWHM (centidegrees), used by the "gsas2" rule only.
+    fwhm: total FWHM (degrees); gamma_cdeg: Lorentzian FWHM (centidegrees), needed by the "gsas2" rule only.
     """
     if quadrature == "gsas2":
+        if gamma_cdeg is None:
+            raise ValueError('the "gsas2" FCJ rule needs the Lorentzian FWHM')
         return fcj_subpeaks_gsas2(two_theta_deg, asym, gamma_cdeg)
     if quadrature != "converged":
         raise ValueError(f"FCJ quadrature must be one of {FCJ_QUADRATURES}, got {quadrature!r}")
@@ -209,80 +204,71 @@ def fcj_subpeaks_gsas2(
     centroid measurably off the exact integral (e.g. 0.005° at 2θ 30°, SH/L 0.02). Arguments (P,) as
     :func:`fcj_subpeaks`; returns (parent (Q,), offsets (Q,) degrees, weights (Q,) summing to 1 per peak).
     """
-    dev = two_theta_deg.device
-    f64 = torch.float64
-    tt = torch.deg2rad(two_theta_deg.to(f64))
-    sign = torch.where(tt < math.pi / 2, 1.0, -1.0).to(f64)
-    psi = torch.where(tt < math.pi / 2, tt, math.pi - tt).clamp(1e-6, math.pi / 2 - 1e-6)  # folded 2θ
-    apb = asym.to(f64).clamp_min(0.0)  # S/L + H/L
-    cos_min = (torch.cos(psi) * torch.sqrt(1.0 + apb * apb)).clamp(max=1.0)
-    span = (psi - torch.acos(cos_min)).clamp_min(0.0)  # 2θ − 2φ_min, rad
+    sign, psi, apb, span = _fcj_span(two_theta_deg, asym)
     with torch.no_grad():
-        span_deg, gam = torch.rad2deg(span.detach()), gamma_cdeg.detach().to(f64)
+        span_deg, gam = torch.rad2deg(span.detach()), gamma_cdeg.detach().to(torch.float64)
         # PSVFCJO: K = INT(300·span/GAM), or INT(200·span) when GAM ≤ 0
         k = torch.floor(
             torch.where(gam > MIN_GAMMA, 300.0 * span_deg / gam.clamp_min(MIN_GAMMA), 200.0 * span_deg)
         )
-        orders = torch.as_tensor(GSAS2_FCJ_ORDERS, dtype=f64, device=dev)
-        group = torch.searchsorted(orders, k).clamp(max=len(GSAS2_FCJ_ORDERS) - 1)
-        x_tab, w_tab, base = _gsas2_node_table(dev)
-        n_p = torch.as_tensor(GSAS2_FCJ_ORDERS, device=dev)[group] // 2
-        parent = torch.repeat_interleave(torch.arange(n_p.shape[0], device=dev), n_p)
-        rank = torch.arange(parent.shape[0], device=dev) - (torch.cumsum(n_p, 0) - n_p)[parent]
-        node = base[group][parent] + rank
-        x, gw = x_tab[node], w_tab[node]
+        parent, n_p, x, gw = _nodes(k, "gsas2", two_theta_deg.device)
     delta = span[parent] * (1.0 - x)  # 2θ − 2φ ≥ 0 per node
     psi_q = psi[parent]
-    phi = psi_q - delta
-    cpsi = torch.cos(psi_q)
-    # cos²2φ − cos²2θ without cancellation: (cos φ − cos ψ)(cos φ + cos ψ), cos φ − cos ψ = 2 sin(ψ − δ/2) sin(δ/2)
-    d2 = 2.0 * torch.sin(psi_q - 0.5 * delta) * torch.sin(0.5 * delta) * (torch.cos(phi) + cpsi)
-    f = torch.where(d2 > 0, cpsi / torch.sqrt(d2.clamp_min(1e-300)), torch.ones_like(d2))
-    wts = gw * (apb[parent] * f - 1.0) / torch.cos(phi)
+    d2 = _cos2_excess(psi_q, delta)  # cos²2φ − cos²2θ
+    f = torch.where(d2 > 0, torch.cos(psi_q) / torch.sqrt(d2.clamp_min(1e-300)), torch.ones_like(d2))
+    wts = gw * (apb[parent] * f - 1.0) / torch.cos(psi_q - delta)
+    return _normalised_subpeaks(parent, n_p, span, sign, delta, wts, two_theta_deg.dtype)
+
+
+def _nodes(need: Tensor, rule: str, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Quadrature nodes of each peak, as flat lists ordered by peak: (parent (Q,), nodes per peak (P,),
+    abscissae (Q,), weights (Q,)). ``need`` (P,) is rounded up to the rule's next allowed count ("converged":
+    n-point Gauss–Legendre on [0, 1] for n in ``_FCJ_NODE_SET``; "gsas2": the positive half of GSAS-II's
+    NGT-point rules on [−1, 1], NGT in ``GSAS2_FCJ_ORDERS``)."""
+    counts = _FCJ_NODE_SET if rule == "converged" else GSAS2_FCJ_ORDERS
+    orders = torch.as_tensor(counts, dtype=torch.float64, device=device)
+    group = torch.searchsorted(orders, need).clamp(max=len(counts) - 1)
+    x_tab, w_tab, base, size = _node_table(rule, device)
+    n_p = size[group]
+    parent = torch.repeat_interleave(torch.arange(n_p.shape[0], device=device), n_p)
+    rank = torch.arange(parent.shape[0], device=device) - (torch.cumsum(n_p, 0) - n_p)[parent]
+    node = base[group][parent] + rank
+    return parent, n_p, x_tab[node], w_tab[node]
+
+
+def _normalised_subpeaks(
+    parent: Tensor, n_p: Tensor, span: Tensor, sign: Tensor, delta: Tensor, wts: Tensor, dtype: torch.dtype
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(parent, offsets °, weights summing to 1 per peak) from raw node weights; a peak without asymmetry (or
+    without weight) gets equal weights at offset 0."""
     total = torch.zeros_like(span).index_add(0, parent, wts)
     has = (span > 1e-15) & (total != 0)
     has_q = has[parent]
-    w = torch.where(has_q, wts / torch.where(has, total, 1.0)[parent], 1.0 / n_p[parent].to(f64))
+    w = torch.where(has_q, wts / torch.where(has, total, 1.0)[parent], 1.0 / n_p[parent].to(torch.float64))
     offsets = torch.where(has_q, -sign[parent] * torch.rad2deg(delta), 0.0)
-    dtype = two_theta_deg.dtype
     return parent, offsets.to(dtype), w.to(dtype)
 
 
-def _gsas2_node_table(device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
-    """Positive Gauss–Legendre nodes/weights on [−1, 1] of every GSAS-II order, concatenated, and offsets."""
-    key = "gsas2:" + str(device)
+def _node_table(rule: str, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Nodes and weights of every allowed count of ``rule`` (see :func:`_nodes`), concatenated; each count's
+    offset into them and its number of nodes."""
+    key = f"{rule}:{device}"
     if key not in _NODE_TABLES:
-        xs, ws, base, pos = [], [], [], 0
-        for n in GSAS2_FCJ_ORDERS:
-            x_np, w_np = np.polynomial.legendre.leggauss(n)
-            keep = x_np > 0
-            xs.append(x_np[keep])
-            ws.append(w_np[keep])
-            base.append(pos)
-            pos += int(keep.sum())
+        xs, ws = [], []
+        for n in _FCJ_NODE_SET if rule == "converged" else GSAS2_FCJ_ORDERS:
+            if rule == "converged":
+                x_np, w_np = _gauss_legendre01(n)
+            else:
+                x_np, w_np = np.polynomial.legendre.leggauss(n)
+                x_np, w_np = x_np[x_np > 0], w_np[x_np > 0]
+            xs.append(x_np)
+            ws.append(w_np)
+        size = np.array([x.size for x in xs])
         _NODE_TABLES[key] = (
             torch.as_tensor(np.concatenate(xs), dtype=torch.float64, device=device),
             torch.as_tensor(np.concatenate(ws), dtype=torch.float64, device=device),
-            torch.as_tensor(base, device=device),
-        )
-    return _NODE_TABLES[key]
-
-
-def _fcj_node_table(device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
-    """Gauss–Legendre nodes/weights on [0,1] of every allowed count, concatenated, and each count's offset."""
-    key = str(device)
-    if key not in _NODE_TABLES:
-        us, ws, base, pos = [], [], [], 0
-        for n in _FCJ_NODE_SET:
-            u_np, w_np = _gauss_legendre01(n)
-            us.append(u_np)
-            ws.append(w_np)
-            base.append(pos)
-            pos += n
-        _NODE_TABLES[key] = (
-            torch.as_tensor(np.concatenate(us), dtype=torch.float64, device=device),
-            torch.as_tensor(np.concatenate(ws), dtype=torch.float64, device=device),
-            torch.as_tensor(base, device=device),
+            torch.as_tensor(np.cumsum(size) - size, device=device),
+            torch.as_tensor(size, device=device),
         )
     return _NODE_TABLES[key]
 
