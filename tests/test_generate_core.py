@@ -8,7 +8,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import REPO_ROOT
 from pymatgen.core import Lattice, Structure
+from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 from scipy.spatial.transform import Rotation
 
 from xrdsolve.generate import wrapped_normal as wn
@@ -237,3 +239,49 @@ def test_time_schedules_are_monotone() -> None:
     assert bool((sch.sigma(t).diff() > 0).all())
     assert float(sch.sigma(torch.tensor(1.0))) == pytest.approx(0.5)
     assert math.isclose(float(sch.score_norm(torch.tensor(0.005))), 200.0, rel_tol=1e-3)
+
+
+def test_sample_in_the_cell_indexed_from_the_pattern(tiny_weights) -> None:
+    from xrdsolve.conditioning.io import read_pattern
+    from xrdsolve.errors import UsageError
+    from xrdsolve.generate.cells import indexed_cells
+    from xrdsolve.generate.sampler import sample
+
+    pat = read_pattern(REPO_ROOT / "data" / "examples" / "demo_pattern.xye")
+    cells, tried = indexed_cells(pat, "TiO2", time_limit=5.0)
+    assert cells and tried["peaks"]["found"] >= 8
+    rutile = cells[0]
+    assert rutile.crystal_system == "tetragonal" and rutile.z == 2
+    assert np.allclose(sorted(rutile.parameters[:3]), [2.9587, 4.5937, 4.5937], atol=0.01)
+    assert 136 in rutile.spacegroups  # P4_2/mnm is among the extinction-compatible groups
+    # default: space-group-aware, on the Wyckoff sites of the hinted groups; spacegroups=[]: no symmetry
+    on_sites = sample(pat, "TiO2", n=3, seed=0, steps=4, weights=tiny_weights, lattice="index")
+    free = sample(pat, "TiO2", n=3, seed=0, steps=4, weights=tiny_weights, lattice="index", spacegroups=[])
+    for out in (on_sites, free):
+        assert all(s.composition.formula == "Ti2 O4" for s in out)
+        assert all(np.allclose(s.lattice.abc, rutile.parameters[:3], atol=1e-4) for s in out)
+    n_ops = [len(SpacegroupAnalyzer(s, symprec=1e-3).get_space_group_operations()) for s in on_sites]
+    assert min(n_ops) >= 8 and max(n_ops) >= 16  # tetragonal groups with P4_2/mnm's order walked first
+    assert min(len(SpacegroupAnalyzer(s, symprec=1e-3).get_space_group_operations()) for s in free) <= 2
+    with pytest.raises(UsageError, match="lattice"):
+        sample(pat, "TiO2", n=1, steps=2, weights=tiny_weights, lattice="indexed")
+    with pytest.raises(UsageError, match="pattern"):
+        sample(None, "TiO2", n=1, steps=2, weights=tiny_weights, lattice="index")
+
+
+def test_physics_guidance_sees_the_given_cell(tiny_weights) -> None:
+    """In lattice-given mode the guidance hook compares patterns in the given cell, not the model's x̂₀."""
+    from xrdsolve.generate.sampler import sample
+
+    cell = Lattice.from_parameters(5.0, 6.0, 7.0, 90, 100, 90)
+    seen: list[torch.Tensor] = []
+
+    def hook(species, mask, frac, lat, decode, t):  # type: ignore[no-untyped-def]
+        seen.append(decode(lat).detach())
+        return torch.zeros_like(frac), torch.ones_like(lat)  # a lattice nudge that must be ignored
+
+    out = sample(None, "Sr2Ti2O6", n=2, seed=0, steps=3, weights=tiny_weights, lattice=cell, guidance=hook)
+    assert len(seen) == 3
+    g = torch.tensor(cell.matrix @ cell.matrix.T)  # the metric: the pattern depends on nothing else
+    assert all(torch.allclose((m @ m.T).double(), g, rtol=1e-4) for s in seen for m in s)
+    assert all(np.allclose(s.lattice.matrix, cell.matrix, atol=1e-4) for s in out)

@@ -144,8 +144,12 @@ def _index(
     clock: _Clock,
     options: SolveOptions,
     subcells_for: Composition | None = None,
+    time_limit: float | None = None,
 ) -> list[Any]:
     """Indexed cells with their extinction-compatible space groups, best first: [(CellSolution, [numbers])].
+
+    ``time_limit`` (s) bounds the strict search (default: 60 s without a budget, else 0.3 of what is left);
+    the impurity retry may add up to 0.7 of it (≤ 20 s).
 
     With ``subcells_for`` (the stoichiometric parent of a vacancy composition) each cell is followed by its
     sub-cells (axes divided, index ≤ ``options.supercells``) that index the strong lines and hold at least
@@ -166,7 +170,8 @@ def _index(
     if tt.size < 4 or not options.use_indexing:
         return []
     t0 = time.perf_counter()
-    time_limit = 60.0 if clock.budget is None else max(3.0, 0.3 * clock.left())
+    if time_limit is None:
+        time_limit = 60.0 if clock.budget is None else max(3.0, 0.3 * clock.left())
     try:
         peaks = Peaks.from_two_theta(tt, float(wavelengths[0]), height)
     except IndexingError as exc:
@@ -216,6 +221,19 @@ def _index(
     if subcells:
         tried["indexing"]["subcells"] = subcells
     return planned
+
+
+def index_pattern(
+    pattern: Any, time_limit: float = 20.0, max_cells: int = 3
+) -> tuple[list[tuple[Any, list[int]]], dict[str, Any]]:
+    """The solve's indexing on its own: cells (best first, M20 ≥ MIN_M20) with their extinction-compatible
+    space-group numbers, and a record of what was tried (peaks, solutions, seconds).
+
+    ``time_limit`` (s) bounds the strict search; the impurity retry may add up to 0.7 of it (≤ 20 s).
+    """
+    tried: dict[str, Any] = {}
+    cells = _index(pattern, tried, _Clock(None), SolveOptions(max_cells=max_cells), time_limit=time_limit)
+    return cells, tried
 
 
 def _index_with_unindexed(
@@ -363,14 +381,16 @@ def _generator_candidates(
     comp: Composition,
     n: int,
     seed: int,
-    targets: Sequence[tuple[Any, int]],
+    targets: Sequence[tuple[Any, int, Sequence[int] | None]],
     tried: dict[str, Any],
     stop_at: float | None = None,
 ) -> list[tuple[Structure, dict[str, Any]]]:
     """Samples of the shipped generator; empty (with the reason recorded) when it is not available.
+    Targets are (indexed cell or None, Z, hinted space groups or None): in a cell with hinted groups the
+    generator samples on their Wyckoff sites (space-group-aware mode), else without symmetry.
     With ``stop_at`` (a ``time.perf_counter()`` value) targets after the first are skipped once it has passed."""
     try:
-        from xrdsolve.generate import sample  # type: ignore[attr-defined]
+        from xrdsolve.generate.sampler import sample
         from xrdsolve.generate.weights import default_weights_dir
     except ImportError as exc:
         tried["generator"] = {"used": False, "reason": f"generator not available ({exc})"}
@@ -381,20 +401,25 @@ def _generator_candidates(
     out: list[tuple[Structure, dict[str, Any]]] = []
     per = max(1, n // max(len(targets), 1))
     skipped = 0
-    for i, (lat, z) in enumerate(targets):
+    for i, (lat, z, groups) in enumerate(targets):
         if i > 0 and stop_at is not None and time.perf_counter() > stop_at:
             skipped = len(targets) - i
             break
         cell_content = comp.reduced_composition * z
         try:
-            structures = sample(pattern, cell_content, n=per, seed=seed + i, lattice=lat)
+            try:
+                structures = sample(
+                    pattern, cell_content, n=per, seed=seed + i, lattice=lat,
+                    spacegroups=list(groups) if groups and lat is not None else None,
+                )  # fmt: skip
+            except UsageError:  # the cell content fits no Wyckoff sites of the hinted groups
+                structures = sample(pattern, cell_content, n=per, seed=seed + i, lattice=lat)
         except Exception as exc:  # the generator must never sink the solve
             tried["generator"] = {"used": False, "reason": f"sampling failed: {exc}"}
             return out
         for s in structures:
-            out.append(
-                (s, {"source": "generator", "seed": seed + i, "z": z, "lattice_given": lat is not None})
-            )
+            prov = {"source": "generator", "seed": seed + i, "z": z, "lattice_given": lat is not None}
+            out.append((s, prov | ({"spacegroups": list(groups)} if groups and lat is not None else {})))
     tried["generator"] = {"used": True, "samples": len(out)}
     if skipped:
         tried["generator"]["time_budget"] = f"{skipped} of {len(targets)} cell/Z targets not sampled"
@@ -422,7 +447,7 @@ def _propose(
         plans = [(None, z, None, None, 1.0) for z in z_candidates(comp)[:6]]
     n_random = options.n_candidates
     if options.use_generator:
-        targets = [(None if c is None else c.lattice(), z) for c, z, *_ in plans[:4]]
+        targets = [(None if c is None else c.lattice(), z, g) for c, z, g, *_ in plans[:4]]
         gen = _generator_candidates(
             pattern, comp, options.n_candidates // 2, options.seed, targets, tried, stop_generator_at
         )
@@ -812,4 +837,4 @@ def _load_instrument(instrument: Any) -> Any:
     return read_instrument(instrument)
 
 
-__all__ = ["SolveOptions", "XrdsolveError", "solve"]
+__all__ = ["SolveOptions", "XrdsolveError", "index_pattern", "solve"]

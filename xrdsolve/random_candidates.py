@@ -299,6 +299,29 @@ def _distance_fingerprint(structure: Structure) -> tuple[tuple[Any, ...], float]
     return key, ratio
 
 
+#: One step of a Wyckoff walk: space group, site labels per species, axis order of the given cell
+WyckoffStep = tuple[int, list[list[str]], tuple[int, int, int]]
+
+
+def wyckoff_plan(
+    composition: Composition, z: int, spacegroups: Sequence[int], lattice: Sequence[float]
+) -> tuple[list[str], list[WyckoffStep]]:
+    """The species (element symbols) and the Wyckoff assignments of ``composition`` × ``z`` in each of
+    ``spacegroups`` (in the given order; each group's assignments simplest first, distinct fixed-site
+    assignments before those with free coordinates), orthorhombic groups in every axis order of the cell
+    ``lattice`` (a, b, c Å, α, β, γ °). Empty when the atoms do not fit the groups' sites."""
+    sc = _species_counts(composition.reduced_composition, z)
+    if sc is None:
+        return [], []
+    species, counts = sc
+    plan: list[WyckoffStep] = []
+    for sg in spacegroups:
+        perms = _ORTHO_PERMUTATIONS if crystal_system_of(int(sg)) == "orthorhombic" else ((0, 1, 2),)
+        for combo in distinct_fixed_first(int(sg), species, wyckoff_combinations(int(sg), counts), lattice):
+            plan.extend((int(sg), combo, perm) for perm in perms)
+    return list(species), plan
+
+
 def enumerated_symmetric_structures(
     composition: Composition,
     z: int,
@@ -316,16 +339,10 @@ def enumerated_symmetric_structures(
     the few assignments small structures have. Orthorhombic cells are tried in every axis order
     (indexing sorts a ≤ b ≤ c; the group's standard setting may not).
     """
-    sc = _species_counts(composition.reduced_composition, z)
-    if sc is None:
+    species, plan = wyckoff_plan(composition, z, spacegroups, lattice)
+    if not plan:
         return []
-    species, counts = sc
     rng = np.random.default_rng(seed)
-    plan: list[tuple[int, list[list[str]], tuple[int, int, int]]] = []
-    for sg in spacegroups:
-        perms = _ORTHO_PERMUTATIONS if crystal_system_of(int(sg)) == "orthorhombic" else ((0, 1, 2),)
-        for combo in distinct_fixed_first(int(sg), species, wyckoff_combinations(int(sg), counts), lattice):
-            plan.extend((int(sg), combo, perm) for perm in perms)
     out: list[tuple[Structure, CandidateSpec]] = []
     failed: set[int] = set()
     i = 0

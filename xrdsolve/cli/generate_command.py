@@ -27,7 +27,7 @@ def _parse_cell(text: str | None):  # -> pymatgen Lattice | None
 def generate(
     pattern: Path = typer.Argument(..., help="Pattern file."),
     composition: str = typer.Option(
-        ..., "--composition", help="Cell content with Z, e.g. Fe4O6 (atoms per cell)."
+        ..., "--composition", help="Cell content with Z, e.g. Fe4O6 (a formula without Z with --index)."
     ),
     n: int = typer.Option(20, "-n", help="Number of candidates."),
     output: Path = typer.Option(..., "--output", "-o", help="Directory for candidate CIFs and summary.json."),
@@ -37,6 +37,9 @@ def generate(
     ),
     cell: str | None = typer.Option(
         None, "--cell", help="Known cell a,b,c,alpha,beta,gamma (lattice-given mode)."
+    ),
+    index: bool = typer.Option(
+        False, "--index", help="Lattice-given mode in the cell indexed from PATTERN (Z from its volume)."
     ),
     steps: int = typer.Option(100, "--steps", help="Reverse-diffusion steps."),
     guidance_scale: float = typer.Option(1.0, "--cfg", help="Classifier-free guidance weight (1 = off)."),
@@ -61,7 +64,9 @@ def generate(
     if n < 1:
         raise typer.BadParameter("-n must be at least 1")
     pat = read_pattern(pattern, radiation=radiation)
-    lattice = _parse_cell(cell)
+    if index and cell is not None:
+        raise typer.BadParameter("give either --cell or --index, not both")
+    lattice = "index" if index else _parse_cell(cell)
     hook = None
     if physics_guidance:
         from xrdsolve.generate.guidance import PatternGuidance
@@ -109,6 +114,12 @@ def bench_generate(
     physics_guidance: bool = typer.Option(
         False, "--physics-guidance", help="Sample with physics guidance towards each pattern."
     ),
+    lattice: str = typer.Option(
+        "free",
+        "--lattice",
+        help="free (the model samples the cell) or indexed (half the samples on Wyckoff sites of the indexed cell).",
+    ),
+    index_time: float = typer.Option(15.0, "--index-time", help="Indexing search time per pattern (s)."),
 ) -> None:
     """Match rates of raw generator samples vs a pyxtal random symmetric baseline (one JSON line)."""
     import json
@@ -117,6 +128,8 @@ def bench_generate(
 
     if split not in ("val", "test"):
         raise typer.BadParameter("--split must be val or test")
+    if lattice not in ("free", "indexed"):
+        raise typer.BadParameter("--lattice must be free or indexed")
     res = run(
         split=split,
         n=n,
@@ -127,5 +140,7 @@ def bench_generate(
         baseline=baseline,
         cache_dir=cache_dir,
         physics_guidance=physics_guidance,
+        lattice=lattice,
+        index_time=index_time,
     )
     print(json.dumps(res))

@@ -4,7 +4,7 @@ torus; classifier-free guidance, a lattice-given mode and an optional physics-gu
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,18 +78,22 @@ def reverse_process(
     generator: torch.Generator | None = None,
     lattice: Tensor | None = None,
     guidance: GuidanceHook | None = None,
+    project: Callable[[Tensor], Tensor] | None = None,
 ) -> CrystalTensors:
     """Draw B crystals with the given atom types (B,N) and mask (B,N), condition (B,D).
 
     ``lattice`` (B,3,3) Å fixes the cell (lattice-given mode: the lattice channel is replaced by its
     forward-noised value at every step). ``guidance`` is called on the x̂₀ prediction at every step.
+    ``project`` maps coordinates (B,N,3) back onto a constraint after every update (e.g. a
+    :class:`~xrdsolve.generate.symmetric.SymmetryProjector` keeps each row on its Wyckoff template).
     """
+    keep = project if project is not None else (lambda x: x)
     st = settings or SamplerSettings()
     b, n = species.shape
     dev = cond.device
     dtype = torch.float32
     n_atoms = mask.sum(1)
-    frac = torch.rand(b, n, 3, generator=generator, device=dev, dtype=dtype)
+    frac = keep(torch.rand(b, n, 3, generator=generator, device=dev, dtype=dtype))
     lat = torch.randn(b, 6, generator=generator, device=dev, dtype=dtype)
     l_given = None if lattice is None else schedule.lat_encode(lattice.to(dev), n_atoms).to(dtype)
     ts = torch.linspace(1.0, st.t_min, st.steps + 1, dtype=dtype, device=dev)
@@ -106,10 +110,12 @@ def reverse_process(
         px, _ = _predict(model, species, frac, lat, tb, cond, uncond, mask, st.guidance_scale)
         step = st.corrector_lr * sig_t**2
         score = px * schedule.score_norm(sig_t.reshape(1)).reshape(())
-        frac = wn.wrap(
-            frac
-            + step * score
-            + (2 * step).sqrt() * torch.randn(frac.shape, generator=generator, dtype=dtype)
+        frac = keep(
+            wn.wrap(
+                frac
+                + step * score
+                + (2 * step).sqrt() * torch.randn(frac.shape, generator=generator, dtype=dtype)
+            )
         )
         # predictor
         px, pl = _predict(model, species, frac, lat, tb, cond, uncond, mask, st.guidance_scale)
@@ -122,12 +128,15 @@ def reverse_process(
             def decode(z: Tensor) -> Tensor:
                 return schedule.lat_decode(z, n_atoms)
 
+            # lattice-given mode: the pattern is compared in the given cell, which is not nudged
+            lat_for_guidance = x0_lat if l_given is None else l_given
             with torch.enable_grad():
-                dfrac, dlat = guidance(species, mask, x0_frac, x0_lat, decode, float(t))
+                dfrac, dlat = guidance(species, mask, x0_frac, lat_for_guidance, decode, float(t))
             frac = frac + dfrac.to(dtype)
-            x0_lat = x0_lat + dlat.to(dtype)
+            if l_given is None:
+                x0_lat = x0_lat + dlat.to(dtype)
         noise_x = torch.randn(frac.shape, generator=generator, dtype=dtype) if i < st.steps - 1 else 0.0
-        frac = wn.wrap(frac + dvar * score + dvar.sqrt() * noise_x)
+        frac = keep(wn.wrap(frac + dvar * score + dvar.sqrt() * noise_x))
         a_ts = ab_t / ab_s
         mean = (ab_s.sqrt() * (1 - a_ts) / (1 - ab_t)) * x0_lat + (
             a_ts.sqrt() * (1 - ab_s) / (1 - ab_t)
@@ -141,7 +150,7 @@ def reverse_process(
         lattice.to(dev).float() if lattice is not None else schedule.lat_decode(lat, n_atoms).float()
     )
     if st.min_distance > 0:
-        frac = separate_atoms(frac, lattice_out, mask, st.min_distance)
+        frac = keep(separate_atoms(frac, lattice_out, mask, st.min_distance))
     frac = frac * mask[..., None]
     return CrystalTensors(species, frac, lattice_out, mask)
 
@@ -207,21 +216,48 @@ def sample(
     composition: str | Composition,
     n: int = 20,
     seed: int = 0,
-    lattice: Lattice | np.ndarray | None = None,
+    lattice: Lattice | np.ndarray | str | None = None,
     steps: int = 100,
     guidance_scale: float = 1.0,
     guidance: GuidanceHook | None = None,
     weights: str | Path | None = None,
     device: str = "cpu",
     batch_size: int = 128,
+    spacegroups: Sequence[int] | None = None,
 ) -> list[Structure]:
     """Draw ``n`` candidate structures for ``pattern`` with the cell content ``composition`` (with Z).
 
-    ``lattice`` (Å, rows a, b, c, e.g. from indexing) fixes the cell. The same seed gives the same
-    structures on the same machine. ``weights`` is a weights directory (default: the shipped model).
+    ``lattice`` (Å, rows a, b, c, e.g. from indexing) fixes the cell. ``lattice="index"`` reads the cell
+    from ``pattern`` (:func:`~xrdsolve.generate.cells.indexed_cells`, ≤ 15 s): ``composition`` may then be a
+    formula without Z, Z is the one that fills the indexed cell; when indexing finds no cell the lattice is
+    sampled and ``composition`` is taken as the cell content. The same seed gives the same structures on
+    the same machine. ``weights`` is a weights directory (default: the shipped model).
+
+    Space-group-aware mode: with ``spacegroups`` (numbers, likeliest first) and a conventional cell
+    (given, or indexed: then the extinction-compatible groups are used unless ``spacegroups`` is given),
+    the samples walk the groups' Wyckoff assignments of the cell content, the coordinates kept on each
+    assignment's sites at every step (:mod:`~xrdsolve.generate.symmetric`). Pass ``spacegroups=[]`` to
+    sample without symmetry in an indexed cell.
     """
     from .weights import cached_default, load_weights
 
+    if isinstance(lattice, str):
+        if lattice != "index":
+            raise UsageError(
+                f"lattice must be a matrix, a pymatgen Lattice, None or 'index'; got {lattice!r}"
+            )
+        if pattern is None:
+            raise UsageError("lattice='index' needs a pattern to index")
+        from .cells import indexed_cells
+
+        cells, _ = indexed_cells(pattern, composition)
+        if cells:
+            lattice, composition = cells[0].lattice, cells[0].cell_content
+            if spacegroups is None:
+                spacegroups = cells[0].spacegroups
+        else:
+            log.warning("indexing found no cell: the generator samples the lattice")
+            lattice = None
     model, cfg, _ = cached_default(device) if weights is None else load_weights(weights, device)
     schedule = Schedule(cfg.diffusion)
     z = composition_species(composition)
@@ -235,6 +271,20 @@ def sample(
             raise UsageError("lattice must be a non-degenerate 3×3 matrix (Å, rows a, b, c)")
         lat_t = torch.tensor(np.array(mat, dtype=np.float32))
     gen = torch.Generator().manual_seed(int(seed))
+    settings = SamplerSettings(steps=steps, guidance_scale=guidance_scale)
+    if spacegroups and lat_t is not None:
+        from .symmetric import sample_on_templates, templates_for
+
+        comp = Composition(composition) if isinstance(composition, str) else composition
+        params = Lattice(lat_t.double().numpy()).parameters
+        reduced = comp.reduced_composition
+        templates = templates_for(reduced, round(comp.num_atoms / reduced.num_atoms), spacegroups, params, n)
+        if not templates:
+            raise UsageError(
+                f"{comp.formula} fits no Wyckoff sites of space groups {list(spacegroups)} in this cell"
+            )
+        with torch.no_grad():
+            return sample_on_templates(model, schedule, pat, templates, settings, gen, guidance, batch_size)
     out: list[Structure] = []
     with torch.no_grad():
         for start in range(0, n, batch_size):
@@ -245,7 +295,7 @@ def sample(
             uncond = model.condition(None, species, mask) if guidance_scale != 1.0 else None
             res = reverse_process(
                 model, schedule, species, mask, cond, uncond,
-                SamplerSettings(steps=steps, guidance_scale=guidance_scale), gen,
+                settings, gen,
                 None if lat_t is None else lat_t[None].expand(b, -1, -1), guidance,
             )  # fmt: skip
             out += res.to_structures()
