@@ -112,3 +112,20 @@ def test_pattern_scores_rank_the_true_structure_above_many_peaked_decoys() -> No
         scores = pattern_scores(pattern, [anatase, *decoys, rutile], QGrid(0.3, 6.0, 2048))
         assert int(np.argmax(scores)) == len(scores) - 1
         assert scores[-1] - np.sort(scores)[-2] > 0.1
+
+
+def test_baseline_draws_are_time_limited() -> None:
+    """A pyxtal draw that hangs (Sm8Sb3O8 of the validation split ran for hours) is interrupted."""
+    import time
+
+    import pytest
+
+    from xrdsolve.generate.bench import _DrawTimeout, _time_limit
+
+    t0 = time.perf_counter()
+    with pytest.raises(_DrawTimeout), _time_limit(0.2):
+        time.sleep(5)
+    assert time.perf_counter() - t0 < 2
+    with _time_limit(5):  # a block that finishes in time is not disturbed, and the alarm is cleared
+        time.sleep(0.01)
+    time.sleep(0.05)

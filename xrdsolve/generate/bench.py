@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -279,21 +282,62 @@ def baseline_candidates(
 ) -> list[list[Structure]]:
     """k pyxtal random symmetric structures for each ``truth[i]``, i in ``index`` (same composition and
     atom count; space groups from the MP-20 frequencies among the compatible ones). Per-target seeds, so
-    any split of ``index`` gives the same structures."""
+    any split of ``index`` gives the same structures. A draw that takes pyxtal longer than
+    ``BASELINE_DRAW_SECONDS`` (its Wyckoff search can run for hours, e.g. on Sm8Sb3O8) is given up: that
+    target gets fewer than k structures (logged)."""
     freq = spacegroup_frequencies()
     out: list[list[Structure]] = []
     for i in tqdm(index, desc="baseline", mininterval=5):
         s = truth[i]
         rng = np.random.default_rng([seed, int(i)])
         row: list[Structure] = []
+        given_up = 0
         for _ in range(k):
-            c = random_crystal(
-                rng, composition=s.composition.reduced_composition, n_atoms=len(s), sg_freq=freq, max_atoms=64
-            )
+            try:
+                with _time_limit(BASELINE_DRAW_SECONDS):
+                    c = random_crystal(
+                        rng, composition=s.composition.reduced_composition, n_atoms=len(s), sg_freq=freq,
+                        max_atoms=64,
+                    )  # fmt: skip
+            except _DrawTimeout:
+                given_up += 1
+                continue
             if c is not None:
                 row.append(c)
+        if given_up:
+            log.warning("baseline: %d pyxtal draws for %s given up after %g s", given_up,
+                        s.composition.formula, BASELINE_DRAW_SECONDS)  # fmt: skip
         out.append(row)
     return out
+
+
+#: Wall-time limit (s) of one pyxtal draw of the baseline
+BASELINE_DRAW_SECONDS = 20.0
+
+
+class _DrawTimeout(BaseException):
+    """Raised by the alarm of :func:`_time_limit` (a BaseException, so pyxtal's ``except Exception`` lets it
+    through)."""
+
+
+@contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Interrupt the block with :class:`_DrawTimeout` after ``seconds`` of wall time (SIGALRM; in the main
+    thread of a Unix process only, elsewhere no limit)."""
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _alarm(signum: int, frame: object) -> None:
+        raise _DrawTimeout
+
+    previous = signal.signal(signal.SIGALRM, _alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _cell_baseline(
