@@ -60,7 +60,8 @@ def _templates():
 def test_symmetry_projector_puts_any_coordinates_on_the_template() -> None:
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-    from xrdsolve.generate.symmetric import SymmetryProjector, structures_from
+    from xrdsolve.generate.diffusion import CrystalTensors
+    from xrdsolve.generate.symmetric import SymmetryProjector, merge_orbit_images
 
     templates = _templates()
     proj, species, mask, lattices = SymmetryProjector.from_templates(templates, dtype=torch.float64)
@@ -71,7 +72,8 @@ def test_symmetry_projector_puts_any_coordinates_on_the_template() -> None:
     assert not torch.allclose(x * mask[..., None], y)  # random coordinates are not on the sites
     again = proj(y)
     assert float(((again - y + 0.5) % 1.0 - 0.5).abs().max()) < 1e-9  # a projection
-    for s, t in zip(structures_from(species, y, lattices, mask), templates, strict=True):
+    structures = merge_orbit_images(CrystalTensors(species, y, lattices, mask).to_structures())
+    for s, t in zip(structures, templates, strict=True):
         assert SpacegroupAnalyzer(s, symprec=1e-3).get_space_group_number() == t.spacegroup
     # a small displacement of a symmetric structure is projected back close to it
     noise = 0.01 * torch.randn(y.shape, generator=g, dtype=torch.float64) * mask[..., None]

@@ -406,20 +406,21 @@ def _generator_candidates(
             skipped = len(targets) - i
             break
         cell_content = comp.reduced_composition * z
+        on_sites = list(groups) if groups and lat is not None else None
         try:
             try:
                 structures = sample(
-                    pattern, cell_content, n=per, seed=seed + i, lattice=lat,
-                    spacegroups=list(groups) if groups and lat is not None else None,
-                )  # fmt: skip
+                    pattern, cell_content, n=per, seed=seed + i, lattice=lat, spacegroups=on_sites
+                )
             except UsageError:  # the cell content fits no Wyckoff sites of the hinted groups
+                on_sites = None
                 structures = sample(pattern, cell_content, n=per, seed=seed + i, lattice=lat)
         except Exception as exc:  # the generator must never sink the solve
             tried["generator"] = {"used": False, "reason": f"sampling failed: {exc}"}
             return out
         for s in structures:
             prov = {"source": "generator", "seed": seed + i, "z": z, "lattice_given": lat is not None}
-            out.append((s, prov | ({"spacegroups": list(groups)} if groups and lat is not None else {})))
+            out.append((s, prov | ({"spacegroups": on_sites} if on_sites else {})))
     tried["generator"] = {"used": True, "samples": len(out)}
     if skipped:
         tried["generator"]["time_budget"] = f"{skipped} of {len(targets)} cell/Z targets not sampled"

@@ -303,6 +303,12 @@ def _distance_fingerprint(structure: Structure) -> tuple[tuple[Any, ...], float]
 WyckoffStep = tuple[int, list[list[str]], tuple[int, int, int]]
 
 
+def permuted_cell(lattice: Sequence[float], perm: Sequence[int]) -> tuple[float, ...]:
+    """a, b, c (Å) of ``lattice`` taken in the axis order ``perm``, angles (degrees) kept (the plan's
+    axis orders are those of orthorhombic cells, all angles 90°)."""
+    return (*(float(lattice[p]) for p in perm), *(float(x) for x in lattice[3:]))
+
+
 def wyckoff_plan(
     composition: Composition, z: int, spacegroups: Sequence[int], lattice: Sequence[float]
 ) -> tuple[list[str], list[WyckoffStep]]:
@@ -352,8 +358,7 @@ def enumerated_symmetric_structures(
         if j in failed:
             continue
         sg, combo, perm = plan[j]
-        abc = [lattice[p] for p in perm]
-        cell = (*abc, *lattice[3:])
+        cell = permuted_cell(lattice, perm)
         structure = place_on_wyckoff_sites(sg, species, combo, cell, rng)
         if structure is None:
             failed.add(j)

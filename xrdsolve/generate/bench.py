@@ -25,6 +25,7 @@ import torch
 from pymatgen.core import Structure
 from tqdm import tqdm
 
+from xrdsolve.composition import reduced_formula_and_units
 from xrdsolve.conditioning.augment import AugmentConfig, augment_batch
 from xrdsolve.conditioning.pattern import Pattern
 from xrdsolve.conditioning.preprocess import QGrid, encode_arrays, preprocess
@@ -186,7 +187,7 @@ def bench_generate(
     if lattice == "indexed":
         for i in tqdm(range(len(recs)), desc="index", mininterval=5):
             comp = truth[i].composition
-            z_given = round(comp.num_atoms / comp.reduced_composition.num_atoms)
+            _, z_given = reduced_formula_and_units(comp)
             found, _ = indexed_cells(patterns[i], comp, time_limit=index_time, z_multiple=z_given)
             cells[i] = found[0] if found else None
     t_index = (time.perf_counter() - t0) / len(recs)
@@ -343,8 +344,9 @@ def _time_limit(seconds: float) -> Iterator[None]:
 def _cell_baseline(
     truth: Sequence[Structure], cells: Sequence[IndexedCell | None], k: int, seed: int
 ) -> list[list[Structure]]:
-    """k pyxtal random symmetric structures per target in its indexed cell (groups of the cell's crystal
-    system, Z of the cell); the plain baseline's structures where no cell was found."""
+    """k random symmetric structures per target in its indexed cell with the cell's Z: the solve's
+    enumerated Wyckoff walk of the cell's hinted groups, else pyxtal random groups of its crystal system;
+    the plain baseline's structures where no cell was found."""
     from xrdsolve.random_candidates import enumerated_symmetric_structures, random_symmetric_structures
 
     out: list[list[Structure]] = []

@@ -13,6 +13,7 @@ import torch
 from pymatgen.core import Composition, Lattice, Structure
 from torch import Tensor
 
+from xrdsolve.composition import reduced_formula_and_units
 from xrdsolve.conditioning.pattern import Pattern
 from xrdsolve.conditioning.preprocess import QGrid, preprocess
 from xrdsolve.errors import UsageError
@@ -277,8 +278,8 @@ def sample(
 
         comp = Composition(composition) if isinstance(composition, str) else composition
         params = Lattice(lat_t.double().numpy()).parameters
-        reduced = comp.reduced_composition
-        templates = templates_for(reduced, round(comp.num_atoms / reduced.num_atoms), spacegroups, params, n)
+        reduced, units = reduced_formula_and_units(comp)
+        templates = templates_for(reduced, units, spacegroups, params, n)
         if not templates:
             raise UsageError(
                 f"{comp.formula} fits no Wyckoff sites of space groups {list(spacegroups)} in this cell"

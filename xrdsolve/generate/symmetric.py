@@ -18,10 +18,12 @@ import torch
 from pymatgen.core import Composition, Element, Lattice, Structure
 from torch import Tensor
 
+from xrdsolve.random_candidates import WyckoffStep, permuted_cell, wyckoff_plan
+
 from . import wrapped_normal as wn
 from .diffusion import Schedule
 from .model import GeneratorModel
-from .sampler import GuidanceHook, SamplerSettings
+from .sampler import GuidanceHook, SamplerSettings, reverse_process
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ class WyckoffTemplate:
 
 
 def templates_from_plan(
-    plan: Sequence[tuple[int, Sequence[Sequence[str]], tuple[int, int, int]]],
+    plan: Sequence[WyckoffStep],
     species: Sequence[str],
     lattice: Sequence[float],
 ) -> list[WyckoffTemplate]:
@@ -64,9 +66,8 @@ def templates_from_plan(
     :func:`xrdsolve.random_candidates.wyckoff_plan`, in the cell ``lattice`` (a, b, c Å, α, β, γ °)."""
     out = []
     for sg, combo, perm in plan:
-        abc = [float(lattice[p]) for p in perm]
         sites = tuple((sp, label) for sp, labels in zip(species, combo, strict=True) for label in labels)
-        out.append(WyckoffTemplate(int(sg), sites, (*abc, *(float(x) for x in lattice[3:]))))  # type: ignore[arg-type]
+        out.append(WyckoffTemplate(int(sg), sites, permuted_cell(lattice, perm)))  # type: ignore[arg-type]
     return out
 
 
@@ -141,19 +142,11 @@ class SymmetryProjector:
         return out.reshape(*self.shape, 3).to(frac.dtype)
 
 
-def structures_from(species: Tensor, frac: Tensor, lattice: Tensor, mask: Tensor) -> list[Structure]:
-    """pymatgen Structures of a padded batch (duplicate orbit images, if any, merged)."""
-    out = []
-    for i in range(species.shape[0]):
-        m = mask[i]
-        s = Structure(
-            Lattice(lattice[i].double().numpy()),
-            [Element.from_Z(int(z)) for z in species[i][m]],
-            frac[i][m].double().numpy(),
-        )
+def merge_orbit_images(structures: Sequence[Structure]) -> list[Structure]:
+    """``structures`` with atoms that sit on the same point (an orbit's coinciding images) merged, in place."""
+    for s in structures:
         s.merge_sites(tol=1e-3, mode="delete")
-        out.append(s)
-    return out
+    return list(structures)
 
 
 def sample_on_templates(
@@ -168,8 +161,6 @@ def sample_on_templates(
 ) -> list[Structure]:
     """One sample per template: the reverse process in the template's cell with the coordinates projected
     onto its Wyckoff sites after every update. ``pattern`` is the encoder-grid pattern (1,C,P) or None."""
-    from .sampler import reverse_process
-
     out: list[Structure] = []
     for start in range(0, len(templates), batch_size):
         chunk = templates[start : start + batch_size]
@@ -180,7 +171,7 @@ def sample_on_templates(
         res = reverse_process(
             model, schedule, species, mask, cond, uncond, settings, generator, lattices, guidance, proj
         )
-        out += structures_from(res.species, res.frac, res.lattice, res.mask)
+        out += merge_orbit_images(res.to_structures())
     return out
 
 
@@ -190,8 +181,6 @@ def templates_for(
     """``n`` templates walking the Wyckoff plan of ``composition`` × ``z`` in ``spacegroups`` (likeliest
     first) and the cell ``parameters`` (a, b, c Å, α, β, γ °) cyclically, as the enumerated random
     candidates do; empty when the atoms fit no group's sites."""
-    from xrdsolve.random_candidates import wyckoff_plan
-
     species, plan = wyckoff_plan(composition, z, spacegroups, parameters)
     if not plan:
         return []
