@@ -379,9 +379,10 @@ def model_jacobian(
             if n_pk == 0:  # no reflection of this phase for these candidates: no contribution
                 continue
             refl_cols = [c for c in pk_cols if c not in prof]
-            # stacked forward-mode passes cost ~ rows × reflections × atoms: small problems stack many more rows
+            # stacked forward-mode passes cost ~ rows × reflections × atoms: small problems stack many more
+            # rows than max_rows, large ones fewer (down to one column), so memory stays bounded
             per_row = max(1, (n_refl // max(bsz, 1) + 1) * int(model.stacked[k].mask.shape[1]))
-            stack_rows = max(max_rows, STACK_BUDGET // per_row)
+            stack_rows = max(1, STACK_BUDGET // per_row)
             # integrated intensities are proportional to the phase scale and Bragg angles do not depend on it:
             # its column needs no forward-mode pass (unless a scale is 0)
             scale_col = lay.phase_profile_index(k, "scale")

@@ -193,3 +193,96 @@ def test_subcell_keeping_the_metric_of_a_supercell_that_indexed_impurity_lines()
     assert subs[0].n_lines - subs[0].n_indexed == 3 and subs[0].height_fraction > 0.99
     assert all(s.divisions[0] == s.divisions[1] for s in subs)
     assert not strong_subcells(parent, tt, np.ones(tt.size), max_index=3, min_fraction=0.95, same_metric=True)
+
+
+def _cubic_cell(a: float, lines: np.ndarray, centring: str = "P") -> CellSolution:
+    empty = np.zeros(0)
+    return CellSolution(
+        "cubic", centring, a, a, a, 90.0, 90.0, 90.0, a**3, 0.0, 100.0, 20, 80.0, 20, 0.01, 40,
+        lines.size, 0, np.ones((lines.size, 3), dtype=int), empty.astype(bool), empty, lines, wavelength=CU,
+    )  # fmt: skip
+
+
+def _cubic_lines(a: float, tt_max: float = 100.0) -> np.ndarray:
+    """2θ (degrees, Cu Kα1) of the distinct lines of a primitive cubic cell (every h² + k² + l²)."""
+    n = np.array(sorted({h * h + k * k + m * m for h in range(8) for k in range(8) for m in range(8)} - {0}))
+    s = np.sqrt(n) * CU / (2.0 * a)
+    return np.degrees(2.0 * np.arcsin(s[s < np.sin(np.radians(tt_max / 2))]))
+
+
+def test_supercells_of_a_cell_too_small_for_its_contents() -> None:
+    """Diagonal supercells keep the crystal system, reach the volume asked for with the fewest-fold index
+    and carry the line indices along; a cell already large enough has none."""
+    from dataclasses import replace
+
+    from xrdsolve.refine.indexing.subcells import supercells
+
+    small = _cubic_cell(2.975, _cubic_lines(2.975))
+    (big,) = supercells(small, min_volume=40.0)
+    assert (
+        big.crystal_system == "cubic"
+        and big.a == pytest.approx(5.95)
+        and big.volume == pytest.approx(5.95**3)
+    )
+    assert np.array_equal(big.hkl, 2 * small.hkl)
+    assert supercells(small, min_volume=small.volume) == []
+    tetragonal = replace(small, crystal_system="tetragonal", a=4.0, b=4.0, c=3.0, volume=48.0)
+    subs = supercells(tetragonal, min_volume=80.0)
+    assert [(s.a, s.b, s.c) for s in subs] == [(4.0, 4.0, 6.0)]  # (2, 2, 1) would be index 4
+    assert [s.crystal_system for s in supercells(tetragonal, min_volume=150.0)] == ["tetragonal"]
+
+
+def test_solve_tries_the_doubled_cubic_cell_when_superstructure_lines_are_unseen() -> None:
+    """A Heusler compound (Cu₂MnAl, Fm-3m, a = 5.95 Å) whose odd-index lines are too weak to be measured
+    indexes on its CsCl-type sub-cell (a/2, 26 Å³), too small for one formula unit (≈ 50 Å³). The solve's
+    cell list then puts the doubled cell first, with Fm-3m among its extinction-compatible groups."""
+    from pymatgen.core import Composition
+
+    from xrdsolve.pipeline import SolveOptions, _with_supercells
+
+    lines = _cubic_lines(2.975, 110.0)
+    small = _cubic_cell(2.975, lines)
+    peaks = Peaks.from_two_theta(lines, CU)
+    record: list[dict] = []
+    planned = _with_supercells([(small, [221])], peaks, Composition("Cu2MnAl"), SolveOptions(), record)
+    assert [c.a for c, _ in planned] == [pytest.approx(5.95), 2.975]
+    assert 225 in planned[0][1] and planned[1][1] == [221]
+    assert len(record) == 1 and "a=5.95000" in record[0]["cell"]
+    # a cell that holds a formula unit is left alone
+    assert _with_supercells([(small, [221])], peaks, Composition("Cu"), SolveOptions(), []) == [
+        (small, [221])
+    ]
+
+
+def _erpt3_with_an_impurity_line() -> object:
+    """The six lines the peak search found in a benchmark pattern of Cu₃Au-type ErPt₃ (MP-20 val row 34, Pm-3m,
+    a = 4.103 Å, whose 100 and 110 lines are < 0.5 %): 111, 200, 220, 311, 222 and an impurity line at
+    21.55° 2θ, drawn as sharp Cu Kα1 peaks. The only cell that indexes all six is a tetragonal
+    4.10 × 2.36 Å (40 Å³)."""
+    from xrdsolve.conditioning.pattern import Pattern
+
+    lines = [21.553, 37.951, 44.097, 64.137, 77.026, 81.159]
+    heights = [5.5, 100.0, 43.0, 21.6, 19.9, 6.3]
+    grid = np.arange(10.0, 90.0, 0.01)
+    y = 2.0 + sum(
+        100.0 * h * np.exp(-0.5 * ((grid - t) / 0.03) ** 2) for t, h in zip(lines, heights, strict=True)
+    )
+    return Pattern.from_arrays(grid, y, np.sqrt(y), radiation="CuKa1")
+
+
+def test_a_best_cell_too_small_for_the_composition_triggers_the_retry_and_groups_that_hold_it() -> None:
+    """Without the composition the tetragonal cell that indexes the impurity line wins (M6 ≈ 400, above the
+    retry threshold). With it, that cell is seen to be too small for one ErPt₃ (≈ 60 Å³), indexing is
+    retried allowing an unindexed line, and the 4.10 Å cubic cell comes first; its hinted groups are those
+    whose Wyckoff sites hold one ErPt₃ (Pm-3m first), not the F groups its strong lines suggest (Fm-3m
+    needs at least 4 formula units)."""
+    from xrdsolve.pipeline import index_pattern
+
+    pattern = _erpt3_with_an_impurity_line()
+    blind, _ = index_pattern(pattern, time_limit=10.0)
+    assert blind and blind[0][0].crystal_system != "cubic"
+    cells, tried = index_pattern(pattern, time_limit=10.0, composition="ErPt3")
+    first, groups = cells[0]
+    assert first.crystal_system == "cubic" and first.a == pytest.approx(4.103, abs=0.01)
+    assert groups[0] == 221 and 225 not in groups
+    assert tried["indexing_unindexed_lines"]["passes"]

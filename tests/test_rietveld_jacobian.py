@@ -131,3 +131,26 @@ def test_shape_product_of_peaks_outside_the_grid_is_zero() -> None:
     )
     out = _shape_product(grid, 1, peaks, 20.0, torch.ones(12, 2, dtype=torch.float64))
     assert out.shape == (grid.shape[0], 2) and float(out.abs().max()) == 0.0
+
+
+def test_stacked_passes_stay_within_the_memory_budget(model_and_theta, monkeypatch) -> None:
+    """The stacked forward-mode passes hold at most STACK_BUDGET reflections × atoms (down to one column a
+    pass) — they used to stack at least max_rows rows whatever the problem size, and a 5,984-reflection
+    candidate in a solve grew to 12 GB — and the Jacobian does not depend on how the columns are stacked."""
+    import xrdsolve.refine.rietveld_jacobian as rj
+
+    model, theta = model_and_theta
+    cols = torch.ones(theta.shape[1], dtype=torch.bool)
+    reference = model_jacobian(model, theta, cols, max_rows=128)
+    requested: list[int] = []
+    real = rj.stacked_unit_tangents
+
+    def spy(theta_, columns, max_rows):
+        requested.append(max_rows)
+        return real(theta_, columns, max_rows)
+
+    monkeypatch.setattr(rj, "stacked_unit_tangents", spy)
+    monkeypatch.setattr(rj, "STACK_BUDGET", 2_000)
+    small = model_jacobian(model, theta, cols, max_rows=128)
+    assert requested and max(requested) < 128
+    assert torch.allclose(small, reference, rtol=1e-12, atol=1e-12 * float(reference.abs().max()))

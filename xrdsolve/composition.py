@@ -108,6 +108,10 @@ def atomic_volume(element: Element) -> float:
     return 4.0 / 3.0 * math.pi * float(radius) ** 3 / PACKING_FRACTION
 
 
+#: Largest |ln(cell volume / (Z × estimated volume per formula))| for which Z formula units fit a cell.
+Z_VOLUME_TOLERANCE = 0.3
+
+
 def estimated_volume_per_formula(comp: Composition) -> float:
     """Estimated cell volume taken by one formula unit of ``comp``, Å³."""
     return sum(amt * atomic_volume(Element(el.symbol)) for el, amt in comp.items())
@@ -119,7 +123,7 @@ def z_candidates(
     *,
     max_atoms: int = MAX_ATOMS_PER_CELL,
     max_z: int = 16,
-    tolerance: float = 0.3,
+    tolerance: float = Z_VOLUME_TOLERANCE,
 ) -> list[int]:
     """Formula units per cell worth trying, most plausible first.
 

@@ -27,7 +27,13 @@ from pymatgen.core import Composition, Structure
 
 from .composition import parse_composition, parse_elements, propose_compositions, z_candidates
 from .errors import UsageError, XrdsolveError
-from .random_candidates import CandidateSpec, enumerated_symmetric_structures, random_symmetric_structures
+from .plausibility import implausibility
+from .random_candidates import (
+    CandidateSpec,
+    enumerated_symmetric_structures,
+    fits_spacegroup,
+    random_symmetric_structures,
+)
 from .solution import Candidate, Solution
 
 log = logging.getLogger(__name__)
@@ -54,10 +60,15 @@ MIN_M20 = 8.0
 #: Below this M20 of the best cell, indexing is repeated allowing a few unindexed (impurity) lines
 #: (spurious low-symmetry cells reach M20 of 20–40 on a dozen lines).
 IMPURITY_RETRY_M20 = 100.0
+#: Lines needed for that retry (fewer when the best cell cannot hold one formula unit of the composition).
+IMPURITY_RETRY_LINES = 8
+IMPURITY_RETRY_LINES_TOO_SMALL = 6
 #: A sub-cell of an indexed cell is tried first (after an impurity retry) when it indexes this fraction of
 #: the measured peak height, leaving at most 1 line in IMPURITY_SUBCELL_LINES_PER unindexed (3 at least).
 IMPURITY_SUBCELL_FRACTION = 0.95
 IMPURITY_SUBCELL_LINES_PER = 8
+#: Supercells tried before an indexed cell too small for one formula unit (see _with_supercells).
+MAX_SUPERCELLS_PER_CELL = 2
 
 
 @dataclass
@@ -145,6 +156,7 @@ def _index(
     options: SolveOptions,
     subcells_for: Composition | None = None,
     time_limit: float | None = None,
+    composition: Composition | None = None,
 ) -> list[Any]:
     """Indexed cells with their extinction-compatible space groups, best first: [(CellSolution, [numbers])].
 
@@ -154,9 +166,10 @@ def _index(
     With ``subcells_for`` (the stoichiometric parent of a vacancy composition) each cell is followed by its
     sub-cells (axes divided, index ≤ ``options.supercells``) that index the strong lines and hold at least
     one formula unit: the cell of the disordered average when the indexed cell is an ordered superstructure.
+    With ``composition`` a cell too small for one formula unit of it is preceded by its smallest supercells
+    that hold one (:func:`_with_supercells`).
     """
     from xrdsolve.conditioning.peaks import find_peaks
-    from xrdsolve.refine.indexing.extinctions import spacegroup_hints
     from xrdsolve.refine.indexing.indexer import IndexingOptions, index_peaks
     from xrdsolve.refine.indexing.observations import IndexingError, Peaks, drop_kalpha2
 
@@ -184,7 +197,12 @@ def _index(
         error = str(exc)
     else:
         error = ""
-    retried = (not cells or cells[0].m20 < IMPURITY_RETRY_M20) and tt.size >= 8
+    # a best cell too small for one formula unit of a known composition is as suspect as a low M20: an
+    # impurity line can make a wrong small cell the only one that indexes every line
+    too_small = composition is not None and bool(cells) and cells[0].volume < _min_cell_volume(composition)
+    retried = (not cells or cells[0].m20 < IMPURITY_RETRY_M20 or too_small) and tt.size >= (
+        IMPURITY_RETRY_LINES_TOO_SMALL if too_small else IMPURITY_RETRY_LINES
+    )
     if retried:
         # weak impurity lines (or a split peak) defeat a search that must index every line: try the
         # high-symmetry systems again allowing a few unindexed lines, and keep the better ranked cells
@@ -196,20 +214,19 @@ def _index(
     planned = []
     for cell in good:
         try:
-            hints = [
-                h
-                for h in spacegroup_hints(cell, peaks, max_hints=options.max_spacegroups)
-                if h.violations == 0
-            ]
+            groups = _hinted_groups(cell, peaks, options, composition)
         except Exception as exc:  # hints are advisory
             log.info("space-group hints failed: %s", exc)
-            hints = []
-        planned.append((cell, [h.number for h in hints]))
+            groups = []
+        planned.append((cell, groups))
     subcells: list[dict[str, Any]] = []
     if subcells_for is not None and options.supercells >= 2:
         planned = _with_subcells(planned, peaks, height, subcells_for, options, subcells)
     elif retried:
         planned = _with_impurity_subcells(planned, peaks, height, options, subcells)
+    supercells: list[dict[str, Any]] = []
+    if composition is not None:
+        planned = _with_supercells(planned, peaks, composition, options, supercells)
     tried["indexing"] = {
         "solutions": [c.summary() for c in cells[:5]],
         "used": [
@@ -220,19 +237,34 @@ def _index(
     }
     if subcells:
         tried["indexing"]["subcells"] = subcells
+    if supercells:
+        tried["indexing"]["supercells"] = supercells
     return planned
 
 
 def index_pattern(
-    pattern: Any, time_limit: float = 20.0, max_cells: int = 3
+    pattern: Any,
+    time_limit: float = 20.0,
+    max_cells: int = 3,
+    composition: str | Composition | None = None,
 ) -> tuple[list[tuple[Any, list[int]]], dict[str, Any]]:
     """The solve's indexing on its own: cells (best first, M20 ≥ MIN_M20) with their extinction-compatible
     space-group numbers, and a record of what was tried (peaks, solutions, seconds).
 
-    ``time_limit`` (s) bounds the strict search; the impurity retry may add up to 0.7 of it (≤ 20 s).
+    ``time_limit`` (s) bounds the strict search; the impurity retry may add up to 0.7 of it (≤ 20 s). With
+    a ``composition``, a cell too small for one formula unit is preceded by its smallest supercells that
+    hold one (as in the solve).
     """
     tried: dict[str, Any] = {}
-    cells = _index(pattern, tried, _Clock(None), SolveOptions(max_cells=max_cells), time_limit=time_limit)
+    comp = Composition(composition) if isinstance(composition, str) else composition
+    cells = _index(
+        pattern,
+        tried,
+        _Clock(None),
+        SolveOptions(max_cells=max_cells),
+        time_limit=time_limit,
+        composition=comp,
+    )
     return cells, tried
 
 
@@ -315,9 +347,7 @@ def _with_subcells(
     from xrdsolve.refine.indexing.solution import same_lattice
     from xrdsolve.refine.indexing.subcells import HOLOHEDRAL_P, strong_subcells
 
-    from .composition import estimated_volume_per_formula
-
-    v_min = math.exp(-0.3) * estimated_volume_per_formula(parent.reduced_composition)
+    v_min = _min_cell_volume(parent)
     out: list[tuple[Any, list[int]]] = []
     for cell, groups in planned:
         out.append((cell, groups))
@@ -335,6 +365,65 @@ def _with_subcells(
     return out
 
 
+def _hinted_groups(
+    cell: Any, peaks: Any, options: SolveOptions, comp: Composition | None = None
+) -> list[int]:
+    """The extinction-compatible space groups of ``cell`` (no observed line forbidden), best first, at most
+    ``options.max_spacegroups``. With ``comp`` only groups whose Wyckoff sites hold Z formula units for a Z
+    the cell volume allows (:func:`xrdsolve.composition.z_candidates`) are kept, unless none does: a group
+    that explains the absences best but cannot hold the atoms (Fm-3m for one ErPt3 in a 4.1 Å cell) would
+    take the place of one that can."""
+    from xrdsolve.refine.indexing.extinctions import spacegroup_hints
+
+    groups = list(
+        dict.fromkeys(h.number for h in spacegroup_hints(cell, peaks, max_hints=230) if h.violations == 0)
+    )
+    if comp is not None:
+        try:
+            zs = z_candidates(comp, float(cell.volume))[: options.max_z]
+        except (UsageError, ValueError):  # no Z can be judged (a formula unit too large): keep every group
+            return groups[: options.max_spacegroups]
+        fitting = [g for g in groups if any(fits_spacegroup(comp, z, g) for z in zs)]
+        groups = fitting or groups
+    return groups[: options.max_spacegroups]
+
+
+def _min_cell_volume(comp: Composition) -> float:
+    """Smallest cell volume (Å³) that holds one formula unit of ``comp``: e^-Z_VOLUME_TOLERANCE of its
+    estimated volume per formula unit, the tolerance :func:`xrdsolve.composition.z_candidates` allows."""
+    from .composition import Z_VOLUME_TOLERANCE, estimated_volume_per_formula
+
+    return math.exp(-Z_VOLUME_TOLERANCE) * estimated_volume_per_formula(comp.reduced_composition)
+
+
+def _with_supercells(
+    planned: list[tuple[Any, list[int]]],
+    peaks: Any,
+    comp: Composition,
+    options: SolveOptions,
+    record: list[dict[str, Any]],
+) -> list[tuple[Any, list[int]]]:
+    """``planned`` with each cell too small for one formula unit of ``comp`` (volume below e^-Z_VOLUME_TOLERANCE
+    of the estimated volume per formula) preceded by its smallest diagonal supercells that hold one
+    (:func:`xrdsolve.refine.indexing.subcells.supercells`: the cell of an ordering whose superstructure lines
+    are too weak to be measured, e.g. a Heusler compound indexed on its CsCl-type sub-cell); ``record``
+    receives their JSON summaries."""
+    from xrdsolve.refine.indexing.solution import same_lattice
+    from xrdsolve.refine.indexing.subcells import supercells
+
+    v_min = _min_cell_volume(comp)
+    out: list[tuple[Any, list[int]]] = []
+    for cell, groups in planned:
+        for sup in supercells(cell, v_min)[:MAX_SUPERCELLS_PER_CELL]:
+            reduced = sup.reduced_lattice()
+            if any(same_lattice(reduced, c.reduced_lattice()) for c, _ in (*out, *planned)):
+                continue
+            out.append((sup, _hinted_groups(sup, peaks, options, comp)))
+            record.append({"of": cell.summary(), "cell": sup.summary()})
+        out.append((cell, groups))
+    return out
+
+
 def _with_impurity_subcells(
     planned: list[tuple[Any, list[int]]],
     peaks: Any,
@@ -347,7 +436,6 @@ def _with_impurity_subcells(
     in IMPURITY_SUBCELL_LINES_PER (3 at least) unindexed. When indexing had to allow unindexed lines, a
     supercell can win by indexing weak impurity lines as superstructure reflections; the smaller cell is
     tried first and the fits decide. At most ``max_cells`` + 1 cells are kept."""
-    from xrdsolve.refine.indexing.extinctions import spacegroup_hints
     from xrdsolve.refine.indexing.solution import same_lattice
     from xrdsolve.refine.indexing.subcells import strong_subcells
 
@@ -368,8 +456,7 @@ def _with_impurity_subcells(
                 same_lattice(reduced, c.reduced_lattice()) for c, _ in (*out, *planned)
             ):
                 continue
-            hints = spacegroup_hints(sub.cell, peaks, max_hints=options.max_spacegroups)
-            out.append((sub.cell, [h.number for h in hints if h.violations == 0]))
+            out.append((sub.cell, _hinted_groups(sub.cell, peaks, options)))
             record.append(sub.as_dict())
             break  # the best sub-cell of each cell
         out.append((cell, groups))
@@ -535,6 +622,23 @@ def _refine_chunks(
     return results
 
 
+def _plausible(pool: _Pool, tried: dict[str, Any]) -> _Pool:
+    """``pool`` without the candidates that cannot be crystal structures of their composition (atoms far
+    closer than their radii allow, or another composition: :func:`xrdsolve.plausibility.implausibility`);
+    ``tried["plausibility"]`` counts them by source with one reason each."""
+    kept = _Pool()
+    dropped: dict[str, dict[str, Any]] = {}
+    for s_, prov in zip(pool.structures, pool.provenance, strict=True):
+        why = implausibility(s_, Composition(prov["composition"]))
+        if why is None:
+            kept.add(s_, prov)
+        else:
+            entry = dropped.setdefault(str(prov.get("source", "?")), {"left_out": 0, "example": why})
+            entry["left_out"] += 1
+    tried["plausibility"] = {"proposed": len(pool), "kept": len(kept), "left_out_by_source": dropped}
+    return kept
+
+
 def _score(result: Any) -> float:
     """Ranking score: Rwp inflated by the number of free parameters relative to the data (lower is better)."""
     if result is None or not math.isfinite(result.rwp):
@@ -610,7 +714,7 @@ def solve(
     bar = tqdm(total=4, desc="solve", unit="stage", disable=not progress, leave=False)
     bar.set_postfix_str("peaks + indexing")
     vacancy_parent = plan.parent if plan is not None and plan.vacancies and opts.disorder != "off" else None
-    cells = _index(pattern, tried, clock, opts, subcells_for=vacancy_parent)
+    cells = _index(pattern, tried, clock, opts, subcells_for=vacancy_parent, composition=comp)
     bar.update()
     if tried.get("peaks", {}).get("after_kalpha2_removal", 0) < 3:
         bar.close()
@@ -642,6 +746,7 @@ def solve(
             }
         for s_, prov in zip(part.structures, part.provenance, strict=True):
             pool.add(s_, prov | {"composition": comp_i.reduced_formula})
+    pool = _plausible(pool, tried)
     bar.update()
     if not len(pool):
         bar.close()
@@ -700,10 +805,12 @@ def solve(
     bar.update()
     bar.close()
 
-    ranked = sorted(
-        ((r, pool.provenance[i]) for r, i in zip(final, best, strict=True) if r is not None),
-        key=lambda rp: _score(rp[0]),
-    )
+    refined = [(r, pool.provenance[i]) for r, i in zip(final, best, strict=True) if r is not None]
+    for r, prov in refined:  # refinement can collapse a candidate: it then ranks after every plausible one
+        why = implausibility(r.phases[0].structure, Composition(prov["composition"]))
+        if why is not None:
+            prov["implausible"] = why
+    ranked = sorted(refined, key=lambda rp: ("implausible" in rp[1], _score(rp[0])))
     unique = _deduplicate(ranked)
     candidates = [
         Candidate.from_result(
@@ -717,6 +824,10 @@ def solve(
     tried["seconds"] = round(clock.elapsed(), 2)
     if clock.budget is not None and clock.elapsed() > clock.budget:
         messages.append(f"time budget of {clock.budget:.0f} s exceeded ({clock.elapsed():.0f} s)")
+    if candidates and "implausible" in candidates[0].provenance:
+        messages.append(
+            f"every refined candidate is physically implausible ({candidates[0].provenance['implausible']})"
+        )
     if candidates and candidates[0].gof > 3:
         messages.append(
             f"best GoF is {candidates[0].gof:.1f}: no candidate describes the pattern well "

@@ -7,6 +7,7 @@ groups when indexing gives one. Lattices are pyxtal's volume estimate or a given
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from collections.abc import Sequence
@@ -141,6 +142,18 @@ def _species_options(
     walk(0, count, [])
     found.sort(key=lambda combo: (len(combo), combo))
     return found[:cap]
+
+
+def fits_spacegroup(composition: Composition, z: int, spacegroup: int) -> bool:
+    """Whether ``z`` formula units of ``composition`` fill Wyckoff sites of ``spacegroup``'s conventional
+    cell (at least one assignment of :func:`wyckoff_combinations`)."""
+    sc = _species_counts(composition.reduced_composition, z)
+    return sc is not None and _has_assignment(int(spacegroup), tuple(sorted(sc[1])))
+
+
+@functools.lru_cache(maxsize=4096)
+def _has_assignment(spacegroup: int, counts: tuple[int, ...]) -> bool:
+    return bool(wyckoff_combinations(spacegroup, counts, limit=1))
 
 
 def wyckoff_combinations(spacegroup: int, counts: Sequence[int], limit: int = 64) -> list[list[list[str]]]:

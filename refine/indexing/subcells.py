@@ -152,3 +152,29 @@ def _with_cell(solution: CellSolution, a: float, b: float, c: float) -> CellSolu
             system = "orthorhombic"
     volume = solution.volume * (a * b * c) / (solution.a * solution.b * solution.c)
     return replace(solution, crystal_system=system, a=a, b=b, c=c, volume=volume)
+
+
+def supercells(
+    solution: CellSolution, min_volume: float, max_multiplier: int = 3, max_index: int = 27
+) -> list[CellSolution]:
+    """The smallest diagonal supercells of ``solution`` (each axis multiplied by 1 … ``max_multiplier``, equal
+    edges kept equal so the crystal system stays) whose volume reaches ``min_volume`` (Å³), fewest-fold
+    first; empty when the cell is already large enough or no supercell of index ≤ ``max_index`` is.
+
+    The indexer returns the smallest cell that indexes every observed line; when the superstructure lines of
+    an ordered structure are too weak to be seen (a Heusler or Cu₃Au-type ordering of similar scatterers),
+    that cell is a sub-cell of the true one and can be too small to hold one formula unit. Its supercells
+    index the same lines, with extinctions that centred groups explain (hkl all even in a doubled cubic cell).
+    """
+    if solution.volume >= min_volume:
+        return []
+    found: dict[int, list[CellSolution]] = {}
+    for mult in itertools.product(range(1, max_multiplier + 1), repeat=3):
+        index = mult[0] * mult[1] * mult[2]
+        if index == 1 or index > max_index or solution.volume * index < min_volume:
+            continue
+        if not _keeps_metric(solution, mult):
+            continue
+        cell = _with_cell(solution, solution.a * mult[0], solution.b * mult[1], solution.c * mult[2])
+        found.setdefault(index, []).append(replace(cell, hkl=solution.hkl * np.asarray(mult)))
+    return found[min(found)] if found else []

@@ -54,7 +54,7 @@ def indexed_cells(
 
     comp = Composition(composition) if isinstance(composition, str) else composition
     reduced = comp.reduced_composition
-    found, tried = index_pattern(pattern, time_limit=time_limit, max_cells=max_cells)
+    found, tried = index_pattern(pattern, time_limit=time_limit, max_cells=max_cells, composition=comp)
     out: list[IndexedCell] = []
     for cell, groups in found:
         try:
