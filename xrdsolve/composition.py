@@ -100,12 +100,18 @@ def reduced_formula_and_units(comp: Composition) -> tuple[Composition, int]:
     return comp, 1
 
 
+@functools.lru_cache(maxsize=256)
+def atomic_radius(symbol: str) -> float:
+    """pymatgen's empirical atomic radius of an element, Å (else its calculated radius, else 1.5 Å)."""
+    element = Element(symbol)
+    return float(element.atomic_radius or element.atomic_radius_calculated or 1.5)
+
+
 def atomic_volume(element: Element) -> float:
     """Typical space taken by one atom in a crystal, Å³ (fitted table, else radius sphere / packing)."""
     if element.symbol in ELEMENT_VOLUMES:
         return ELEMENT_VOLUMES[element.symbol]
-    radius = element.atomic_radius or element.atomic_radius_calculated or 1.5
-    return 4.0 / 3.0 * math.pi * float(radius) ** 3 / PACKING_FRACTION
+    return 4.0 / 3.0 * math.pi * atomic_radius(element.symbol) ** 3 / PACKING_FRACTION
 
 
 #: Largest |ln(cell volume / (Z × estimated volume per formula))| for which Z formula units fit a cell.

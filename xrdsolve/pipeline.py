@@ -166,8 +166,9 @@ def _index(
     With ``subcells_for`` (the stoichiometric parent of a vacancy composition) each cell is followed by its
     sub-cells (axes divided, index ≤ ``options.supercells``) that index the strong lines and hold at least
     one formula unit: the cell of the disordered average when the indexed cell is an ordered superstructure.
-    With ``composition`` a cell too small for one formula unit of it is preceded by its smallest supercells
-    that hold one (:func:`_with_supercells`).
+    With ``composition`` a best cell too small for one formula unit of it also triggers the unindexed-lines
+    retry, each cell too small is preceded by its smallest supercells that hold one (:func:`_with_supercells`),
+    and each cell's groups are those whose Wyckoff sites can hold the composition (:func:`_hinted_groups`).
     """
     from xrdsolve.conditioning.peaks import find_peaks
     from xrdsolve.refine.indexing.indexer import IndexingOptions, index_peaks
@@ -252,8 +253,7 @@ def index_pattern(
     space-group numbers, and a record of what was tried (peaks, solutions, seconds).
 
     ``time_limit`` (s) bounds the strict search; the impurity retry may add up to 0.7 of it (≤ 20 s). With
-    a ``composition``, a cell too small for one formula unit is preceded by its smallest supercells that
-    hold one (as in the solve).
+    a ``composition`` the indexing is checked against it as in the solve (see :func:`_index`).
     """
     tried: dict[str, Any] = {}
     comp = Composition(composition) if isinstance(composition, str) else composition

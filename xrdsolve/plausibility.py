@@ -8,10 +8,10 @@ screening and ranks any that collapse during refinement after every plausible on
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
-from pymatgen.core import Composition, Element, Structure
+from pymatgen.core import Composition, Structure
+
+from .composition import atomic_radius
 
 #: Shortest allowed distance between two atoms, as a fraction of the sum of their atomic radii
 #: (pymatgen's empirical radii: Pt–Pt 2.70 Å, O–H 0.85 Å); in 970 MP-20 train and val structures the
@@ -19,13 +19,6 @@ from pymatgen.core import Composition, Element, Structure
 MIN_DISTANCE_FRACTION = 0.5
 #: Shortest allowed distance whatever the radii, Å.
 MIN_DISTANCE_FLOOR = 0.5
-
-
-@lru_cache(maxsize=256)
-def _radius(symbol: str) -> float:
-    el = Element(symbol)
-    r = el.atomic_radius or el.atomic_radius_calculated
-    return float(r) if r else 1.5
 
 
 def implausibility(structure: Structure, composition: Composition | None = None) -> str | None:
@@ -39,7 +32,7 @@ def implausibility(structure: Structure, composition: Composition | None = None)
         if not want.almost_equals(got, rtol=1e-3, atol=1e-3):
             return f"composition {got.reduced_formula}, not {want.reduced_formula}"
     species = [max(site.species.items(), key=lambda kv: kv[1])[0].symbol for site in structure]
-    radii = np.array([_radius(s) for s in species])
+    radii = np.array([atomic_radius(s) for s in species])
     cutoff = max(MIN_DISTANCE_FLOOR, MIN_DISTANCE_FRACTION * 2.0 * float(radii.max()))
     centre, neighbour, _, dist = structure.get_neighbor_list(cutoff)
     if centre.size == 0:
