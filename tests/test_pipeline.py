@@ -41,6 +41,8 @@ def test_demo_solve_finds_rutile_first(tmp_path: Path, capsys: pytest.CaptureFix
     assert (out / "fit.png").stat().st_size > 10_000
     assert summary["tried"]["indexing"]["used"][0]["crystal_system"] == "tetragonal"
     assert best["provenance"]["source"]
+    prescreen = summary["tried"]["prescreen"]  # Wyckoff draws in the indexed cell ranked before screening
+    assert prescreen["drawn"] > prescreen["kept"] > 0
 
 
 def test_flat_pattern_gives_no_solution_and_says_why() -> None:

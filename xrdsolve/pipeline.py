@@ -55,6 +55,10 @@ SOURCE_PRIORITY = {
     "random": 3,
     "enumerated": 3,
 }
+#: Prescreening trials scored per candidate kept (xrdsolve.prescreen; about 1 ms each for small cells).
+PRESCREEN_DRAWS_PER_CANDIDATE = 100
+#: Share of the time budget left (when proposing) that prescreening may use.
+PRESCREEN_SHARE = 0.1
 #: Smallest M20 of an indexing solution the pipeline trusts.
 MIN_M20 = 8.0
 #: Below this M20 of the best cell, indexing is repeated allowing a few unindexed (impurity) lines
@@ -521,8 +525,14 @@ def _propose(
     options: SolveOptions,
     tried: dict[str, Any],
     stop_generator_at: float | None = None,
+    instrument: Any = None,
+    prescreen_seconds: float | None = None,
 ) -> _Pool:
+    """Candidates of ``comp`` in the indexed ``cells`` (generator samples, prescreened Wyckoff draws,
+    random symmetric structures). ``prescreen_seconds``: wall-clock limit of all prescreening, counted
+    from its start (beyond it, cells get the plain Wyckoff walk)."""
     pool = _Pool()
+    prescreen: dict[str, Any] = {"drawn": 0, "kept": 0, "seconds": 0.0, "limit_s": prescreen_seconds}
     # (cell, Z, hinted groups, crystal systems, weight): earlier cells and likelier Z get more candidates
     plans: list[tuple[Any, int, list[int] | None, list[str] | None, float]] = []
     for rank, (cell, groups) in enumerate(cells):
@@ -550,9 +560,7 @@ def _propose(
         seed = options.seed * 1000 + i
         cell_params = None if cell is None else (cell.a, cell.b, cell.c, cell.alpha, cell.beta, cell.gamma)
         if cell_params is not None and plan_groups:
-            drawn = enumerated_symmetric_structures(
-                comp, z, plan_groups, share, lattice=cell_params, seed=seed
-            )
+            drawn = _prescreened(pattern, comp, z, plan_groups, share, cell, seed, instrument, prescreen)
         else:
             drawn = random_symmetric_structures(
                 comp, [z], share, seed=seed, crystal_systems=plan_systems, lattice=cell_params
@@ -568,7 +576,62 @@ def _propose(
         },
         "plans": [{"cell": None if c is None else c.summary(), "z": z} for c, z, *_ in plans],
     }
+    if prescreen["drawn"]:
+        tried["prescreen"] = prescreen | {"seconds": round(prescreen["seconds"], 2)}
     return pool
+
+
+def _prescreened(
+    pattern: Any,
+    comp: Composition,
+    z: int,
+    groups: Sequence[int],
+    n: int,
+    cell: Any,
+    seed: int,
+    instrument: Any,
+    record: dict[str, Any],
+) -> list[tuple[Structure, CandidateSpec]]:
+    """The best ``n`` of many Wyckoff draws in an indexed cell (:mod:`xrdsolve.prescreen`:
+    :data:`PRESCREEN_DRAWS_PER_CANDIDATE` per candidate asked for, up to its per-cell limit); the
+    Wyckoff walk of :func:`enumerated_symmetric_structures` when prescreening is impossible (e.g. the
+    pattern lacks a wavelength) or its time (``record["limit_s"]``) is up. ``record`` accumulates draws,
+    kept candidates and seconds."""
+    from xrdsolve.refine.rietveld import _instrument_for
+
+    from .prescreen import MAX_DRAWS_PER_PLAN, prescreened_structures
+
+    lattice = (cell.a, cell.b, cell.c, cell.alpha, cell.beta, cell.gamma)
+    t0 = time.perf_counter()
+    limit = record.get("limit_s")
+    if limit is not None and record["seconds"] >= limit:
+        record["skipped"] = record.get("skipped", 0) + 1
+        return enumerated_symmetric_structures(comp, z, groups, n, lattice=lattice, seed=seed)
+    try:
+        inst, _ = _instrument_for(pattern, instrument, None, anomalous=False)
+        drawn = prescreened_structures(
+            pattern,
+            comp,
+            z,
+            groups,
+            n,
+            lattice=lattice,
+            zero_shift=cell.zero_shift,
+            instrument=inst,
+            seed=seed,
+            max_draws=min(MAX_DRAWS_PER_PLAN, PRESCREEN_DRAWS_PER_CANDIDATE * n),
+            stop_at=None if limit is None else t0 + limit - record["seconds"],
+        )
+    except Exception as exc:  # prescreening only orders candidates: never let it sink the solve
+        log.warning("prescreening failed (%s); Wyckoff walk instead", exc)
+        record["failed"] = str(exc)
+        drawn = []
+    record["seconds"] += time.perf_counter() - t0
+    if drawn:
+        record["drawn"] += int(drawn[0][1].extra.get("drawn", 0))
+        record["kept"] += len(drawn)
+        return drawn
+    return enumerated_symmetric_structures(comp, z, groups, n, lattice=lattice, seed=seed)
 
 
 def _provenance(spec: CandidateSpec, cell: Any) -> dict[str, Any]:
@@ -739,7 +802,8 @@ def solve(
         share = replace(opts, n_candidates=max(4, opts.n_candidates // len(compositions)))
         tried_i: dict[str, Any] = tried if len(compositions) == 1 else {}
         stop_gen = None if clock.budget is None else time.perf_counter() + GENERATOR_SHARE * clock.left()
-        part = _propose(pattern, comp_i, cells, share, tried_i, stop_gen)
+        pre_s = None if clock.budget is None else PRESCREEN_SHARE * clock.left() / len(compositions)
+        part = _propose(pattern, comp_i, cells, share, tried_i, stop_gen, inst, pre_s)
         if len(compositions) > 1:
             tried.setdefault("by_composition", {})[comp_i.reduced_formula] = {
                 k: tried_i[k] for k in ("generator", "candidates") if k in tried_i

@@ -228,32 +228,114 @@ def place_on_wyckoff_sites(
     ``lattice`` is a, b, c (Å), α, β, γ (degrees). Returns None when no try keeps every pair of atoms
     further apart than :data:`MIN_DISTANCE_FACTOR` × the sum of their covalent radii.
     """
-    from pymatgen.core import Lattice
+    drawn = draw_on_wyckoff_sites(spacegroup, species, combo, lattice, rng, 1, tries)
+    return drawn[0] if drawn else None
+
+
+def draw_on_wyckoff_sites(
+    spacegroup: int,
+    species: Sequence[str],
+    combo: Sequence[Sequence[str]],
+    lattice: Sequence[float],
+    rng: np.random.Generator,
+    n: int,
+    tries: int = 40,
+) -> list[Structure]:
+    """Up to ``n`` structures as :func:`place_on_wyckoff_sites`, each with its own random free
+    coordinates (:meth:`WyckoffSampler.draw`)."""
+    return WyckoffSampler(spacegroup, species, combo, lattice).draw(rng, n, tries)[1]
+
+
+class WyckoffSampler:
+    """Structures of one Wyckoff assignment (standard setting) in one cell, built from *general points*:
+    an (n, sites, 3) array in [0, 1) that each site's first operation moves onto the site — so a random
+    array is a random structure and a small change of it a small move of the free coordinates.
+
+    ``lattice`` a, b, c (Å), α, β, γ (degrees); ``combo`` the site labels per species.
+    """
+
+    def __init__(
+        self,
+        spacegroup: int,
+        species: Sequence[str],
+        combo: Sequence[Sequence[str]],
+        lattice: Sequence[float],
+    ) -> None:
+        from pymatgen.core import Lattice
+
+        group = _group(spacegroup)
+        wps = [group.get_wyckoff_position(label) for sites in combo for label in sites]
+        site_species = [sp for sp, sites in zip(species, combo, strict=True) for _ in sites]
+        radii = np.array([_covalent_radius(sp) for sp in site_species])
+        self.n_sites = len(wps)
+        self.has_free_coordinates = any(wp.get_dof() > 0 for wp in wps)
+        self._first = [wp.ops[0].affine_matrix for wp in wps]  # general point → point of the site
+        self._orbit_ops = [np.array([op.affine_matrix for op in wp.ops]) for wp in wps]
+        owner = np.concatenate([np.full(len(ops), k) for k, ops in enumerate(self._orbit_ops)])
+        self._labels = [site_species[k] for k in owner]
+        limit = MIN_DISTANCE_FACTOR * (radii[owner][:, None] + radii[owner][None, :])
+        np.fill_diagonal(limit, 0.0)
+        self._limit = limit
+        self._lattice = Lattice.from_parameters(*lattice)
+
+    def coordinates(self, points: np.ndarray) -> np.ndarray:
+        """(n, atoms, 3) fractional coordinates in [0, 1) of general points (n, sites, 3)."""
+        return _orbits(self._first, self._orbit_ops, points)
+
+    def apart(self, frac: np.ndarray) -> np.ndarray:
+        """(n,) True where every pair of atoms (periodic images included) is further apart than
+        :data:`MIN_DISTANCE_FACTOR` × the sum of their covalent radii."""
+        ok = np.empty(len(frac), dtype=bool)
+        for i, f in enumerate(
+            frac
+        ):  # pymatgen's compiled periodic distances (a dense 27-image array is slower)
+            dist = self._lattice.get_all_distances(f, f)
+            np.fill_diagonal(dist, np.inf)
+            ok[i] = bool(np.all(dist > self._limit))
+        return ok
+
+    def structures(self, frac: np.ndarray) -> list[Structure]:
+        """pymatgen Structures of fractional coordinates (n, atoms, 3)."""
+        return [Structure(self._lattice, self._labels, f) for f in frac]
+
+    def draw(self, rng: np.random.Generator, n: int, tries: int = 40) -> tuple[np.ndarray, list[Structure]]:
+        """Up to ``n`` random structures whose atoms keep apart, drawn ``n`` at a time for at most ``tries``
+        rounds (fewer when nothing is accepted in the first rounds), with their general points; one when
+        the assignment has no free coordinates."""
+        if not self.has_free_coordinates:
+            n = 1
+        points: list[np.ndarray] = []
+        for round_ in range(tries):
+            if not points and round_ * n >= 8 * n + tries:
+                break  # hardly any draw keeps the atoms apart: give up early
+            trial = rng.random((n, self.n_sites, 3))
+            ok = self.apart(self.coordinates(trial))
+            points.extend(trial[ok][: n - len(points)])
+            if len(points) == n:
+                break
+        if not points:
+            return np.empty((0, self.n_sites, 3)), []
+        chosen = np.array(points)
+        return chosen, self.structures(self.coordinates(chosen))
+
+
+@functools.lru_cache(maxsize=256)
+def _group(spacegroup: int) -> Any:
+    """pyxtal's Group (building one costs milliseconds; the solve asks for the same few many times)."""
     from pyxtal.symmetry import Group
 
-    group = Group(spacegroup)
-    lat = Lattice.from_parameters(*lattice)
-    radii = np.array([_covalent_radius(sp) for sp, sites in zip(species, combo, strict=True) for _ in sites])
-    wps = [group.get_wyckoff_position(label) for sites in combo for label in sites]
-    site_species = [sp for sp, sites in zip(species, combo, strict=True) for _ in sites]
-    for _ in range(tries):
-        coords: list[np.ndarray] = []
-        labels: list[str] = []
-        owner: list[int] = []
-        for k, (wp, sp) in enumerate(zip(wps, site_species, strict=True)):
-            point = wp.ops[0].operate(rng.random(3))
-            orbit = np.mod(np.asarray(wp.apply_ops(point), dtype=float), 1.0)
-            coords.extend(orbit)
-            labels.extend([sp] * len(orbit))
-            owner.extend([k] * len(orbit))
-        frac = np.array(coords)
-        dist = lat.get_all_distances(frac, frac)
-        np.fill_diagonal(dist, np.inf)
-        own = np.array(owner)
-        limit = MIN_DISTANCE_FACTOR * (radii[own][:, None] + radii[own][None, :])
-        if np.all(dist > limit):
-            return Structure(lat, labels, frac)
-    return None
+    return Group(spacegroup)
+
+
+def _orbits(first: Sequence[np.ndarray], orbit_ops: Sequence[np.ndarray], points: np.ndarray) -> np.ndarray:
+    """(n, A, 3) fractional coordinates in [0, 1): each site's general point ``points[:, k]`` moved onto the
+    site by ``first[k]`` (4×4 affine), then its orbit by ``orbit_ops[k]`` (m_k×4×4), concatenated."""
+    parts = []
+    for k, (f, ops) in enumerate(zip(first, orbit_ops, strict=True)):
+        p = points[:, k] @ f[:3, :3].T + f[:3, 3]  # (n, 3)
+        orbit = np.einsum("nj,mij->nmi", p, ops[:, :3, :3]) + ops[:, :3, 3]
+        parts.append(orbit)
+    return np.mod(np.concatenate(parts, axis=1), 1.0)
 
 
 def distinct_fixed_first(
