@@ -628,7 +628,7 @@ def _prescreened(
         drawn = []
     record["seconds"] += time.perf_counter() - t0
     if drawn:
-        record["drawn"] += int(drawn[0][1].extra.get("drawn", 0))
+        record["drawn"] += int(str(drawn[0][1].extra.get("drawn", 0)))
         record["kept"] += len(drawn)
         return drawn
     return enumerated_symmetric_structures(comp, z, groups, n, lattice=lattice, seed=seed)

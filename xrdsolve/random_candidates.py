@@ -286,9 +286,8 @@ class WyckoffSampler:
         """(n,) True where every pair of atoms (periodic images included) is further apart than
         :data:`MIN_DISTANCE_FACTOR` × the sum of their covalent radii."""
         ok = np.empty(len(frac), dtype=bool)
-        for i, f in enumerate(
-            frac
-        ):  # pymatgen's compiled periodic distances (a dense 27-image array is slower)
+        # pymatgen's compiled periodic distances, draw by draw (a dense 27-image array is slower)
+        for i, f in enumerate(frac):
             dist = self._lattice.get_all_distances(f, f)
             np.fill_diagonal(dist, np.inf)
             ok[i] = bool(np.all(dist > self._limit))
