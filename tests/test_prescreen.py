@@ -18,7 +18,7 @@ from xrdsolve.prescreen import (
     peak_groups,
     prescreened_structures,
 )
-from xrdsolve.random_candidates import MIN_DISTANCE_FACTOR, _covalent_radius, draw_on_wyckoff_sites
+from xrdsolve.random_candidates import MIN_DISTANCE_FACTOR, WyckoffSampler, _covalent_radius
 from xrdsolve.refine.bench import simulate_pattern
 from xrdsolve.refine.physics import Instrument
 
@@ -42,7 +42,7 @@ def _measured(structure: Structure, instrument: Instrument, seed: int) -> Patter
 
 def test_draws_sit_on_their_sites_keep_atoms_apart_and_differ() -> None:
     cell = RUTILE_CELL
-    drawn = draw_on_wyckoff_sites(136, ["Ti", "O"], [["2a"], ["4f"]], cell, np.random.default_rng(1), 12)
+    _, drawn = WyckoffSampler(136, ["Ti", "O"], [["2a"], ["4f"]], cell).draw(np.random.default_rng(1), 12)
     assert len(drawn) == 12
     radius_sum = _covalent_radius("Ti") + _covalent_radius("O")
     xs = set()
@@ -55,9 +55,8 @@ def test_draws_sit_on_their_sites_keep_atoms_apart_and_differ() -> None:
         xs.add(round(float(min(o[0][0], 1 - o[0][0])), 6))
     assert len(xs) == 12  # each draw has its own free coordinate
     # no free coordinate: one structure, whatever n
-    fixed = draw_on_wyckoff_sites(
-        221, ["Cs", "Cl"], [["1a"], ["1b"]], (4.1,) * 3 + (90.0,) * 3, np.random.default_rng(0), 5
-    )
+    cscl = WyckoffSampler(221, ["Cs", "Cl"], [["1a"], ["1b"]], (4.1,) * 3 + (90.0,) * 3)
+    _, fixed = cscl.draw(np.random.default_rng(0), 5)
     assert len(fixed) == 1
 
 

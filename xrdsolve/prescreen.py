@@ -67,12 +67,6 @@ class PeakGroups:
     def __len__(self) -> int:
         return int(self.lower.size)
 
-    def index_of(self, two_theta: np.ndarray) -> np.ndarray:
-        """Group index of each 2θ (degrees, observed scale), −1 outside every group."""
-        j = np.searchsorted(self.lower, two_theta, side="right") - 1
-        inside = (j >= 0) & (two_theta <= self.upper[np.clip(j, 0, None)])
-        return np.where(inside, j, -1)
-
 
 def fwhm_model(pattern: Any) -> tuple[float, float]:
     """(f0, f1) of FWHM(2θ) ≈ f0 + f1·tanθ (degrees 2θ), fitted to the pattern's peaks (floored at f0)."""
@@ -108,7 +102,7 @@ def peak_groups(pattern: Any, positions: np.ndarray, fwhm: tuple[float, float]) 
     start = np.flatnonzero(new)
     lower = lo[start]
     upper = np.maximum.reduceat(hi, start)
-    j = np.searchsorted(lower, tt, side="right") - 1
+    j = np.searchsorted(lower, tt, side="right") - 1  # the group starting last at or before each point
     in_group = (j >= 0) & (tt <= upper[np.clip(j, 0, None)])
     background = ~in_group
     if background.sum() >= 5:
@@ -239,13 +233,18 @@ def prescreened_structures(
     step_of: list[int] = []
     third = max_draws // 3
     per = max(1, min(MAX_DRAWS_PER_ASSIGNMENT, third // len(plan)))
-    for j, sampler in enumerate(samplers):
-        if stop_at is not None and trials and time.perf_counter() > stop_at:
-            break
-        p, drawn = sampler.draw(rng, per)
-        trials.extend(drawn)
+
+    def draw(j: int, count: int) -> list[Structure]:
+        """``count`` draws of assignment ``j``, their general points and assignment recorded."""
+        p, drawn = samplers[j].draw(rng, count)
         points.extend(p)
         step_of.extend([j] * len(drawn))
+        return drawn
+
+    for j in range(len(samplers)):
+        if stop_at is not None and trials and time.perf_counter() > stop_at:
+            break
+        trials.extend(draw(j, per))
     if not trials:
         return []
     lam = instrument.radiation.wavelengths
@@ -275,12 +274,7 @@ def prescreened_structures(
     # second third: more random draws for the most promising assignments
     focus = [step_of[i] for i in best_free_assignments()] if not late() else []
     if focus:
-        new: list[Structure] = []
-        for j in focus:
-            p, drawn = samplers[j].draw(rng, max(1, third // len(focus)))
-            new.extend(drawn)
-            points.extend(p)
-            step_of.extend([j] * len(drawn))
+        new = [s for j in focus for s in draw(j, max(1, third // len(focus)))]
         if new:
             scores = np.concatenate([scores, score(new)])
             trials.extend(new)
@@ -326,12 +320,15 @@ def prescreened_structures(
 def _lattice_positions(
     structure: Structure, wavelengths: Sequence[float], two_theta_max: float
 ) -> np.ndarray:
-    """Bragg 2θ (degrees) of every lattice reflection (absences included) at every wavelength."""
-    recip = structure.lattice.reciprocal_lattice_crystallographic
-    s_max = 2 * np.sin(np.radians(min(two_theta_max + 1.0, 179.0) / 2)) / min(wavelengths)
-    points = recip.get_points_in_sphere([[0.0, 0.0, 0.0]], [0.0, 0.0, 0.0], s_max)
-    s = np.array([p[1] for p in points], dtype=float)  # |h*| = 1/d, Å⁻¹
-    s = np.unique(np.round(s[s > 1e-9], 9))
+    """Bragg 2θ (degrees) of every lattice reflection (absences included) up to ``two_theta_max`` + 1° at
+    every wavelength."""
+    from xrdsolve.refine.physics.lattice import d_min_for, generate_hkl
+
+    lattice = torch.tensor(np.array(structure.lattice.matrix), dtype=torch.float64)[None]
+    hkl, mask = generate_hkl(lattice, d_min_for(min(two_theta_max + 1.0, 179.0), min(wavelengths)))
+    recip = structure.lattice.reciprocal_lattice_crystallographic.matrix
+    s = np.linalg.norm(hkl[0][mask[0]].numpy() @ recip, axis=1)  # |h*| = 1/d, Å⁻¹
+    s = np.unique(np.round(s, 9))
     out = [np.degrees(2 * np.arcsin(np.clip(s * lam / 2, None, 1.0))) for lam in wavelengths]
     return np.sort(np.concatenate(out))
 

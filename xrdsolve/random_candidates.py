@@ -228,22 +228,8 @@ def place_on_wyckoff_sites(
     ``lattice`` is a, b, c (Å), α, β, γ (degrees). Returns None when no try keeps every pair of atoms
     further apart than :data:`MIN_DISTANCE_FACTOR` × the sum of their covalent radii.
     """
-    drawn = draw_on_wyckoff_sites(spacegroup, species, combo, lattice, rng, 1, tries)
+    drawn = WyckoffSampler(spacegroup, species, combo, lattice).draw(rng, 1, tries)[1]
     return drawn[0] if drawn else None
-
-
-def draw_on_wyckoff_sites(
-    spacegroup: int,
-    species: Sequence[str],
-    combo: Sequence[Sequence[str]],
-    lattice: Sequence[float],
-    rng: np.random.Generator,
-    n: int,
-    tries: int = 40,
-) -> list[Structure]:
-    """Up to ``n`` structures as :func:`place_on_wyckoff_sites`, each with its own random free
-    coordinates (:meth:`WyckoffSampler.draw`)."""
-    return WyckoffSampler(spacegroup, species, combo, lattice).draw(rng, n, tries)[1]
 
 
 class WyckoffSampler:
