@@ -30,3 +30,16 @@ def test_index_cli_table_and_errors(real_data: Path, capsys: pytest.CaptureFixtu
     assert "cubic P" in text and "4.15" in text and "Pm-3m" in text
     assert main(["index", str(path), "-r", "CuKa", "--systems", "triclinic"]) == 2
     assert "unknown crystal system" in capsys.readouterr().err
+
+
+def test_index_cli_weak_lines_lab6(real_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Peaks picked by their significance over the counting noise: among the first 20 are two weak lines that
+    are not LaB6's (47.14° and 51.93°, above 8 σ; the strong-line picker leaves them out) — allowing two
+    unindexed lines, the LaB6 cell comes back first with both of them unindexed."""
+    path = real_data / "lab6_srm660c_lab" / "NIST660CBI.gsas"
+    args = ["index", str(path), "-r", "CuKa", "--weak-lines", "--unindexed", "2", "--json", "--top", "1"]
+    assert main(args) == 0
+    best = json.loads(capsys.readouterr().out)["cells"][0]
+    assert (best["crystal_system"], best["centring"]) == ("cubic", "P")
+    assert best["a"] == pytest.approx(4.1551, abs=0.005)
+    assert best["M20"] > 100 and best["n_unindexed"] == 2

@@ -165,7 +165,8 @@ def _index(
     """Indexed cells with their extinction-compatible space groups, best first: [(CellSolution, [numbers])].
 
     ``time_limit`` (s) bounds the strict search (default: 60 s without a budget, else 0.3 of what is left);
-    the impurity retry may add up to 0.7 of it (≤ 20 s).
+    the impurity retry may add up to 0.7 of it (≤ 20 s), and its search of the weak lines too
+    (:func:`_index_weak_lines`) 0.3 (≤ 10 s).
 
     With ``subcells_for`` (the stoichiometric parent of a vacancy composition) each cell is followed by its
     sub-cells (axes divided, index ≤ ``options.supercells``) that index the strong lines and hold at least
@@ -205,6 +206,7 @@ def _index(
     # a best cell too small for one formula unit of a known composition is as suspect as a low M20: an
     # impurity line can make a wrong small cell the only one that indexes every line
     too_small = composition is not None and bool(cells) and cells[0].volume < _min_cell_volume(composition)
+    weak_peaks: tuple[Any, list[Any]] | None = None
     retried = (not cells or cells[0].m20 < IMPURITY_RETRY_M20 or too_small) and tt.size >= (
         IMPURITY_RETRY_LINES_TOO_SMALL if too_small else IMPURITY_RETRY_LINES
     )
@@ -212,6 +214,7 @@ def _index(
         # weak impurity lines (or a split peak) defeat a search that must index every line: try the
         # high-symmetry systems again allowing a few unindexed lines, and keep the better ranked cells
         cells = _index_with_unindexed(peaks, cells, min(0.7 * time_limit, 20.0), tried)
+        cells, weak_peaks = _index_weak_lines(pattern, cells, min(0.3 * time_limit, 10.0), tried)
     if not cells:
         tried["indexing"] = {"error": error or "no cell found"}
         return []
@@ -219,7 +222,9 @@ def _index(
     planned = []
     for cell in good:
         try:
-            groups = _hinted_groups(cell, peaks, options, composition)
+            from_weak = weak_peaks is not None and any(cell is w for w in weak_peaks[1])
+            hint_peaks = weak_peaks[0] if weak_peaks is not None and from_weak else peaks
+            groups = _hinted_groups(cell, hint_peaks, options, composition)
         except Exception as exc:  # hints are advisory
             log.info("space-group hints failed: %s", exc)
             groups = []
@@ -270,6 +275,47 @@ def index_pattern(
         composition=comp,
     )
     return cells, tried
+
+
+def _index_weak_lines(
+    pattern: Any, cells: list[Any], time_limit: float, tried: dict[str, Any]
+) -> tuple[list[Any], tuple[Any, list[Any]] | None]:
+    """``cells`` merged with the cells that index the pattern's *significant* peaks, weak lines included
+    (:func:`xrdsolve.conditioning.peaks.significant_peaks`), re-ranked by M20; and those peaks with the cells
+    found from them (their space-group hints use the weak lines too), or None when not searched.
+
+    The strong-line picker misses weak lines of noisy patterns (a 10 % line at 10² counts), and the few lines
+    left can make a wrong cell the only one that indexes them all; the weak lines often decide the cell
+    (the 001 and 100 lines of a metrically pseudo-cubic tetragonal cell)."""
+    from xrdsolve.conditioning.peaks import significant_peaks
+    from xrdsolve.refine.indexing.indexer import IndexingOptions, index_peaks, rank_solutions
+    from xrdsolve.refine.indexing.observations import IndexingError, Peaks, drop_kalpha2
+
+    found = significant_peaks(pattern, max_peaks=40)
+    tt, height = found.two_theta, found.height
+    wavelengths = list(pattern.radiation.wavelengths)
+    if len(wavelengths) > 1 and tt.size:
+        keep = drop_kalpha2(tt, height, wavelengths[0], wavelengths[1])
+        tt, height = tt[keep], height[keep]
+    record: dict[str, Any] = {"lines": int(tt.size)}
+    tried["indexing_weak_lines"] = record
+    if tt.size < IMPURITY_RETRY_LINES or time_limit < 1.0:
+        record["skipped"] = "too few lines" if tt.size < IMPURITY_RETRY_LINES else "no time left"
+        return cells, None
+    t0 = time.perf_counter()
+    try:
+        peaks = Peaks.from_two_theta(tt, float(wavelengths[0]), height)
+        weak = index_peaks(peaks, IndexingOptions(time_limit=time_limit, max_solutions=10))
+    except IndexingError as exc:
+        record["error"] = str(exc)
+        return cells, None
+    merged = rank_solutions([*cells, *weak], 10)
+    record |= {
+        "found": len(weak),
+        "ranked_first": bool(merged) and any(merged[0] is w for w in weak),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    return merged, (peaks, weak)
 
 
 def _index_with_unindexed(

@@ -35,6 +35,11 @@ def index_cmd(
         None, "--systems", help="Comma-separated crystal systems to search (default all but triclinic)."
     ),
     time_limit: float = typer.Option(60.0, "--time-limit", help="Search time limit (s)."),
+    weak_lines: bool = typer.Option(
+        False,
+        "--weak-lines",
+        help="Pick peaks by their significance over the counting noise, weak lines included (noisy patterns).",
+    ),
     top: int = typer.Option(5, "--top", help="Number of cells printed."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
@@ -51,7 +56,7 @@ def index_cmd(
     pattern = read_pattern(file, radiation=radiation)
     if pattern.radiation is None:
         raise UsageError(f"{file}: no wavelength in the file; give --radiation")
-    tt, height = _pick_peaks(pattern, max(peaks * 2, 40))
+    tt, height = _pick_peaks(pattern, max(peaks * 2, 40), weak_lines)
     wavelengths = list(pattern.radiation.wavelengths)
     if len(wavelengths) > 1:
         keep = drop_kalpha2(tt, height, wavelengths[0], wavelengths[1])
@@ -99,18 +104,14 @@ def index_cmd(
                   + ", ".join(f"{h.symbol} ({h.number})" for h in hints[:6]))  # fmt: skip
 
 
-def _pick_peaks(pattern: object, max_peaks: int) -> tuple:
-    """Peak positions (° 2θ) and heights, with xrdsolve.conditioning.peaks when available."""
+def _pick_peaks(pattern: object, max_peaks: int, weak_lines: bool) -> tuple:
+    """Peak positions (° 2θ) and heights: the strongest peaks, or with ``weak_lines`` every significant one."""
     import numpy as np
 
-    try:
-        from xrdsolve.conditioning.peaks import find_peaks
-    except ImportError:  # pragma: no cover - minimal fallback picker
-        from scipy import signal
+    from xrdsolve.conditioning.peaks import find_peaks, significant_peaks
 
-        y = pattern.intensity  # type: ignore[attr-defined]
-        idx, props = signal.find_peaks(y, prominence=0.01 * float(np.ptp(y)))
-        order = np.sort(np.argsort(props["prominences"])[::-1][:max_peaks])
-        return pattern.two_theta[idx[order]], props["prominences"][order]  # type: ignore[attr-defined]
-    pk = find_peaks(pattern, max_peaks=max_peaks)  # type: ignore[arg-type]
+    if weak_lines:
+        pk = significant_peaks(pattern, max_peaks=max_peaks)  # type: ignore[arg-type]
+    else:
+        pk = find_peaks(pattern, max_peaks=max_peaks)  # type: ignore[arg-type]
     return np.asarray(pk.two_theta), np.asarray(pk.height)
