@@ -45,8 +45,16 @@ SCREEN_STAGES = (
 )
 #: Share of the time left after proposing candidates that screening may use under a time budget.
 SCREEN_SHARE = 0.4
-#: Share of the time budget left that generator sampling may use (the first target is always sampled).
+#: Under a time budget the full Rietveld is skipped (candidates ranked by their screening fits) when the time
+#: left is below this many times the screening seconds per candidate: one full refinement costs 10–30 times
+#: a screening fit (63 atoms in a 3,100 Å³ cell: 26 s against 1 s), and the first batch always runs.
+FINAL_RIETVELD_MIN_SCREENS = 10.0
+#: Share of the time budget left that generator sampling may use (the first target is always sampled,
+#: in batches of GENERATOR_BIG_CELL_BATCH when its cell holds more than GENERATOR_SMALL_CELL_ATOMS atoms: the
+#: first batch always).
 GENERATOR_SHARE = 0.2
+GENERATOR_SMALL_CELL_ATOMS = 24
+GENERATOR_BIG_CELL_BATCH = 4
 #: Screening order of candidate sources (lower first).
 SOURCE_PRIORITY = {
     "enumerated+indexing": 0,
@@ -525,7 +533,8 @@ def _generator_candidates(
     """Samples of the shipped generator; empty (with the reason recorded) when it is not available.
     Targets are (indexed cell or None, Z, hinted space groups or None): in a cell with hinted groups the
     generator samples on their Wyckoff sites (space-group-aware mode), else without symmetry.
-    With ``stop_at`` (a ``time.perf_counter()`` value) targets after the first are skipped once it has passed."""
+    With ``stop_at`` (a ``time.perf_counter()`` value) targets after the first, and batches of a large cell
+    content after its first, are skipped once it has passed."""
     try:
         from xrdsolve.generate.sampler import sample
         from xrdsolve.generate.weights import default_weights_dir
@@ -538,29 +547,43 @@ def _generator_candidates(
     out: list[tuple[Structure, dict[str, Any]]] = []
     per = max(1, n // max(len(targets), 1))
     skipped = 0
+    t0 = time.perf_counter()
     for i, (lat, z, groups) in enumerate(targets):
         if i > 0 and stop_at is not None and time.perf_counter() > stop_at:
             skipped = len(targets) - i
             break
         cell_content = comp.reduced_composition * z
-        on_sites = list(groups) if groups and lat is not None else None
-        try:
+        # a large cell content is sampled a few at a time (each sample costs ∝ atoms²), so the time share
+        # holds from the first target on; a small one in one batch
+        big = cell_content.num_atoms > GENERATOR_SMALL_CELL_ATOMS
+        batches = (
+            [per]
+            if not big
+            else [min(per - j, GENERATOR_BIG_CELL_BATCH) for j in range(0, per, GENERATOR_BIG_CELL_BATCH)]
+        )
+        for j, batch in enumerate(batches):
+            if j > 0 and stop_at is not None and time.perf_counter() > stop_at:
+                skipped += 1
+                break
+            batch_seed = seed + i + 1000 * j
+            on_sites = list(groups) if groups and lat is not None else None
             try:
-                structures = sample(
-                    pattern, cell_content, n=per, seed=seed + i, lattice=lat, spacegroups=on_sites
-                )
-            except UsageError:  # the cell content fits no Wyckoff sites of the hinted groups
-                on_sites = None
-                structures = sample(pattern, cell_content, n=per, seed=seed + i, lattice=lat)
-        except Exception as exc:  # the generator must never sink the solve
-            tried["generator"] = {"used": False, "reason": f"sampling failed: {exc}"}
-            return out
-        for s in structures:
-            prov = {"source": "generator", "seed": seed + i, "z": z, "lattice_given": lat is not None}
-            out.append((s, prov | ({"spacegroups": on_sites} if on_sites else {})))
-    tried["generator"] = {"used": True, "samples": len(out)}
+                try:
+                    structures = sample(
+                        pattern, cell_content, n=batch, seed=batch_seed, lattice=lat, spacegroups=on_sites
+                    )
+                except UsageError:  # the cell content fits no Wyckoff sites of the hinted groups
+                    on_sites = None
+                    structures = sample(pattern, cell_content, n=batch, seed=batch_seed, lattice=lat)
+            except Exception as exc:  # the generator must never sink the solve
+                tried["generator"] = {"used": False, "reason": f"sampling failed: {exc}"}
+                return out
+            for s in structures:
+                prov = {"source": "generator", "seed": batch_seed, "z": z, "lattice_given": lat is not None}
+                out.append((s, prov | ({"spacegroups": on_sites} if on_sites else {})))
+    tried["generator"] = {"used": True, "samples": len(out), "seconds": round(time.perf_counter() - t0, 2)}
     if skipped:
-        tried["generator"]["time_budget"] = f"{skipped} of {len(targets)} cell/Z targets not sampled"
+        tried["generator"]["time_budget"] = f"{skipped} of {len(targets)} cell/Z targets not (fully) sampled"
     return out
 
 
@@ -900,13 +923,25 @@ def solve(
 
     bar.set_postfix_str(f"Rietveld on {len(best)}")
     t0 = time.perf_counter()
-    # best first, in small batches when there is a budget, so the best are refined in any case
-    final_chunk = max(4, -(-len(best) // 4)) if budgeted else opts.screen_chunk
-    stop = clock.start + clock.budget if clock.budget is not None else None
-    final = _refine_chunks(
-        pattern, [pool.structures[i] for i in best], None, inst, final_chunk, stop_after=stop
-    )
-    tried["rietveld"] = {"refined": len(final), "seconds": round(time.perf_counter() - t0, 2)}
+    screen_cost = tried["screening"]["seconds"] / max(len(screened), 1)
+    if budgeted and best and clock.left() < FINAL_RIETVELD_MIN_SCREENS * screen_cost:
+        # no time left for even one full refinement: the screening fits are the answer (budget kept)
+        final = [screened[i] for i in best]
+        tried["rietveld"] = {"refined": 0, "skipped": f"{max(clock.left(), 0.0):.1f} s left"}
+        messages.append(
+            f"time budget: no time left for the full Rietveld; the best {len(best)} are ranked by their "
+            "screening fits (scale, background, lattice, zero; atoms as proposed)"
+        )
+        for i in best:
+            pool.provenance[i]["refined"] = "screening only"
+    else:
+        # best first, in small batches when there is a budget, so the best are refined in any case
+        final_chunk = max(4, -(-len(best) // 4)) if budgeted else opts.screen_chunk
+        stop = clock.start + clock.budget if clock.budget is not None else None
+        final = _refine_chunks(
+            pattern, [pool.structures[i] for i in best], None, inst, final_chunk, stop_after=stop
+        )
+        tried["rietveld"] = {"refined": len(final), "seconds": round(time.perf_counter() - t0, 2)}
     if len(final) < len(best):
         messages.append(
             f"time budget: full Rietveld on the best {len(final)} of {len(best)} screened candidates"

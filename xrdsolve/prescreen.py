@@ -40,6 +40,8 @@ OVERALL_B = (0.0, 0.8, 2.0)
 MAX_DRAWS_PER_ASSIGNMENT = 48
 #: Trials scored per cell and Z by default (about 1 ms each).
 MAX_DRAWS_PER_PLAN = 1500
+#: Trials scored at once; a time limit is checked between such chunks (tens of ms per trial in big cells).
+SCORE_CHUNK = 64
 #: Assignments whose best draw is improved by a local search with the second half of the draws.
 FOCUS_ASSIGNMENTS = 8
 #: Standard deviations (in general-point coordinates, i.e. fractions of the cell) of the local search's
@@ -220,7 +222,7 @@ def prescreened_structures(
     second best of each, and so on — so that ``n`` candidates cover ``n`` assignments when there are
     that many. Each spec records ``prescreen_misfit`` and ``drawn`` (how many trials were scored).
     With ``stop_at`` (a ``time.perf_counter()`` value), the steps after the first are skipped once it has
-    passed (and the first stops drawing).
+    passed, and the first stops drawing and scoring (its first :data:`SCORE_CHUNK` trials are always scored).
     """
     species, plan = wyckoff_plan(composition, z, spacegroups, lattice)
     plan = plan[:MAX_ASSIGNMENTS]
@@ -254,7 +256,14 @@ def prescreened_structures(
     def score(structures: Sequence[Structure]) -> np.ndarray:
         return misfit(group_intensities(structures, groups, instrument, zero_shift), groups).min(axis=0)
 
-    scores = score(trials)
+    # the first draws are scored in chunks so a time limit holds in large cells too (tens of ms per trial)
+    chunks = [score(trials[:SCORE_CHUNK])]
+    for start in range(SCORE_CHUNK, len(trials), SCORE_CHUNK):
+        if stop_at is not None and time.perf_counter() > stop_at:
+            break
+        chunks.append(score(trials[start : start + SCORE_CHUNK]))
+    scores = np.concatenate(chunks)
+    del trials[len(scores) :], points[len(scores) :], step_of[len(scores) :]
     evaluated = len(trials)
 
     def late() -> bool:
