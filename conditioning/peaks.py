@@ -43,7 +43,6 @@ def find_peaks(
     (default: 5 × the median σ, and at least 1 % of the intensity range). Returns at most
     ``max_peaks`` of the most prominent, sorted by 2θ.
     """
-    tt = pattern.two_theta
     y = pattern.intensity
     n = y.size
     step = pattern.step
@@ -54,27 +53,32 @@ def find_peaks(
     if min_prominence is None:
         min_prominence = max(5.0 * float(np.median(pattern.sigma)), 0.01 * float(np.ptp(ys)))
     idx, props = signal.find_peaks(ys, prominence=min_prominence)
-    if idx.size == 0:
-        empty = np.empty(0)
-        return PeakList(empty, empty, empty, empty)
     prom = props["prominences"]
     if max_peaks is not None and idx.size > max_peaks:
         keep = np.sort(np.argsort(prom)[::-1][:max_peaks])
         idx, prom = idx[keep], prom[keep]
+    return _peak_list(pattern, ys, idx, prom)
+
+
+def _peak_list(pattern: Pattern, ys: np.ndarray, idx: np.ndarray, height: np.ndarray) -> PeakList:
+    """The peaks at the maxima ``idx`` of the smoothed intensities ``ys``: positions refined by a parabola
+    through the maximum and its neighbours, FWHM from the smoothed curve, d from the primary wavelength."""
+    if idx.size == 0:
+        empty = np.empty(0)
+        return PeakList(empty, empty, empty, empty)
+    tt = pattern.two_theta
+    n = ys.size
     widths, _, _, _ = signal.peak_widths(ys, idx, rel_height=0.5)
-    # parabolic refinement of the maximum position
     i0 = np.clip(idx, 1, n - 2)
     a, b, c = ys[i0 - 1], ys[i0], ys[i0 + 1]
     denom = a - 2 * b + c
     shift = np.where(denom != 0, 0.5 * (a - c) / np.where(denom != 0, denom, 1.0), 0.0)
     pos = np.interp(i0 + np.clip(shift, -1, 1), np.arange(n), tt)
-    local_step = np.gradient(tt)[idx]
-    fwhm = widths * local_step
     if pattern.radiation is not None:
         d = pattern.radiation.primary_wavelength / (2.0 * np.sin(np.deg2rad(pos) / 2.0))
     else:
         d = np.full(pos.shape, np.nan)
-    return PeakList(pos, d, prom, fwhm)
+    return PeakList(pos, d, height, widths * np.gradient(tt)[idx])
 
 
 #: Significance (in σ of the counting noise) a peak of the smoothed pattern needs: maxima of Poisson noise
@@ -91,29 +95,26 @@ def significant_peaks(
     """Peaks that stand out of the noise, weak ones included (indexing lines, extinctions).
 
     The pattern is smoothed over about one peak width (Savitzky–Golay, window the median FWHM of the
-    strongest peaks of :func:`find_peaks`, those of at least a quarter of the highest). Each local maximum's prominence A (height above the higher of its
-    two bases, so the tails of a strong neighbour do not count) is scored as a Gaussian peak of that FWHM seen
-    through its matched filter: significance = A·√(Σ g²)/σ, with g the unit-height Gaussian sampled on the
-    grid and σ the pattern's σ at the maximum (counting or file σ; a local noise level measured from the
-    second differences of the data when σ is unknown). Keeps maxima with significance ≥ ``min_significance``,
-    at most ``max_peaks`` of the most significant, sorted by 2θ; ``height`` is the prominence.
+    strongest peaks of :func:`find_peaks`, those of at least a quarter of the highest). Each local maximum's
+    prominence A within ±3 FWHM (height above the higher of its two bases, so the tails of a strong
+    neighbour do not count) is scored as a Gaussian peak of that FWHM seen through its matched filter:
+    significance = A·√(Σ g²)/σ, with g the unit-height Gaussian sampled on the grid and σ the pattern's σ at
+    the maximum (counting or file σ; a local noise level measured from the second differences of the data
+    when σ is unknown). Keeps maxima with significance ≥ ``min_significance``, at most ``max_peaks`` of the
+    most significant, sorted by 2θ; ``height`` is the prominence.
     """
     tt = pattern.two_theta
     y = np.asarray(pattern.intensity, dtype=np.float64)
     n = y.size
     strong = find_peaks(pattern, max_peaks=10)
     if n < 7 or len(strong) == 0:
-        empty = np.empty(0)
-        return PeakList(empty, empty, empty, empty)
+        return _peak_list(pattern, y, np.empty(0, dtype=np.int64), np.empty(0))
     step = float(np.median(np.diff(tt)))
     widths_of_strong = strong.fwhm[strong.height >= 0.25 * strong.height.max()]
     width_points = float(np.clip(np.median(widths_of_strong) / step, 2.0, 60.0))
     window = min(max(5, round(width_points) | 1), n - 1 if (n - 1) % 2 == 1 else n - 2)
     ys = signal.savgol_filter(y, window, 2)
     idx, props = signal.find_peaks(ys, prominence=0.0, wlen=round(WLEN * width_points) | 1)
-    if idx.size == 0:
-        empty = np.empty(0)
-        return PeakList(empty, empty, empty, empty)
     s = width_points / (2.0 * np.sqrt(2.0 * np.log(2.0)))
     x = np.arange(-int(3 * s) - 1, int(3 * s) + 2)
     gain = float(np.sqrt(np.sum(np.exp(-((x / s) ** 2)))))
@@ -122,18 +123,7 @@ def significant_peaks(
     keep = significance >= min_significance
     if max_peaks is not None and keep.sum() > max_peaks:
         keep &= significance >= np.sort(significance[keep])[::-1][max_peaks - 1]
-    idx, prom = idx[keep], prom[keep]
-    widths, _, _, _ = signal.peak_widths(ys, idx, rel_height=0.5)
-    i0 = np.clip(idx, 1, n - 2)
-    a, b, c = ys[i0 - 1], ys[i0], ys[i0 + 1]
-    denom = a - 2 * b + c
-    shift = np.where(denom != 0, 0.5 * (a - c) / np.where(denom != 0, denom, 1.0), 0.0)
-    pos = np.interp(i0 + np.clip(shift, -1, 1), np.arange(n), tt)
-    if pattern.radiation is not None:
-        d = pattern.radiation.primary_wavelength / (2.0 * np.sin(np.deg2rad(pos) / 2.0))
-    else:
-        d = np.full(pos.shape, np.nan)
-    return PeakList(pos, d, prom, widths * np.gradient(tt)[idx])
+    return _peak_list(pattern, ys, idx[keep], prom[keep])
 
 
 def _noise_level(pattern: Pattern, y: np.ndarray, width_points: float) -> np.ndarray:

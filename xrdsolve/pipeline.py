@@ -230,8 +230,9 @@ def _index(
     planned = []
     for cell in good:
         try:
-            from_weak = weak_peaks is not None and any(cell is w for w in weak_peaks[1])
-            hint_peaks = weak_peaks[0] if weak_peaks is not None and from_weak else peaks
+            hint_peaks = peaks
+            if weak_peaks is not None and any(cell is w for w in weak_peaks[1]):
+                hint_peaks = weak_peaks[0]  # a cell found from the weak lines is judged on them
             groups = _hinted_groups(cell, hint_peaks, options, composition)
         except Exception as exc:  # hints are advisory
             log.info("space-group hints failed: %s", exc)
