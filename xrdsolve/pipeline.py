@@ -185,14 +185,11 @@ def _index(
     """
     from xrdsolve.conditioning.peaks import find_peaks
     from xrdsolve.refine.indexing.indexer import IndexingOptions, index_peaks
-    from xrdsolve.refine.indexing.observations import IndexingError, Peaks, drop_kalpha2
+    from xrdsolve.refine.indexing.observations import IndexingError, Peaks
 
     found = find_peaks(pattern, max_peaks=40)
-    tt, height = found.two_theta, found.height
+    tt, height = _without_kalpha2(found, pattern)
     wavelengths = list(pattern.radiation.wavelengths)
-    if len(wavelengths) > 1 and tt.size:
-        keep = drop_kalpha2(tt, height, wavelengths[0], wavelengths[1])
-        tt, height = tt[keep], height[keep]
     tried["peaks"] = {"found": len(found), "after_kalpha2_removal": int(tt.size)}
     if tt.size < 4 or not options.use_indexing:
         return []
@@ -286,6 +283,19 @@ def index_pattern(
     return cells, tried
 
 
+def _without_kalpha2(found: Any, pattern: Any) -> tuple[Any, Any]:
+    """Positions (degrees 2θ) and heights of the peaks ``found`` in ``pattern``, without the Kα2 partners of
+    Kα1 lines when the radiation has two lines."""
+    from xrdsolve.refine.indexing.observations import drop_kalpha2
+
+    tt, height = found.two_theta, found.height
+    wavelengths = list(pattern.radiation.wavelengths)
+    if len(wavelengths) > 1 and tt.size:
+        keep = drop_kalpha2(tt, height, wavelengths[0], wavelengths[1])
+        tt, height = tt[keep], height[keep]
+    return tt, height
+
+
 def _index_weak_lines(
     pattern: Any, cells: list[Any], time_limit: float, tried: dict[str, Any]
 ) -> tuple[list[Any], tuple[Any, list[Any]] | None]:
@@ -298,14 +308,10 @@ def _index_weak_lines(
     (the 001 and 100 lines of a metrically pseudo-cubic tetragonal cell)."""
     from xrdsolve.conditioning.peaks import significant_peaks
     from xrdsolve.refine.indexing.indexer import IndexingOptions, index_peaks, rank_solutions
-    from xrdsolve.refine.indexing.observations import IndexingError, Peaks, drop_kalpha2
+    from xrdsolve.refine.indexing.observations import IndexingError, Peaks
 
-    found = significant_peaks(pattern, max_peaks=40)
-    tt, height = found.two_theta, found.height
+    tt, height = _without_kalpha2(significant_peaks(pattern, max_peaks=40), pattern)
     wavelengths = list(pattern.radiation.wavelengths)
-    if len(wavelengths) > 1 and tt.size:
-        keep = drop_kalpha2(tt, height, wavelengths[0], wavelengths[1])
-        tt, height = tt[keep], height[keep]
     record: dict[str, Any] = {"lines": int(tt.size)}
     tried["indexing_weak_lines"] = record
     if tt.size < IMPURITY_RETRY_LINES or time_limit < 1.0:
