@@ -557,7 +557,7 @@ def _generator_candidates(
     t0 = time.perf_counter()
     for i, (lat, z, groups) in enumerate(targets):
         if i > 0 and stop_at is not None and time.perf_counter() > stop_at:
-            skipped = len(targets) - i
+            skipped += len(targets) - i
             break
         cell_content = comp.reduced_composition * z
         # a large cell content is sampled a few at a time (each sample costs ∝ atoms²), so the time share
@@ -568,19 +568,19 @@ def _generator_candidates(
             if not big
             else [min(per - j, GENERATOR_BIG_CELL_BATCH) for j in range(0, per, GENERATOR_BIG_CELL_BATCH)]
         )
+        on_sites = list(groups) if groups and lat is not None else None
         for j, batch in enumerate(batches):
             if j > 0 and stop_at is not None and time.perf_counter() > stop_at:
                 skipped += 1
                 break
             batch_seed = seed + i + 1000 * j
-            on_sites = list(groups) if groups and lat is not None else None
             try:
                 try:
                     structures = sample(
                         pattern, cell_content, n=batch, seed=batch_seed, lattice=lat, spacegroups=on_sites
                     )
-                except UsageError:  # the cell content fits no Wyckoff sites of the hinted groups
-                    on_sites = None
+                except UsageError:  # the cell content fits no Wyckoff sites of the hinted groups: the
+                    on_sites = None  # target's later batches sample without symmetry straight away
                     structures = sample(pattern, cell_content, n=batch, seed=batch_seed, lattice=lat)
             except Exception as exc:  # the generator must never sink the solve
                 tried["generator"] = {"used": False, "reason": f"sampling failed: {exc}"}

@@ -236,6 +236,9 @@ def prescreened_structures(
     third = max_draws // 3
     per = max(1, min(MAX_DRAWS_PER_ASSIGNMENT, third // len(plan)))
 
+    def late() -> bool:
+        return stop_at is not None and time.perf_counter() > stop_at
+
     def draw(j: int, count: int) -> list[Structure]:
         """``count`` draws of assignment ``j``, their general points and assignment recorded."""
         p, drawn = samplers[j].draw(rng, count)
@@ -244,7 +247,7 @@ def prescreened_structures(
         return drawn
 
     for j in range(len(samplers)):
-        if stop_at is not None and trials and time.perf_counter() > stop_at:
+        if trials and late():
             break
         trials.extend(draw(j, per))
     if not trials:
@@ -259,15 +262,12 @@ def prescreened_structures(
     # the first draws are scored in chunks so a time limit holds in large cells too (tens of ms per trial)
     chunks = [score(trials[:SCORE_CHUNK])]
     for start in range(SCORE_CHUNK, len(trials), SCORE_CHUNK):
-        if stop_at is not None and time.perf_counter() > stop_at:
+        if late():
             break
         chunks.append(score(trials[start : start + SCORE_CHUNK]))
     scores = np.concatenate(chunks)
     del trials[len(scores) :], points[len(scores) :], step_of[len(scores) :]
     evaluated = len(trials)
-
-    def late() -> bool:
-        return stop_at is not None and time.perf_counter() > stop_at
 
     def best_free_assignments() -> list[int]:
         """Trial index of the best draw of each of the FOCUS_ASSIGNMENTS best assignments with free
