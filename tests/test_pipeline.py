@@ -142,8 +142,9 @@ def test_indexing_survives_weak_impurity_lines() -> None:
 def test_indexing_orthorhombic_cell_with_one_impurity_line() -> None:
     """An orthorhombic cell whose pattern carries one weak line of no lattice (2θ 19.3°): the search that must
     index every line only finds a supercell (c ≈ 21.7 Å, M20 63) that indexes it, the high-symmetry retry
-    cannot explain the pattern, the orthorhombic pass allowing one unindexed line finds the cell (a 3.62,
-    b 4.71, c 5.53 Å, M20 ≈ 400) and it ranks first."""
+    cannot explain the pattern, nor can an orthorhombic search indexing every line (it finds the supercell again,
+    no better), the orthorhombic pass allowing one unindexed line finds the cell (a 3.62, b 4.71, c 5.53 Å,
+    M20 ≈ 400) and it ranks first."""
     from pymatgen.core import Lattice
 
     from xrdsolve.pipeline import SolveOptions, _Clock, _index
@@ -160,5 +161,27 @@ def test_indexing_orthorhombic_cell_with_one_impurity_line() -> None:
     assert best.crystal_system == "orthorhombic" and best.n_unindexed == 1
     assert sorted([best.a, best.b, best.c]) == pytest.approx([3.62, 4.71, 5.53], abs=0.01)
     passes = tried["indexing_unindexed_lines"]["passes"]
-    assert [p["systems"] for p in passes] == [["cubic", "tetragonal", "hexagonal"], ["orthorhombic"]]
-    assert passes[1]["allowed"] == 1 and passes[1]["found"] >= 1
+    systems = [["cubic", "tetragonal", "hexagonal"], ["orthorhombic"], ["orthorhombic"]]
+    assert [p["systems"] for p in passes] == systems
+    assert passes[1]["allowed"] == 0 and passes[1].get("kept", passes[1].get("found")) == 0
+    assert passes[2]["allowed"] == 1 and passes[2]["found"] >= 1
+
+
+def test_widening_round_runs_when_the_best_fit_is_poor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With time left and a best GoF above the widening threshold (lowered here below rutile's 1.05), a second
+    round draws candidates in the cell's later hinted space groups (or fresh seeds), screens and refines them,
+    and ranks them with the first round's; with the default threshold rutile's fit stops the solve."""
+    import xrdsolve.pipeline as pipeline
+
+    kept = solve(DEMO, "TiO2", n_candidates=8, k=2, time_budget=120.0, progress=False)
+    assert kept.tried["widening"]["ran"] is False and "GoF" in kept.tried["widening"]["reason"]
+    monkeypatch.setattr(pipeline, "WIDEN_GOF", 0.5)
+    sol = solve(DEMO, "TiO2", n_candidates=8, k=2, time_budget=120.0, progress=False)
+    widening = sol.tried["widening"]
+    assert widening["ran"] is True and widening["reason"].startswith("best GoF")
+    used = sol.tried["indexing"]["used"][0]["spacegroups"]
+    assert widening["spacegroups"][0] == (used[6:] or used)
+    assert widening["screening"]["refined"] > 0 and widening["rietveld"]["refined"] > 0
+    second = [c for c in sol.candidates if c.provenance.get("round") == 2]
+    assert second and all(c.provenance["seed"] >= pipeline.WIDEN_SEED_OFFSET for c in second)
+    assert sol.best is not None and sol.best.spacegroup == "P4_2/mnm"

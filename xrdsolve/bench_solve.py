@@ -80,10 +80,12 @@ def solve_one(pattern: Any, truth: Any, arm: str, settings: BenchSolveSettings) 
                 rms.append(r)
                 sources.append(str(cand.provenance.get("source", "?")))
         n_candidates = len(solution.candidates)
+        best_gof = round(float(solution.candidates[0].gof), 3) if solution.candidates else None
+        widened = bool(solution.tried.get("widening", {}).get("ran", False))
     except Exception as exc:  # a failing solve is a miss, recorded with its reason
         log.warning("solve failed on %s: %s", truth.composition.reduced_formula, exc)
         error = f"{type(exc).__name__}: {exc}"
-        n_candidates = 0
+        n_candidates, best_gof, widened = 0, None, False
     return {
         "arm": arm,
         "formula": truth.composition.reduced_formula,
@@ -93,6 +95,8 @@ def solve_one(pattern: Any, truth: Any, arm: str, settings: BenchSolveSettings) 
         "rms": round(rms[int(np.argmin(ranks))], 4) if ranks else None,
         "match_source": sources[int(np.argmin(ranks))] if ranks else None,
         "n_candidates": n_candidates,
+        "best_gof": best_gof,
+        "widened": widened,
         "error": error,
     }
 

@@ -55,6 +55,9 @@ FINAL_RIETVELD_MIN_SCREENS = 10.0
 GENERATOR_SHARE = 0.2
 GENERATOR_SMALL_CELL_ATOMS = 24
 GENERATOR_BIG_CELL_BATCH = 4
+#: Sampling stops when this many generator samples are drawn and none is physically plausible
+#: (:func:`xrdsolve.plausibility.implausibility`): they would all be left out before screening.
+GENERATOR_PROBE_SAMPLES = 8
 #: Screening order of candidate sources (lower first).
 SOURCE_PRIORITY = {
     "enumerated+indexing": 0,
@@ -81,6 +84,15 @@ IMPURITY_SUBCELL_FRACTION = 0.95
 IMPURITY_SUBCELL_LINES_PER = 8
 #: Supercells tried before an indexed cell too small for one formula unit (see _with_supercells).
 MAX_SUPERCELLS_PER_CELL = 2
+#: Widening round (:func:`_widen`): under a time budget, when the best refined candidate's GoF is above
+#: WIDEN_GOF and at least WIDEN_MIN_LEFT of the budget is left, candidates are drawn again — in the hinted
+#: space groups after the first ``max_spacegroups`` (indexing keeps up to WIDEN_GROUPS_FACTOR times as
+#: many), or with fresh seeds in the same groups — and ranked with the first round's.
+WIDEN_GOF = 1.5
+WIDEN_MIN_LEFT = 0.2
+WIDEN_GROUPS_FACTOR = 2
+#: Seed offset of the widening round's draws.
+WIDEN_SEED_OFFSET = 7919
 
 
 @dataclass
@@ -171,6 +183,8 @@ def _index(
     composition: Composition | None = None,
 ) -> list[Any]:
     """Indexed cells with their extinction-compatible space groups, best first: [(CellSolution, [numbers])].
+    A cell indexed here lists up to WIDEN_GROUPS_FACTOR × ``options.max_spacegroups`` groups: the first
+    ``max_spacegroups`` are tried first, the others by the widening round (:func:`_widen`).
 
     ``time_limit`` (s) bounds the strict search (default: 60 s without a budget, else 0.3 of what is left);
     the impurity retry may add up to 0.7 of it (≤ 20 s), and its search of the weak lines too
@@ -230,7 +244,9 @@ def _index(
             hint_peaks = peaks
             if weak_peaks is not None and any(cell is w for w in weak_peaks[1]):
                 hint_peaks = weak_peaks[0]  # a cell found from the weak lines is judged on them
-            groups = _hinted_groups(cell, hint_peaks, options, composition)
+            groups = _hinted_groups(
+                cell, hint_peaks, options, composition, limit=WIDEN_GROUPS_FACTOR * options.max_spacegroups
+            )
         except Exception as exc:  # hints are advisory
             log.info("space-group hints failed: %s", exc)
             groups = []
@@ -338,10 +354,12 @@ def _index_with_unindexed(
 ) -> list[Any]:
     """``cells`` merged with solutions that leave a few lines unindexed, re-ranked
     (:func:`xrdsolve.refine.indexing.indexer.rank_solutions`): cubic/tetragonal/hexagonal with up to 3 (≤ 1 in
-    4) in at most half of ``time_limit`` seconds, then orthorhombic with one in the time left (each extra free
-    cell parameter makes a wrong cell that skips lines easier to find, so the lower the symmetry, the fewer
-    lines may be left), unless a cell already reaches IMPURITY_RETRY_M20. An orthorhombic cell is kept only
-    when it beats every cell found before on M20: a lower symmetry has to earn its place."""
+    4) in at most half of ``time_limit`` seconds; then orthorhombic indexing every line (the first search
+    skips the lower symmetries once a higher-symmetry cell reaches M20 20, which a wrong hexagonal cell does
+    on 9 lines) in at most half, and with one line left in the time left (each extra free cell parameter makes
+    a wrong cell that skips lines easier to find, so the lower the symmetry, the fewer lines may be left),
+    unless a cell already reaches IMPURITY_RETRY_M20. An orthorhombic cell is kept only when it beats every
+    cell found before on M20: a lower symmetry has to earn its place."""
     from xrdsolve.refine.indexing.indexer import IndexingOptions, index_peaks, rank_solutions
     from xrdsolve.refine.indexing.observations import IndexingError
     from xrdsolve.refine.indexing.solution import same_lattice
@@ -350,6 +368,7 @@ def _index_with_unindexed(
     deadline = time.perf_counter() + time_limit
     passes: tuple[tuple[tuple[CrystalSystem, ...], int, float], ...] = (
         (("cubic", "tetragonal", "hexagonal"), min(3, len(peaks) // 4), 0.5),
+        (("orthorhombic",), 0, 0.5),
         (("orthorhombic",), 1, 1.0),
     )
     extra: list[Any] = []
@@ -431,15 +450,16 @@ def _with_subcells(
 
 
 def _hinted_groups(
-    cell: Any, peaks: Any, options: SolveOptions, comp: Composition | None = None
+    cell: Any, peaks: Any, options: SolveOptions, comp: Composition | None = None, limit: int | None = None
 ) -> list[int]:
     """The extinction-compatible space groups of ``cell`` (no observed line forbidden), best first, at most
-    ``options.max_spacegroups``. With ``comp`` only groups whose Wyckoff sites hold Z formula units for a Z
+    ``limit`` (default ``options.max_spacegroups``). With ``comp`` only groups whose Wyckoff sites hold Z formula units for a Z
     the cell volume allows (:func:`xrdsolve.composition.z_candidates`) are kept, unless none does: a group
     that explains the absences best but cannot hold the atoms (Fm-3m for one ErPt3 in a 4.1 Å cell) would
     take the place of one that can."""
     from xrdsolve.refine.indexing.extinctions import spacegroup_hints
 
+    n = options.max_spacegroups if limit is None else limit
     groups = list(
         dict.fromkeys(h.number for h in spacegroup_hints(cell, peaks, max_hints=230) if h.violations == 0)
     )
@@ -447,10 +467,10 @@ def _hinted_groups(
         try:
             zs = z_candidates(comp, float(cell.volume))[: options.max_z]
         except (UsageError, ValueError):  # no Z can be judged (a formula unit too large): keep every group
-            return groups[: options.max_spacegroups]
+            return groups[:n]
         fitting = [g for g in groups if any(fits_spacegroup(comp, z, g) for z in zs)]
         groups = fitting or groups
-    return groups[: options.max_spacegroups]
+    return groups[:n]
 
 
 def _min_cell_volume(comp: Composition) -> float:
@@ -541,7 +561,8 @@ def _generator_candidates(
     Targets are (indexed cell or None, Z, hinted space groups or None): in a cell with hinted groups the
     generator samples on their Wyckoff sites (space-group-aware mode), else without symmetry.
     With ``stop_at`` (a ``time.perf_counter()`` value) targets after the first, and batches of a large cell
-    content after its first, are skipped once it has passed."""
+    content after its first, are skipped once it has passed. Sampling stops once GENERATOR_PROBE_SAMPLES
+    samples are drawn and none is physically plausible (recorded as ``stopped``)."""
     try:
         from xrdsolve.generate.sampler import sample
         from xrdsolve.generate.weights import default_weights_dir
@@ -553,7 +574,8 @@ def _generator_candidates(
         return []
     out: list[tuple[Structure, dict[str, Any]]] = []
     per = max(1, n // max(len(targets), 1))
-    skipped = 0
+    skipped = plausible = 0
+    stopped = ""
     t0 = time.perf_counter()
     for i, (lat, z, groups) in enumerate(targets):
         if i > 0 and stop_at is not None and time.perf_counter() > stop_at:
@@ -588,7 +610,18 @@ def _generator_candidates(
             for s in structures:
                 prov = {"source": "generator", "seed": batch_seed, "z": z, "lattice_given": lat is not None}
                 out.append((s, prov | ({"spacegroups": on_sites} if on_sites else {})))
+                plausible += implausibility(s, comp) is None
+            if len(out) >= GENERATOR_PROBE_SAMPLES and not plausible:
+                break
+        if len(out) >= GENERATOR_PROBE_SAMPLES and not plausible:
+            stopped = (
+                f"its first {len(out)} samples were all physically implausible; "
+                f"{len(targets) - i - 1} of {len(targets)} cell/Z targets not sampled"
+            )
+            break
     tried["generator"] = {"used": True, "samples": len(out), "seconds": round(time.perf_counter() - t0, 2)}
+    if stopped:
+        tried["generator"]["stopped"] = stopped
     if skipped:
         tried["generator"]["time_budget"] = f"{skipped} of {len(targets)} cell/Z targets not (fully) sampled"
     return out
@@ -613,6 +646,7 @@ def _propose(
     plans: list[tuple[Any, int, list[int] | None, list[str] | None, float]] = []
     for rank, (cell, groups) in enumerate(cells):
         zs = z_candidates(comp, cell.volume)[: options.max_z]
+        groups = groups[: options.max_spacegroups]
         plans.extend(
             (cell, z, groups or None, [cell.crystal_system], 1.0 / ((rank + 1) ** 2 * (j + 1)))
             for j, z in enumerate(zs)
@@ -894,74 +928,13 @@ def solve(
         messages.append(f"no candidate structure of {names} could be built in the allowed cells")
         return Solution(pattern, [], tried, messages, solution_opts)
 
-    bar.set_postfix_str(f"screening {len(pool)}")
-    from xrdsolve.refine.rietveld import Stage
-
-    screen = tuple(Stage(n, g, it) for n, g, it in SCREEN_STAGES)
-    t0 = time.perf_counter()
-    # with a time budget, screening may use up to SCREEN_SHARE of what is left, in batches
-    budgeted = clock.budget is not None
-    screen_chunk = min(opts.screen_chunk, 16) if budgeted else opts.screen_chunk
-    stop = t0 + SCREEN_SHARE * clock.left() if budgeted else None
-    # screening fits scale, zero, cell and widths only: the anomalous terms (a few % of |F|²) are left out
-    screened = _refine_chunks(
-        pattern, pool.structures, screen, inst, screen_chunk, stop_after=stop, anomalous=False
-    )
-    tried["screening"] = {
-        "refined": len(screened),
-        "proposed": len(pool),
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
-    if len(screened) < len(pool):
-        messages.append(
-            f"time budget: screened {len(screened)} of {len(pool)} candidates (the rest were not tried)"
-        )
-    order = sorted(range(len(screened)), key=lambda i: _score(screened[i]))
-    finite = [i for i in order if screened[i] is not None and math.isfinite(screened[i].rwp)]
-    best = finite[: opts.k]
-    if vacancy_parent is not None and opts.supercells >= 2 and finite:
-        # the defect orderings start from the smallest cell: keep its best candidate for the final stages
-        from .disorder import smallest_cell_index
-
-        smallest = finite[smallest_cell_index([screened[i].phases[0].structure for i in finite]) or 0]
-        if smallest not in best:
-            best.append(smallest)
-    bar.update()
-
-    bar.set_postfix_str(f"Rietveld on {len(best)}")
-    t0 = time.perf_counter()
-    screen_cost = tried["screening"]["seconds"] / max(len(screened), 1)
-    if budgeted and best and clock.left() < FINAL_RIETVELD_MIN_SCREENS * screen_cost:
-        # no time left for even one full refinement: the screening fits are the answer (budget kept)
-        final = [screened[i] for i in best]
-        tried["rietveld"] = {"refined": 0, "skipped": f"{max(clock.left(), 0.0):.1f} s left"}
-        messages.append(
-            f"time budget: no time left for the full Rietveld; the best {len(best)} are ranked by their "
-            "screening fits (scale, background, lattice, zero; atoms as proposed)"
-        )
-        for i in best:
-            pool.provenance[i]["refined"] = "screening only"
-    else:
-        # best first, in small batches when there is a budget, so the best are refined in any case
-        final_chunk = max(4, -(-len(best) // 4)) if budgeted else opts.screen_chunk
-        stop = clock.start + clock.budget if clock.budget is not None else None
-        final = _refine_chunks(
-            pattern, [pool.structures[i] for i in best], None, inst, final_chunk, stop_after=stop
-        )
-        tried["rietveld"] = {"refined": len(final), "seconds": round(time.perf_counter() - t0, 2)}
-    if len(final) < len(best):
-        messages.append(
-            f"time budget: full Rietveld on the best {len(final)} of {len(best)} screened candidates"
-        )
-        best = best[: len(final)]
-    bar.update()
+    refined = _screen_and_refine(pattern, pool, opts, inst, clock, tried, messages, vacancy_parent, bar)
     bar.close()
-
-    refined = [(r, pool.provenance[i]) for r, i in zip(final, best, strict=True) if r is not None]
-    for r, prov in refined:  # refinement can collapse a candidate: it then ranks after every plausible one
-        why = implausibility(r.phases[0].structure, Composition(prov["composition"]))
-        if why is not None:
-            prov["implausible"] = why
+    _mark_implausible(refined)
+    if len(compositions) == 1:
+        widened = _widen(pattern, compositions[0], cells, refined, opts, inst, clock, tried, messages)
+        _mark_implausible(widened)
+        refined += widened
     ranked = sorted(refined, key=lambda rp: ("implausible" in rp[1], _score(rp[0])))
     unique = _deduplicate(ranked)
     candidates = [
@@ -986,6 +959,141 @@ def solve(
             "(multiphase sample, wrong composition, or a structure outside the candidates tried)"
         )
     return Solution(pattern, candidates, tried, messages, solution_opts, order_decisions=decisions)
+
+
+def _screen_and_refine(
+    pattern: Any,
+    pool: _Pool,
+    opts: SolveOptions,
+    inst: Any,
+    clock: _Clock,
+    record: dict[str, Any],
+    messages: list[str],
+    vacancy_parent: Composition | None = None,
+    bar: Any = None,
+    note: str = "time budget",
+) -> list[tuple[Any, dict[str, Any]]]:
+    """Screen every candidate of ``pool`` (quick profile fit), then refine the best ``opts.k`` (full staged
+    Rietveld) within the time budget of ``clock``: [(RefinementResult, provenance)] of the refined ones.
+    ``record`` receives the "screening" and "rietveld" entries, ``messages`` what the budget cut (starting
+    with ``note``); ``bar`` (a tqdm bar) advances by a stage after each."""
+    from xrdsolve.refine.rietveld import Stage
+
+    if bar is not None:
+        bar.set_postfix_str(f"screening {len(pool)}")
+    screen = tuple(Stage(n, g, it) for n, g, it in SCREEN_STAGES)
+    t0 = time.perf_counter()
+    # with a time budget, screening may use up to SCREEN_SHARE of what is left, in batches
+    budgeted = clock.budget is not None
+    screen_chunk = min(opts.screen_chunk, 16) if budgeted else opts.screen_chunk
+    stop = t0 + SCREEN_SHARE * clock.left() if budgeted else None
+    # screening fits scale, zero, cell and widths only: the anomalous terms (a few % of |F|²) are left out
+    screened = _refine_chunks(
+        pattern, pool.structures, screen, inst, screen_chunk, stop_after=stop, anomalous=False
+    )
+    record["screening"] = {
+        "refined": len(screened),
+        "proposed": len(pool),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    if len(screened) < len(pool):
+        messages.append(
+            f"{note}: screened {len(screened)} of {len(pool)} candidates (the rest were not tried)"
+        )
+    order = sorted(range(len(screened)), key=lambda i: _score(screened[i]))
+    finite = [i for i in order if screened[i] is not None and math.isfinite(screened[i].rwp)]
+    best = finite[: opts.k]
+    if vacancy_parent is not None and opts.supercells >= 2 and finite:
+        # the defect orderings start from the smallest cell: keep its best candidate for the final stages
+        from .disorder import smallest_cell_index
+
+        smallest = finite[smallest_cell_index([screened[i].phases[0].structure for i in finite]) or 0]
+        if smallest not in best:
+            best.append(smallest)
+    if bar is not None:
+        bar.update()
+        bar.set_postfix_str(f"Rietveld on {len(best)}")
+    t0 = time.perf_counter()
+    screen_cost = record["screening"]["seconds"] / max(len(screened), 1)
+    if budgeted and best and clock.left() < FINAL_RIETVELD_MIN_SCREENS * screen_cost:
+        # no time left for even one full refinement: the screening fits are the answer (budget kept)
+        final = [screened[i] for i in best]
+        record["rietveld"] = {"refined": 0, "skipped": f"{max(clock.left(), 0.0):.1f} s left"}
+        messages.append(
+            f"{note}: no time left for the full Rietveld; the best {len(best)} are ranked by their "
+            "screening fits (scale, background, lattice, zero; atoms as proposed)"
+        )
+        for i in best:
+            pool.provenance[i]["refined"] = "screening only"
+    else:
+        # best first, in small batches when there is a budget, so the best are refined in any case
+        final_chunk = max(4, -(-len(best) // 4)) if budgeted else opts.screen_chunk
+        stop = clock.start + clock.budget if clock.budget is not None else None
+        final = _refine_chunks(
+            pattern, [pool.structures[i] for i in best], None, inst, final_chunk, stop_after=stop
+        )
+        record["rietveld"] = {"refined": len(final), "seconds": round(time.perf_counter() - t0, 2)}
+    if len(final) < len(best):
+        messages.append(f"{note}: full Rietveld on the best {len(final)} of {len(best)} screened candidates")
+        best = best[: len(final)]
+    if bar is not None:
+        bar.update()
+    return [(r, pool.provenance[i]) for r, i in zip(final, best, strict=True) if r is not None]
+
+
+def _mark_implausible(refined: Sequence[tuple[Any, dict[str, Any]]]) -> None:
+    """Record in the provenance of each refined candidate that collapsed into an implausible structure why
+    (it then ranks after every plausible one)."""
+    for r, prov in refined:
+        why = implausibility(r.phases[0].structure, Composition(prov["composition"]))
+        if why is not None:
+            prov["implausible"] = why
+
+
+def _widen(
+    pattern: Any,
+    comp: Composition,
+    cells: Sequence[Any],
+    refined: Sequence[tuple[Any, dict[str, Any]]],
+    opts: SolveOptions,
+    inst: Any,
+    clock: _Clock,
+    tried: dict[str, Any],
+    messages: list[str],
+) -> list[tuple[Any, dict[str, Any]]]:
+    """The widening round: under a time budget, when the best plausible refined candidate fits worse than
+    GoF WIDEN_GOF and at least WIDEN_MIN_LEFT of the budget is left, candidates are proposed again (no
+    generator): in each indexed cell's hinted space groups after its first ``max_spacegroups``, or — when it
+    has no more — in the same groups with fresh seeds (in cells drawn from the composition when indexing
+    failed). They are screened and refined like the first round's, within the budget; returned for ranking
+    with them (provenance ``round`` 2). ``tried["widening"]`` says whether it ran and why."""
+    plausible = [r for r, prov in refined if "implausible" not in prov]
+    gof = min((float(r.gof) for r in plausible if math.isfinite(r.gof)), default=math.inf)
+    if clock.budget is None:
+        return []
+    left = clock.left()
+    if gof <= WIDEN_GOF or left < WIDEN_MIN_LEFT * clock.budget:
+        why = f"best GoF {gof:.2f}" if gof <= WIDEN_GOF else f"{max(left, 0.0):.1f} s left"
+        tried["widening"] = {"ran": False, "reason": why}
+        return []
+    t0 = time.perf_counter()
+    record: dict[str, Any] = {"ran": True, "reason": f"best GoF {gof:.2f} > {WIDEN_GOF}"}
+    wider = [(cell, list(groups[opts.max_spacegroups :]) or list(groups)) for cell, groups in cells]
+    record["spacegroups"] = [groups for _, groups in wider]
+    round_opts = replace(opts, seed=opts.seed + WIDEN_SEED_OFFSET, use_generator=False)
+    pool = _propose(pattern, comp, wider, round_opts, record, None, inst, PRESCREEN_SHARE * left)
+    for prov in pool.provenance:
+        prov |= {"composition": comp.reduced_formula, "round": 2}
+    pool = _plausible(pool, record)
+    out: list[tuple[Any, dict[str, Any]]] = []
+    if len(pool):
+        out = _screen_and_refine(
+            pattern, pool, round_opts, inst, clock, record, messages, note="widening round, time budget"
+        )
+    record.pop("generator", None)
+    record["seconds"] = round(time.perf_counter() - t0, 2)
+    tried["widening"] = record
+    return out
 
 
 def _disorder_plan(composition: str | Composition | None, opts: SolveOptions) -> Any:
