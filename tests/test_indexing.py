@@ -93,6 +93,21 @@ def test_cubic_f_ceo2_with_zero_shift() -> None:
     assert 225 in [h.number for h in hints[:3]]
 
 
+def test_large_cubic_cell_beats_a_smaller_orthorhombic_one_indexing_the_same_lines() -> None:
+    """The 22 lines measured on a simulated Cs2KBiI6 pattern (double perovskite, Fm-3m, a 12.94 Å, zero shift
+    and sample displacement about −0.07°): an orthorhombic I cell of 359 Å³ indexes them all (M20 110) in
+    the first volume shell, where a search shell by shell stops; the cubic F cell (2,155 Å³ conventional,
+    primitive 539 Å³ in the second shell) indexes them with one parameter and must come first."""
+    two_theta = [11.783, 13.63, 19.353, 22.75, 23.78, 27.538, 30.886, 33.895, 36.038, 39.364, 41.233]
+    two_theta += [44.237, 46.544, 48.737, 50.343, 52.947, 56.926, 62.585, 64.406, 71.447, 76.74, 84.809]
+    sols = index_peaks(Peaks.from_two_theta(np.array(two_theta), 1.540593), max_solutions=5)
+    best = sols[0]
+    assert (best.crystal_system, best.centring) == ("cubic", "F")
+    assert best.a == pytest.approx(12.916, abs=0.01) and best.n_unindexed == 0
+    assert best.zero_shift == pytest.approx(-0.07, abs=0.02)
+    assert all(s.volume < best.volume for s in sols[1:] if s.crystal_system == "orthorhombic")
+
+
 def test_tetragonal_rutile_and_screw_axis_hints() -> None:
     rutile = Structure.from_spacegroup(
         "P4_2/mnm", Lattice.tetragonal(4.594, 2.959), ["Ti", "O"], [[0, 0, 0], [0.3048, 0.3048, 0]]

@@ -33,6 +33,10 @@ CENTRINGS: dict[str, tuple[str, ...]] = {
 
 _CENTRED_VOLUME = {"cubic": 4.0, "tetragonal": 2.0, "hexagonal": 3.0}
 
+#: Systems searched over the whole volume range at once (one cell parameter: a few boxes per shell), not
+#: shell by shell: the search of larger shells stops once a solution reaches ``stop_m20``.
+WHOLE_RANGE_SYSTEMS = ("cubic",)
+
 
 @dataclass(frozen=True)
 class IndexingOptions:
@@ -42,7 +46,8 @@ class IndexingOptions:
     largest zero shift searched (a box dimension of the dichotomy, refined afterwards); their defaults,
     0.03° and 0.1° at Cu Kα1, scale with the wavelength so that they mean the same d resolution. ``shell_volume`` sets the volume
     shells of the orthorhombic and monoclinic searches (DICVOL uses 400 Å³). The search of lower
-    symmetries stops once a solution reaches ``stop_m20`` unless ``exhaustive``.
+    symmetries stops once a solution reaches ``stop_m20`` unless ``exhaustive``; cubic cells are searched
+    over the whole volume range at once (:data:`WHOLE_RANGE_SYSTEMS`).
     """
 
     systems: tuple[CrystalSystem, ...] = SYSTEMS
@@ -104,14 +109,22 @@ def index_peaks(
     a_max = max(opts.a_max, 1.05 * float(lines.d[0]))
     deadline = time.monotonic() + opts.time_limit
     found: list[CellSolution] = []
-    for v_lo, v_hi in _shells(opts):
+    shells = _shells(opts)
+    for v_lo, v_hi in shells:
         for name in opts.systems:
+            lo, hi = v_lo, v_hi
+            if name in WHOLE_RANGE_SYSTEMS:
+                # one cheap search over every volume, in the first shell: a larger cubic cell indexes the
+                # lines with fewer parameters than a smaller lower-symmetry one the shells would stop at
+                if (v_lo, v_hi) != shells[0]:
+                    continue
+                lo, hi = shells[0][0], shells[-1][1]
             model = MODELS[name]
             expensive = name in ("orthorhombic", "monoclinic")
             if expensive and not opts.exhaustive and any(s.m20 >= opts.stop_m20 for s in found):
                 break
             scale = _CENTRED_VOLUME.get(name, 1.0)
-            space = SearchSpace(opts.a_min, a_max, v_lo * scale, v_hi * scale)
+            space = SearchSpace(opts.a_min, a_max, lo * scale, hi * scale)
             t0 = time.monotonic()
             try:
                 centres, zeros = dichotomy(
@@ -126,7 +139,7 @@ def index_peaks(
                     zero_width=opts.tol,
                 )
             except BoxLimitExceeded as exc:
-                log.warning("indexing: %s; shell %.0f–%.0f Å³ skipped", exc, v_lo, v_hi)
+                log.warning("indexing: %s; shell %.0f–%.0f Å³ skipped", exc, lo, hi)
                 continue
             except TimeoutError:
                 log.warning("indexing: time limit reached during the %s search", name)
