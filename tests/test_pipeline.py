@@ -43,6 +43,7 @@ def test_demo_solve_finds_rutile_first(tmp_path: Path, capsys: pytest.CaptureFix
     assert best["provenance"]["source"]
     prescreen = summary["tried"]["prescreen"]  # Wyckoff draws in the indexed cell ranked before screening
     assert prescreen["drawn"] > prescreen["kept"] > 0
+    assert summary["tried"]["widening"] == {"ran": False, "reason": "no time budget"}
 
 
 def test_flat_pattern_gives_no_solution_and_says_why() -> None:

@@ -1070,6 +1070,7 @@ def _widen(
     plausible = [r for r, prov in refined if "implausible" not in prov]
     gof = min((float(r.gof) for r in plausible if math.isfinite(r.gof)), default=math.inf)
     if clock.budget is None:
+        tried["widening"] = {"ran": False, "reason": "no time budget"}
         return []
     left = clock.left()
     if gof <= WIDEN_GOF or left < WIDEN_MIN_LEFT * clock.budget:
