@@ -7,6 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage, signal
 
+from xrdsolve.refine.indexing.observations import drop_kalpha2
+from xrdsolve.refine.radiation import Radiation
+
 from .pattern import Pattern, SigmaSource
 
 
@@ -27,6 +30,16 @@ class PeakList:
 
     def __len__(self) -> int:
         return int(self.two_theta.size)
+
+    def without_kalpha2(self, radiation: Radiation | None) -> PeakList:
+        """These peaks without the Kα2 partners of Kα1 lines (a peak at the second wavelength's position of a
+        much stronger one: :func:`~xrdsolve.refine.indexing.observations.drop_kalpha2`) when ``radiation``
+        has two lines; unchanged otherwise."""
+        wavelengths = [] if radiation is None else list(radiation.wavelengths)
+        if len(wavelengths) < 2 or len(self) == 0:
+            return self
+        keep = drop_kalpha2(self.two_theta, self.height, wavelengths[0], wavelengths[1])
+        return PeakList(self.two_theta[keep], self.d[keep], self.height[keep], self.fwhm[keep])
 
 
 def find_peaks(

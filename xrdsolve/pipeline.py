@@ -202,7 +202,8 @@ def _index(
     from xrdsolve.refine.indexing.observations import IndexingError, Peaks
 
     found = find_peaks(pattern, max_peaks=40)
-    tt, height = _without_kalpha2(found, pattern)
+    lines = found.without_kalpha2(pattern.radiation)
+    tt, height = lines.two_theta, lines.height
     wavelengths = list(pattern.radiation.wavelengths)
     tried["peaks"] = {"found": len(found), "after_kalpha2_removal": int(tt.size)}
     if tt.size < 4 or not options.use_indexing:
@@ -299,19 +300,6 @@ def index_pattern(
     return cells, tried
 
 
-def _without_kalpha2(found: Any, pattern: Any) -> tuple[Any, Any]:
-    """Positions (degrees 2θ) and heights of the peaks ``found`` in ``pattern``, without the Kα2 partners of
-    Kα1 lines when the radiation has two lines."""
-    from xrdsolve.refine.indexing.observations import drop_kalpha2
-
-    tt, height = found.two_theta, found.height
-    wavelengths = list(pattern.radiation.wavelengths)
-    if len(wavelengths) > 1 and tt.size:
-        keep = drop_kalpha2(tt, height, wavelengths[0], wavelengths[1])
-        tt, height = tt[keep], height[keep]
-    return tt, height
-
-
 def _index_weak_lines(
     pattern: Any, cells: list[Any], time_limit: float, tried: dict[str, Any]
 ) -> tuple[list[Any], tuple[Any, list[Any]] | None]:
@@ -326,7 +314,8 @@ def _index_weak_lines(
     from xrdsolve.refine.indexing.indexer import IndexingOptions, index_peaks, rank_solutions
     from xrdsolve.refine.indexing.observations import IndexingError, Peaks
 
-    tt, height = _without_kalpha2(significant_peaks(pattern, max_peaks=40), pattern)
+    lines = significant_peaks(pattern, max_peaks=40).without_kalpha2(pattern.radiation)
+    tt, height = lines.two_theta, lines.height
     wavelengths = list(pattern.radiation.wavelengths)
     record: dict[str, Any] = {"lines": int(tt.size)}
     tried["indexing_weak_lines"] = record
@@ -574,7 +563,8 @@ def _generator_candidates(
         return []
     out: list[tuple[Structure, dict[str, Any]]] = []
     per = max(1, n // max(len(targets), 1))
-    skipped = plausible = 0
+    skipped = 0
+    plausible = False
     stopped = ""
     t0 = time.perf_counter()
     for i, (lat, z, groups) in enumerate(targets):
@@ -610,14 +600,15 @@ def _generator_candidates(
             for s in structures:
                 prov = {"source": "generator", "seed": batch_seed, "z": z, "lattice_given": lat is not None}
                 out.append((s, prov | ({"spacegroups": on_sites} if on_sites else {})))
-                plausible += implausibility(s, comp) is None
+                # one plausible sample settles it (the pool's plausibility filter judges every sample)
+                plausible = plausible or implausibility(s, comp) is None
             if len(out) >= GENERATOR_PROBE_SAMPLES and not plausible:
+                stopped = (
+                    f"its first {len(out)} samples were all physically implausible; "
+                    f"{len(targets) - i - 1} of {len(targets)} cell/Z targets not sampled"
+                )
                 break
-        if len(out) >= GENERATOR_PROBE_SAMPLES and not plausible:
-            stopped = (
-                f"its first {len(out)} samples were all physically implausible; "
-                f"{len(targets) - i - 1} of {len(targets)} cell/Z targets not sampled"
-            )
+        if stopped:
             break
     tried["generator"] = {"used": True, "samples": len(out), "seconds": round(time.perf_counter() - t0, 2)}
     if stopped:

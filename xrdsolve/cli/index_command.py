@@ -5,10 +5,15 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from . import app
+
+if TYPE_CHECKING:
+    from xrdsolve.conditioning import Pattern
+    from xrdsolve.conditioning.peaks import PeakList
 
 
 @app.command("index")
@@ -51,16 +56,13 @@ def index_cmd(
     from xrdsolve.errors import UsageError
     from xrdsolve.refine.indexing import IndexingOptions, Peaks, index_peaks
     from xrdsolve.refine.indexing.extinctions import spacegroup_hints
-    from xrdsolve.refine.indexing.observations import drop_kalpha2
 
     pattern = read_pattern(file, radiation=radiation)
     if pattern.radiation is None:
         raise UsageError(f"{file}: no wavelength in the file; give --radiation")
-    tt, height = _pick_peaks(pattern, max(peaks * 2, 40), weak_lines)
+    lines = _pick_peaks(pattern, max(peaks * 2, 40), weak_lines).without_kalpha2(pattern.radiation)
+    tt, height = lines.two_theta, lines.height
     wavelengths = list(pattern.radiation.wavelengths)
-    if len(wavelengths) > 1:
-        keep = drop_kalpha2(tt, height, wavelengths[0], wavelengths[1])
-        tt, height = tt[keep], height[keep]
     if tt.size < 4:
         raise UsageError(f"{file}: only {tt.size} peaks found; at least 4 are needed to index")
     obs = Peaks.from_two_theta(tt, float(wavelengths[0]), height)
@@ -104,14 +106,10 @@ def index_cmd(
                   + ", ".join(f"{h.symbol} ({h.number})" for h in hints[:6]))  # fmt: skip
 
 
-def _pick_peaks(pattern: object, max_peaks: int, weak_lines: bool) -> tuple:
-    """Peak positions (° 2θ) and heights: the strongest peaks, or with ``weak_lines`` every significant one."""
-    import numpy as np
-
+def _pick_peaks(pattern: Pattern, max_peaks: int, weak_lines: bool) -> PeakList:
+    """The strongest peaks, or with ``weak_lines`` every significant one."""
     from xrdsolve.conditioning.peaks import find_peaks, significant_peaks
 
     if weak_lines:
-        pk = significant_peaks(pattern, max_peaks=max_peaks)  # type: ignore[arg-type]
-    else:
-        pk = find_peaks(pattern, max_peaks=max_peaks)  # type: ignore[arg-type]
-    return np.asarray(pk.two_theta), np.asarray(pk.height)
+        return significant_peaks(pattern, max_peaks=max_peaks)
+    return find_peaks(pattern, max_peaks=max_peaks)
