@@ -362,6 +362,26 @@ class RietveldModel:
 
 
 # ---------------------------------------------------------------------------------------------- starting values
+#: 2θ span (degrees) per Chebyshev background term in :func:`background_terms`, and the bounds on the count
+BACKGROUND_DEGREES_PER_TERM = 6.0
+BACKGROUND_TERMS_RANGE = (6, 16)
+
+
+def background_terms(two_theta: np.ndarray) -> int:
+    """Chebyshev background terms for an unattended refinement over ``two_theta`` (degrees): one per 6° of
+    span, 6 to 16 (14 for 5–90°).
+
+    Six terms leave an amorphous hump or a sample holder's broad scattering (σ 3–10° 2θ) in the residual:
+    on simulated 5–90° patterns with such backgrounds the true structure refined to GoF 2.96 / 1.77 / 1.59 with
+    6 terms and 1.04 / 1.00 / 1.05 with 14. The terms cluster towards the ends of the range (Chebyshev nodes),
+    where 14 over 85° still resolve nothing narrower than about 1°, several times a peak's width.
+    """
+    tt = np.asarray(two_theta, dtype=float)
+    span = float(tt.max() - tt.min()) if tt.size else 0.0
+    lo, hi = BACKGROUND_TERMS_RANGE
+    return int(np.clip(math.ceil(span / BACKGROUND_DEGREES_PER_TERM), lo, hi))
+
+
 def estimate_fwhm(two_theta: np.ndarray, intensity: np.ndarray) -> float:
     """FWHM (degrees 2θ) of the strongest peak above a low-percentile background, from the data."""
     bg = np.percentile(intensity, 10)
@@ -888,6 +908,7 @@ __all__ = [
     "RefineOptions",
     "RietveldModel",
     "Stage",
+    "background_terms",
     "estimate_fwhm",
     "field",
     "peak_shift",

@@ -168,6 +168,27 @@ def test_indexing_orthorhombic_cell_with_one_impurity_line() -> None:
     assert passes[2]["allowed"] == 1 and passes[2]["found"] >= 1
 
 
+def test_a_cubic_cell_indexing_as_many_lines_keeps_a_seat_among_the_cells_used() -> None:
+    """ErPt3's six lines (Cu3Au type, superstructure lines too weak to see, one impurity line): tetragonal
+    sub-cells outranked the cubic 4.10 Å cell by M6 and filled the three seats; the cubic cell, leaving no more
+    lines unindexed than the best, is put second. One leaving more lines unindexed, or a cubic cell already
+    seated, changes nothing."""
+    from types import SimpleNamespace
+
+    from xrdsolve.pipeline import _with_cubic_seat
+
+    def cell(system: str, unindexed: int) -> SimpleNamespace:
+        return SimpleNamespace(crystal_system=system, n_unindexed=unindexed)
+
+    tet = [cell("tetragonal", 1), cell("tetragonal", 0), cell("tetragonal", 1), cell("tetragonal", 1)]
+    fcc = cell("cubic", 1)
+    assert _with_cubic_seat([*tet, fcc], 3) == [tet[0], fcc, tet[1], tet[2]]
+    assert _with_cubic_seat([*tet, cell("cubic", 2)], 3) == tet[:3]
+    seated = [tet[0], cell("cubic", 0), tet[1], fcc]
+    assert _with_cubic_seat(seated, 3) == seated[:3]
+    assert _with_cubic_seat([], 3) == []
+
+
 def test_widening_round_runs_when_the_best_fit_is_poor(monkeypatch: pytest.MonkeyPatch) -> None:
     """With time left and a best GoF above the widening threshold (lowered here below rutile's 1.05), a second
     round draws candidates in the cell's later hinted space groups (or fresh seeds), screens and refines them,

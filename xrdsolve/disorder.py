@@ -189,7 +189,7 @@ def disorder_candidates(
     Returns (new candidates, unranked; the JSON-ready record per parent with the order/disorder decision and its
     statistics; messages). The records keep the OrderDecision under ``"_decision"`` for writing supercell CIFs.
     """
-    from xrdsolve.refine.rietveld import RefineOptions
+    from xrdsolve.refine.rietveld import RefineOptions, background_terms
 
     from .solution import Candidate
 
@@ -207,7 +207,8 @@ def disorder_candidates(
         instrument=instrument,
         top=len(parents),
         supercell_parent=None if sub is None else parents.index(sub),
-        options=RefineOptions(annealing_restarts=()),  # one staged pass each, as for the ordered candidates
+        # one staged pass each and the same background as the ordered candidates, whose fits they are ranked with
+        options=RefineOptions(annealing_restarts=(), n_background=background_terms(pattern.two_theta)),
     )
     new: list[Any] = []
     records: list[dict[str, Any]] = []

@@ -238,7 +238,7 @@ def _index(
     if not cells:
         tried["indexing"] = {"error": error or "no cell found"}
         return []
-    good = [c for c in cells if c.m20 >= MIN_M20][: options.max_cells]
+    good = _with_cubic_seat([c for c in cells if c.m20 >= MIN_M20], options.max_cells)
     planned = []
     for cell in good:
         try:
@@ -273,6 +273,23 @@ def _index(
     if supercells:
         tried["indexing"]["supercells"] = supercells
     return planned
+
+
+def _with_cubic_seat(cells: list[Any], max_cells: int) -> list[Any]:
+    """The best ``max_cells`` of ``cells`` (ranked), with the best cubic cell put second when it ranks below
+    them yet indexes as many lines as the best cell (DICVOL's preference for the highest symmetry).
+
+    With few lines a lower-symmetry cell with more free parameters can outrank the true cubic one by M20, and
+    one too small for a formula unit is then used through its supercells: six lines of ErPt3 (Cu3Au type,
+    its superstructure lines below 0.1 %) gave tetragonal 2.05 × 2.37 Å cells M6 1746 and the fcc-like cubic
+    4.10 Å cell M6 640 fifth, so the ordered Pm-3m structure in that cell was never proposed."""
+    good = cells[:max_cells]
+    if not good or any(c.crystal_system == "cubic" for c in good):
+        return good
+    cubic = next((c for c in cells[max_cells:] if c.crystal_system == "cubic"), None)
+    if cubic is None or cubic.n_unindexed > good[0].n_unindexed:
+        return good
+    return [good[0], cubic, *good[1:]]
 
 
 def index_pattern(
@@ -760,10 +777,15 @@ def _refine_chunks(
     once that time has passed: the list is then shorter than ``structures``; the refinement itself
     stops iterating at that time too (RefineOptions.deadline), keeping the best parameters reached.
     """
-    from xrdsolve.refine.rietveld import RefineOptions, refine_candidates
+    from xrdsolve.refine.rietveld import RefineOptions, background_terms, refine_candidates
 
     # one staged pass per candidate: the solve spends its time on more candidates rather than restarts
-    options = RefineOptions(deadline=stop_after, annealing_restarts=(), anomalous=anomalous)
+    options = RefineOptions(
+        deadline=stop_after,
+        annealing_restarts=(),
+        anomalous=anomalous,
+        n_background=background_terms(pattern.two_theta),
+    )
     if stages is not None:
         options = replace(options, strategy=stages)
     results: list[Any] = []
