@@ -408,7 +408,7 @@ def build_result(
             )
         ticks = tt_obs[ok]
         tick_hkl = refl.hkl[0].numpy()[ok]
-        r_bragg = _r_bragg(model, theta, k, b, calc, bg)
+        r_bragg = _r_bragg(model, theta, k, b, calc, bg) if model.options.r_bragg else float("nan")
         profile = {n: v(lay.phase_profile_index(k, n)) for n in ("X", "Y", "po_ratio")}
         from pymatgen.core.operations import SymmOp
 

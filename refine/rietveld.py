@@ -109,6 +109,9 @@ class RefineOptions:
     #: axial-divergence (FCJ) quadrature: "converged" or "gsas2" (GSAS-II's node rule, to compare like for like
     #: with GSAS-II); ignored when an :class:`Instrument` is given (its own ``fcj_quadrature`` applies)
     fcj_quadrature: str = "converged"
+    #: compute R_Bragg per phase for the results (one calculated pattern per reflection: seconds for a large
+    #: low-symmetry cell); False leaves it NaN, e.g. for quick screening fits ranked by Rwp alone
+    r_bragg: bool = True
 
 
 @dataclass

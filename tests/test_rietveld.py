@@ -165,3 +165,12 @@ def test_background_terms_fit_an_amorphous_hump_that_six_leave_in_the_residual(r
     coarse = refine(pattern, truth, options=RefineOptions(n_background=6))
     assert fine.gof < 1.15
     assert coarse.gof > fine.gof + 1.0
+
+
+def test_r_bragg_can_be_left_out_without_changing_the_fit(rutile_problem, rutile_result) -> None:
+    """Screening fits skip R_Bragg (a calculated pattern per reflection); the fit itself is the same."""
+    pattern, _, cands = rutile_problem
+    quick = refine(pattern, cands[0], options=RefineOptions(r_bragg=False))
+    assert math.isnan(quick.phases[0].r_bragg)
+    assert 0.0 < rutile_result.phases[0].r_bragg < 0.2
+    assert quick.rwp == pytest.approx(rutile_result.rwp, rel=1e-9)
