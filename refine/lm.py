@@ -48,6 +48,8 @@ class LMResult:
     correlation: Tensor  # (B,P,P)
     #: the iterations stopped at the caller's deadline (candidates not converged by then are "deadline")
     timed_out: bool = False
+    #: wall seconds of the last iteration (or the estimate given, when none ran): what the next one should take
+    iteration_seconds: float = 0.0
 
     @property
     def gof(self) -> Tensor:
@@ -183,6 +185,7 @@ def levenberg_marquardt(
     damped_limit: float = 0.1,
     residual_takes_index: bool = False,
     deadline: float | None = None,
+    iteration_seconds: float = 0.0,
 ) -> LMResult:
     """Batched bounded Levenberg–Marquardt (Marquardt diagonal scaling, projection onto bounds).
 
@@ -195,8 +198,10 @@ def levenberg_marquardt(
     alone decide whether a step is accepted. Converges when, for a step taken with damping
     λ ≤ ``damped_limit``, the relative χ² decrease of an accepted step is below ``ftol``, when the step is
     below ``xtol`` relative to the parameters, or when no damping gives a decrease.
-    With ``deadline`` (a ``time.perf_counter()`` value) no new iteration starts after it: every accepted step
-    lowered χ², so the parameters returned are the best found so far (``timed_out`` is then set).
+    With ``deadline`` (a ``time.perf_counter()`` value) no new iteration starts that would end after it, judged
+    by the duration of the previous one (``iteration_seconds`` before the first: e.g. that of an earlier stage);
+    with ``covariance`` room is also kept for the closing Jacobian (about one more iteration). Every accepted
+    step lowered χ², so the parameters returned are the best found so far (``timed_out`` is then set).
     """
     theta = theta0.detach().clone()
     bsz, p = theta.shape
@@ -216,11 +221,17 @@ def levenberg_marquardt(
     iterations = torch.zeros(bsz, dtype=torch.long)
 
     timed_out = False
+    # JᵀJ of each candidate's latest iteration (free columns): the covariance when the deadline stops the run
+    normal = theta.new_zeros(bsz, p, p)
+    has_normal = torch.zeros(bsz, dtype=torch.bool)
+    last_iteration_s = iteration_seconds  # the next iteration is expected to take as long as the last one
+    room = 2.0 if covariance else 1.0  # iterations' worth of time needed before the deadline
     for _ in range(max_iter):
         active = ~(converged | diverged)
         if not bool(active.any()):
             break
-        if deadline is not None and time.perf_counter() > deadline:
+        started = time.perf_counter()
+        if deadline is not None and started + room * last_iteration_s > deadline:
             timed_out = True
             log.info("LM: deadline reached with %d candidate(s) still iterating", int(active.sum()))
             break
@@ -248,6 +259,10 @@ def levenberg_marquardt(
             g_act[~jac_ok] = 0.0
         g = theta.new_zeros(bsz, p)
         g[act_idx[:, None], col_idx[None, :]] = g_act
+        if covariance and deadline is not None:
+            normal[act_idx] = 0.0
+            normal[act_idx[:, None, None], col_idx[None, :, None], col_idx[None, None, :]] = a_act
+            has_normal[act_idx] = True
         # parameters pinned at a bound with the gradient pushing outwards are held this step
         at_low = (theta <= lower) & (g > 0)
         at_high = (theta >= upper) & (g < 0)
@@ -300,6 +315,7 @@ def levenberg_marquardt(
         # no damping gave a decrease: we are at a (local) minimum within numerical precision
         stuck = active & ~converged & (lam >= 1e12)
         converged |= stuck
+        last_iteration_s = time.perf_counter() - started
 
     n_free = free.sum(dim=1)
     if not covariance:
@@ -318,21 +334,27 @@ def levenberg_marquardt(
             esd=torch.zeros(bsz, p, dtype=dtype),
             correlation=zeros.clone(),
             timed_out=timed_out,
+            iteration_seconds=last_iteration_s,
         )
-    # covariance at the solution
-    cols = free.any(dim=0)
-    if jacobian_fn is not None:
-        jac_end = theta.new_zeros(bsz, r_cur.shape[1], p)
-        jac_end[:, :, cols] = jacobian_fn(theta, cols, None)
-    else:
-        jac_end = jacobian(residual_fn, theta, cols, jacobian_method, max_jacobian_rows)
-    jac_end = torch.nan_to_num(jac_end)
+    if timed_out and bool(has_normal.all()) and torch.isfinite(normal).all():
+        # out of time: the covariance from each candidate's last normal matrix (one step old, as GSAS-II's
+        # esds come from its last cycle) instead of one more Jacobian (seconds for a large batch)
+        a_end = normal
+    else:  # covariance at the solution
+        cols = free.any(dim=0)
+        if jacobian_fn is not None:
+            jac_end = theta.new_zeros(bsz, r_cur.shape[1], p)
+            jac_end[:, :, cols] = jacobian_fn(theta, cols, None)
+        else:
+            jac_end = jacobian(residual_fn, theta, cols, jacobian_method, max_jacobian_rows)
+        jac_end = torch.nan_to_num(jac_end)
+        a_end = torch.einsum("bmp,bmq->bpq", jac_end, jac_end)
     # a parameter held at a bound where it has no derivative (e.g. an asymmetry at 0) is fixed there:
     # esd 0, not a singular normal matrix
-    flat = (jac_end * jac_end).sum(dim=1) <= 0
+    flat = torch.diagonal(a_end, dim1=-2, dim2=-1) <= 0
     free = free & ~(flat & ((theta <= lower) | (theta >= upper)))
-    jac = jac_end * free[:, None, :]
-    a = torch.einsum("bmp,bmq->bpq", jac, jac)
+    held_free = free.to(dtype)
+    a = a_end * held_free[:, :, None] * held_free[:, None, :]
     dof = (n_obs - n_free).clamp_min(1).to(dtype)
     gof2 = chi2 / dof
     diag = torch.diagonal(a, dim1=-2, dim2=-1)
@@ -363,4 +385,5 @@ def levenberg_marquardt(
         esd=esd,
         correlation=corr,
         timed_out=timed_out,
+        iteration_seconds=last_iteration_s,
     )

@@ -266,20 +266,22 @@ def build_result(
     th = theta[b : b + 1]
     names = lay.names[b]
     p_total = lay.total
-    if last is not None:
+    if last is not None and model.options.esds:
         cov = last.covariance[b].numpy()
         esd = last.esd[b].numpy()
         corr = last.correlation[b].numpy()
-        free = (last.esd[b] > 0).numpy() | np.zeros(p_total, dtype=bool)
-        free_mask = np.asarray([bool(x) for x in free])
+        free_mask = (last.esd[b] > 0).numpy().astype(bool)
+    else:  # not refined, or esds not computed (RefineOptions.esds: NaN)
+        nothing = 0.0 if last is None else np.nan
+        cov = np.full((p_total, p_total), nothing)
+        esd = np.full(p_total, nothing)
+        corr = np.eye(p_total)
+        free_mask = np.zeros(p_total, dtype=bool)
+    if last is not None:
         converged = bool(last.converged[b]) and not dead
         status = "diverged" if dead else last.status(b)
         n_free = int(last.n_free[b])
     else:
-        cov = np.zeros((p_total, p_total))
-        esd = np.zeros(p_total)
-        corr = np.eye(p_total)
-        free_mask = np.zeros(p_total, dtype=bool)
         converged, status, n_free = False, "not_refined", 0
     vals = th[0].detach().numpy()
 

@@ -170,3 +170,41 @@ def test_non_finite_jacobian_freezes_only_its_candidate(bad_value: float) -> Non
     assert bool(res.diverged[1]) and int(res.iterations[1]) == 0  # frozen before its first step
     assert bool(res.converged[0]) and bool(res.converged[2])
     assert torch.allclose(res.theta[[0, 2]], true[[0, 2]], rtol=0.05, atol=0.02)
+
+
+def test_deadline_starts_no_iteration_expected_to_end_after_it() -> None:
+    """An iteration expected to outlast the time left (from ``iteration_seconds``) is not started."""
+    import time
+
+    resid, true = _exp_problem(2)
+    start = true * 1.3 + 0.05
+    res = levenberg_marquardt(
+        resid, start, max_iter=100, deadline=time.perf_counter() + 100.0, iteration_seconds=1000.0
+    )
+    assert res.timed_out and int(res.iterations.sum()) == 0 and torch.equal(res.theta, start)
+    assert res.iteration_seconds == 1000.0
+
+
+def test_deadline_keeps_the_last_normal_matrix_for_the_esds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Out of time, the esds come from the last iteration's JᵀJ (no closing Jacobian past the deadline);
+    on a clock that ticks one second per residual evaluation the run returns before the deadline, with esds
+    close to those of a fresh Jacobian at the parameters reached."""
+    import types
+
+    import xrdsolve.refine.lm as lm_module
+
+    resid, true = _exp_problem(3, seed=5)
+    clock = [0.0]
+
+    def ticking(theta: torch.Tensor) -> torch.Tensor:
+        clock[0] += 1.0
+        return resid(theta)
+
+    monkeypatch.setattr(lm_module, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    start = true * 1.05
+    res = levenberg_marquardt(ticking, start, max_iter=100, deadline=40.0, ftol=1e-14, xtol=1e-14)
+    assert res.timed_out and int(res.iterations.min()) >= 2
+    assert clock[0] <= 40.0  # no evaluation after the deadline: the covariance did not cost a Jacobian
+    fresh = levenberg_marquardt(resid, res.theta, max_iter=0)
+    assert torch.all(res.esd > 0)
+    assert torch.allclose(res.esd, fresh.esd, rtol=0.05)

@@ -167,10 +167,17 @@ def test_background_terms_fit_an_amorphous_hump_that_six_leave_in_the_residual(r
     assert coarse.gof > fine.gof + 1.0
 
 
-def test_r_bragg_can_be_left_out_without_changing_the_fit(rutile_problem, rutile_result) -> None:
-    """Screening fits skip R_Bragg (a calculated pattern per reflection); the fit itself is the same."""
+def test_r_bragg_and_esds_can_be_left_out_without_changing_the_fit(rutile_problem, rutile_result) -> None:
+    """Screening fits skip R_Bragg (a calculated pattern per reflection) and the esds (a closing Jacobian):
+    both come back NaN, and the fit itself is the same."""
     pattern, _, cands = rutile_problem
-    quick = refine(pattern, cands[0], options=RefineOptions(r_bragg=False))
+    quick = refine(pattern, cands[0], options=RefineOptions(r_bragg=False, esds=False))
     assert math.isnan(quick.phases[0].r_bragg)
     assert 0.0 < rutile_result.phases[0].r_bragg < 0.2
     assert quick.rwp == pytest.approx(rutile_result.rwp, rel=1e-9)
+    assert quick.n_params == rutile_result.n_params and quick.gof == pytest.approx(
+        rutile_result.gof, rel=1e-9
+    )
+    a_quick, a_full = quick.phases[0].lattice["a"], rutile_result.phases[0].lattice["a"]
+    assert a_quick.value == pytest.approx(a_full.value, rel=1e-12)
+    assert math.isnan(a_quick.esd) and a_full.esd > 0
