@@ -189,21 +189,55 @@ def test_a_cubic_cell_indexing_as_many_lines_keeps_a_seat_among_the_cells_used()
     assert _with_cubic_seat([], 3) == []
 
 
-def test_widening_round_runs_when_the_best_fit_is_poor(monkeypatch: pytest.MonkeyPatch) -> None:
-    """With time left and a best GoF above the widening threshold (lowered here below rutile's 1.05), a second
-    round draws candidates in the cell's later hinted space groups (or fresh seeds), screens and refines them,
-    and ranks them with the first round's; with the default threshold rutile's fit stops the solve."""
+def test_widening_round_draws_where_the_best_fit_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With time left, a second round draws candidates, screens and refines them, and ranks them with the first
+    round's: rutile's good fit (GoF 1.05) sends it to fresh seeds in the same space groups; with the threshold
+    lowered below that fit, to the cell's later hinted space groups. Rutile stays first either way."""
     import xrdsolve.pipeline as pipeline
 
-    kept = solve(DEMO, "TiO2", n_candidates=8, k=2, time_budget=120.0, progress=False)
-    assert kept.tried["widening"]["ran"] is False and "GoF" in kept.tried["widening"]["reason"]
+    same = solve(DEMO, "TiO2", n_candidates=8, k=2, time_budget=120.0, progress=False)
+    widening = same.tried["widening"]
+    assert widening["ran"] is True and widening["draws"] == "fresh seeds"
+    used = same.tried["indexing"]["used"][0]["spacegroups"]
+    assert widening["spacegroups"][0] == used[:6] and widening["rietveld"]["refined"] > 0
+    assert same.best is not None and same.best.spacegroup == "P4_2/mnm"
     monkeypatch.setattr(pipeline, "WIDEN_GOF", 0.5)
     sol = solve(DEMO, "TiO2", n_candidates=8, k=2, time_budget=120.0, progress=False)
     widening = sol.tried["widening"]
     assert widening["ran"] is True and widening["reason"].startswith("best GoF")
+    assert widening["draws"] == "later space groups"
     used = sol.tried["indexing"]["used"][0]["spacegroups"]
     assert widening["spacegroups"][0] == (used[6:] or used)
     assert widening["screening"]["refined"] > 0 and widening["rietveld"]["refined"] > 0
     second = [c for c in sol.candidates if c.provenance.get("round") == 2]
     assert second and all(c.provenance["seed"] >= pipeline.WIDEN_SEED_OFFSET for c in second)
     assert sol.best is not None and sol.best.spacegroup == "P4_2/mnm"
+
+
+def test_a_refinement_batch_is_not_started_when_the_last_one_took_longer_than_the_time_left(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """_refine_chunks under a stop time: on a clock where each batch takes 10 s, with 25 s left the first two
+    batches run (10 s left after the first) and the third is not started (5 s left); without a stop time all
+    run."""
+    import types
+
+    import xrdsolve.pipeline as pipeline
+    import xrdsolve.refine.rietveld as rietveld
+
+    clock = [0.0]
+
+    def ten_seconds_a_batch(pattern, structures, instrument=None, options=None):  # type: ignore[no-untyped-def]
+        clock[0] += 10.0
+        return [len(structures)] * len(structures)
+
+    monkeypatch.setattr(pipeline, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(rietveld, "refine_candidates", ten_seconds_a_batch)
+    grid = Pattern(np.linspace(10.0, 80.0, 701), np.ones(701), np.ones(701))
+    structures = [
+        Structure.from_spacegroup("Pm-3m", [[4.0, 0, 0], [0, 4.0, 0], [0, 0, 4.0]], ["Cs"], [[0, 0, 0]])
+    ]
+    results = pipeline._refine_chunks(grid, structures * 8, None, None, 2, stop_after=25.0)
+    assert len(results) == 4 and clock[0] == 20.0
+    clock[0] = 0.0
+    assert len(pipeline._refine_chunks(grid, structures * 8, None, None, 2)) == 8

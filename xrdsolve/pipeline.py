@@ -84,10 +84,10 @@ IMPURITY_SUBCELL_FRACTION = 0.95
 IMPURITY_SUBCELL_LINES_PER = 8
 #: Supercells tried before an indexed cell too small for one formula unit (see _with_supercells).
 MAX_SUPERCELLS_PER_CELL = 2
-#: Widening round (:func:`_widen`): under a time budget, when the best refined candidate's GoF is above
-#: WIDEN_GOF and at least WIDEN_MIN_LEFT of the budget is left, candidates are drawn again — in the hinted
-#: space groups after the first ``max_spacegroups`` (indexing keeps up to WIDEN_GROUPS_FACTOR times as
-#: many), or with fresh seeds in the same groups — and ranked with the first round's.
+#: Widening round (:func:`_widen`): under a time budget, when at least WIDEN_MIN_LEFT of the budget is left,
+#: candidates are drawn again and ranked with the first round's: when the best refined candidate's GoF is
+#: above WIDEN_GOF in the hinted space groups after the first ``max_spacegroups`` (indexing keeps up to
+#: WIDEN_GROUPS_FACTOR times as many), else (or when there are no more) with fresh seeds in the same groups.
 WIDEN_GOF = 1.5
 WIDEN_MIN_LEFT = 0.2
 WIDEN_GROUPS_FACTOR = 2
@@ -768,15 +768,17 @@ def _refine_chunks(
     chunk: int,
     progress: Callable[[int], None] | None = None,
     stop_after: float | None = None,
-    anomalous: bool | None = None,
-    r_bragg: bool = True,
+    screening: bool = False,
 ) -> list[Any]:
     """Refine ``structures`` in batches of ``chunk``; a result per structure (None when it failed).
-    ``anomalous``, ``r_bragg``: as :attr:`RefineOptions.anomalous` and ``.r_bragg`` (False for screening fits).
+    ``screening``: quick fits ranked by Rwp alone — no anomalous terms (a few % of |F|²), no R_Bragg (one
+    calculated pattern per reflection) and no esds (one more Jacobian per batch): RefineOptions.anomalous,
+    .r_bragg and .esds off.
 
-    With ``stop_after`` (a ``time.perf_counter()`` value), batches after the first are not started
-    once that time has passed: the list is then shorter than ``structures``; the refinement itself
-    stops iterating at that time too (RefineOptions.deadline), keeping the best parameters reached.
+    With ``stop_after`` (a ``time.perf_counter()`` value), a batch after the first is not started when the
+    previous batch took longer than the time left before it: the list is then shorter than ``structures``;
+    the refinement itself stops iterating at that time too (RefineOptions.deadline), keeping the best
+    parameters reached.
     """
     from xrdsolve.refine.rietveld import RefineOptions, background_terms, refine_candidates
 
@@ -784,15 +786,18 @@ def _refine_chunks(
     options = RefineOptions(
         deadline=stop_after,
         annealing_restarts=(),
-        anomalous=anomalous,
+        anomalous=False if screening else None,
         n_background=background_terms(pattern.two_theta),
-        r_bragg=r_bragg,
+        r_bragg=not screening,
+        esds=not screening,
     )
     if stages is not None:
         options = replace(options, strategy=stages)
     results: list[Any] = []
+    last_batch_s = 0.0
     for start in range(0, len(structures), chunk):
-        if start > 0 and stop_after is not None and time.perf_counter() > stop_after:
+        started = time.perf_counter()
+        if start > 0 and stop_after is not None and started + last_batch_s > stop_after:
             break
         part = structures[start : start + chunk]
         try:
@@ -807,6 +812,7 @@ def _refine_chunks(
                     results.append(None)
         if progress is not None:
             progress(len(part))
+        last_batch_s = time.perf_counter() - started
     return results
 
 
@@ -1002,10 +1008,10 @@ def _screen_and_refine(
     budgeted = clock.budget is not None
     screen_chunk = min(opts.screen_chunk, 16) if budgeted else opts.screen_chunk
     stop = t0 + SCREEN_SHARE * clock.left() if budgeted else None
-    # screening fits scale, zero, cell and widths only: the anomalous terms (a few % of |F|²) are left out,
-    # and so is R_Bragg (ranking uses Rwp; it took half of a 31 s screening batch of large junk cells)
+    # screening fits scale, zero, cell and widths only, ranked by Rwp: no anomalous terms, R_Bragg or esds
+    # (R_Bragg took half of a 31 s screening batch of large junk cells, the esds' Jacobian 5 s of another)
     screened = _refine_chunks(
-        pattern, pool.structures, screen, inst, screen_chunk, stop_after=stop, anomalous=False, r_bragg=False
+        pattern, pool.structures, screen, inst, screen_chunk, stop_after=stop, screening=True
     )
     record["screening"] = {
         "refined": len(screened),
@@ -1077,25 +1083,34 @@ def _widen(
     tried: dict[str, Any],
     messages: list[str],
 ) -> list[tuple[Any, dict[str, Any]]]:
-    """The widening round: under a time budget, when the best plausible refined candidate fits worse than
-    GoF WIDEN_GOF and at least WIDEN_MIN_LEFT of the budget is left, candidates are proposed again (no
-    generator): in each indexed cell's hinted space groups after its first ``max_spacegroups``, or — when it
-    has no more — in the same groups with fresh seeds (in cells drawn from the composition when indexing
-    failed). They are screened and refined like the first round's, within the budget; returned for ranking
-    with them (provenance ``round`` 2). ``tried["widening"]`` says whether it ran and why."""
+    """The widening round: under a time budget, when at least WIDEN_MIN_LEFT of the budget is left,
+    candidates are proposed again (no generator). When the best plausible refined candidate fits worse than
+    GoF WIDEN_GOF, in each indexed cell's hinted space groups after its first ``max_spacegroups``; when it
+    fits well (or a cell has no more groups), in the same groups with fresh seeds (in cells drawn from the
+    composition when indexing failed) — a good fit can still be a wrong arrangement of the right cell, e.g.
+    light atoms on the wrong sites. They are screened and refined like the first round's, within the budget;
+    returned for ranking with them (provenance ``round`` 2). ``tried["widening"]`` says whether it ran, why
+    and where."""
     plausible = [r for r, prov in refined if "implausible" not in prov]
     gof = min((float(r.gof) for r in plausible if math.isfinite(r.gof)), default=math.inf)
     if clock.budget is None:
         tried["widening"] = {"ran": False, "reason": "no time budget"}
         return []
     left = clock.left()
-    if gof <= WIDEN_GOF or left < WIDEN_MIN_LEFT * clock.budget:
-        why = f"best GoF {gof:.2f}" if gof <= WIDEN_GOF else f"{max(left, 0.0):.1f} s left"
-        tried["widening"] = {"ran": False, "reason": why}
+    if left < WIDEN_MIN_LEFT * clock.budget:
+        tried["widening"] = {"ran": False, "reason": f"{max(left, 0.0):.1f} s left"}
         return []
     t0 = time.perf_counter()
-    record: dict[str, Any] = {"ran": True, "reason": f"best GoF {gof:.2f} > {WIDEN_GOF}"}
-    wider = [(cell, list(groups[opts.max_spacegroups :]) or list(groups)) for cell, groups in cells]
+    poor = gof > WIDEN_GOF
+    record: dict[str, Any] = {
+        "ran": True,
+        "reason": f"best GoF {gof:.2f} > {WIDEN_GOF}" if poor else f"{left:.1f} s left",
+        "draws": "later space groups" if poor else "fresh seeds",
+    }
+    if poor:
+        wider = [(cell, list(groups[opts.max_spacegroups :]) or list(groups)) for cell, groups in cells]
+    else:
+        wider = [(cell, list(groups[: opts.max_spacegroups])) for cell, groups in cells]
     record["spacegroups"] = [groups for _, groups in wider]
     round_opts = replace(opts, seed=opts.seed + WIDEN_SEED_OFFSET, use_generator=False)
     pool = _propose(pattern, comp, wider, round_opts, record, None, inst, PRESCREEN_SHARE * left)
