@@ -241,3 +241,30 @@ def test_a_refinement_batch_is_not_started_when_the_last_one_took_longer_than_th
     assert len(results) == 4 and clock[0] == 20.0
     clock[0] = 0.0
     assert len(pipeline._refine_chunks(grid, structures * 8, None, None, 2)) == 8
+
+
+def test_deduplicate_keeps_the_best_ranked_of_each_structure() -> None:
+    """Refined candidates equal under StructureMatcher (a perturbed copy, a 1×1×2 supercell) are dropped after
+    the best-ranked one; distinct structures keep their rank order."""
+    from types import SimpleNamespace
+
+    from pymatgen.core import Lattice
+
+    from xrdsolve.pipeline import _deduplicate
+
+    def result(structure: Structure) -> SimpleNamespace:
+        return SimpleNamespace(phases=[SimpleNamespace(structure=structure)])
+
+    rutile = Structure.from_spacegroup(
+        "P4_2/mnm", Lattice.tetragonal(4.594, 2.959), ["Ti", "O"], [[0, 0, 0], [0.305, 0.305, 0]]
+    )
+    nudged = rutile.copy()
+    nudged.perturb(0.05, min_distance=0.01)
+    doubled = rutile.copy()
+    doubled.make_supercell([1, 1, 2])
+    anatase = Structure.from_spacegroup(
+        "I4_1/amd", Lattice.tetragonal(3.785, 9.514), ["Ti", "O"], [[0, 0.75, 0.125], [0, 0.75, 0.3333]]
+    )
+    ranked = [(result(s), {"rank_in": i}) for i, s in enumerate([nudged, anatase, rutile, doubled])]
+    kept = _deduplicate(ranked)
+    assert [prov["rank_in"] for _, prov in kept] == [0, 1]
