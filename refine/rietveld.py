@@ -762,14 +762,15 @@ def _staged(
     }
     # seconds per LM iteration measured so far in this pass: a stage or LM call starting near the deadline
     # is judged by it (an iteration of a large batch takes seconds)
-    pace = [0.0]
+    pace = 0.0
 
     def timed_lm(residual_fn: Any, theta0: Tensor, final: bool = False, **kwargs: Any) -> LMResult:
+        nonlocal pace
         # before the final stage, room is kept for its closing Jacobian (the esds, over every free column)
-        deadline = options.deadline if options.deadline is None or final else options.deadline - 1.5 * pace[0]
-        settings: dict[str, Any] = {**lm_common, **kwargs, "deadline": deadline, "iteration_seconds": pace[0]}
+        deadline = options.deadline if options.deadline is None or final else options.deadline - 1.5 * pace
+        settings: dict[str, Any] = {**lm_common, **kwargs, "deadline": deadline, "iteration_seconds": pace}
         out = levenberg_marquardt(residual_fn, theta0, **settings)
-        pace[0] = max(pace[0], out.iteration_seconds)
+        pace = max(pace, out.iteration_seconds)
         return out
 
     last: LMResult | None = None
@@ -778,15 +779,12 @@ def _staged(
         if not bool(free.any()):
             continue
         final = si == len(stages) - 1
-        if (
-            not final
-            and options.deadline is not None
-            and time.perf_counter() + 2.5 * pace[0] > options.deadline
-        ):
+        if not final and options.deadline is not None and time.perf_counter() + 2.5 * pace > options.deadline:
             log.info("deadline (nearly) passed: stage %s skipped", stage.name)
             continue
-        stage_start, stage_chi2 = theta.clone(), stats["chi2"]
         annealed = "lattice" in stage.groups and bool(annealing)
+        if annealed:  # where the stage starts, should the annealing end above it (_unless_annealing_lost)
+            stage_start, stage_chi2 = theta.clone(), stats["chi2"]
         if "asym" in stage.groups:
             # at exactly 0 the symmetric profile has no asym derivative to follow: start just above it
             # (only now: an asymmetric profile costs several times more to compute in earlier stages)
