@@ -237,8 +237,8 @@ def _r_bragg(
         for start in range(0, idx.numel(), chunk):
             sel = idx[start : start + chunk]
             n = sel.numel()
-            sub_mask = torch.zeros(n, hkl.shape[1], dtype=torch.bool)
-            sub_mask[torch.arange(n), sel] = True
+            sub_mask = torch.zeros(n, hkl.shape[1], dtype=hmask.dtype)  # one reflection (and its count) each
+            sub_mask[torch.arange(n), sel] = hmask[b, sel]
             cb = crystals.select([0] * n)
             pr = prof.select(torch.zeros(n, dtype=torch.long))
             pats = simulate(

@@ -42,6 +42,7 @@ from .physics import (
     simulate,
     species_index,
 )
+from .physics.equivalents import merge_equivalent_reflections
 from .protocols import PatternLike
 from .radiation import Geometry, Probe, Radiation
 from .rietveld_jacobian import model_jacobian
@@ -208,6 +209,8 @@ class RietveldModel:
         self._row_cache: dict[tuple[int, int], tuple[Tensor, StackedPhases]] = {}
         #: extra Gaussian variance (centideg²) added to W while annealing the lattice (coarse to fine)
         self.extra_w = 0.0
+        #: analytic Jacobians computed per configuration (paces refine.rietveld_jacobian's self-check)
+        self.jacobian_calls: dict[tuple[Any, ...], int] = {}
 
     # ------------------------------------------------------------------------------------------ layout
     def _make_layout(self) -> _Layout:
@@ -285,8 +288,15 @@ class RietveldModel:
             po_ratio=p["po_ratio"],
         )
 
+    @property
+    def merges_equivalents(self) -> bool:
+        """True when reflections are listed once per Laue orbit with their count (no strategy stage refines
+        preferred orientation, which needs every equivalent's direction; see refine.physics.equivalents)."""
+        return not any("po" in stage.groups for stage in self.options.strategy)
+
     def update_hkl(self, theta: Tensor) -> None:
-        """(Re)generate reflections for the current lattices up to 2θ_max + margin."""
+        """(Re)generate reflections for the current lattices up to 2θ_max + margin (merged by symmetry unless
+        preferred orientation is refined: every candidate keeps its space group, see refine.params)."""
         lam = min(self.instrument.radiation.wavelengths)
         tt_max = min(float(self.two_theta[-1]) + HKL_MARGIN_DEG, 179.0)
         d_min = lam / (2.0 * math.sin(math.radians(tt_max / 2.0)))
@@ -295,7 +305,11 @@ class RietveldModel:
             for k in range(self.n_phases):
                 lat = self.crystals(theta, k).lattice
                 lat = torch.where(torch.isfinite(lat), lat, torch.eye(3, dtype=lat.dtype).expand_as(lat))
-                self.hkl.append(generate_hkl(lat, d_min))
+                hkl = generate_hkl(lat, d_min)
+                if self.merges_equivalents:
+                    rotations = [ph.symops_rot for ph in self.stacked[k].phases]
+                    hkl = merge_equivalent_reflections(*hkl, rotations)
+                self.hkl.append(hkl)
 
     def background(self, theta: Tensor) -> Tensor:
         return chebyshev_background(self.two_theta, theta[:, self.layout.bg_slice])

@@ -9,15 +9,27 @@ import torch.autograd.forward_ad as fwad
 from xrdsolve.refine.bench import make_benchmark_problem
 from xrdsolve.refine.lm import jacobian
 from xrdsolve.refine.params import parameterize
-from xrdsolve.refine.rietveld import RefineOptions, RietveldModel, _initial_theta, _instrument_for
+from xrdsolve.refine.rietveld import (
+    DEFAULT_STRATEGY,
+    RefineOptions,
+    RietveldModel,
+    Stage,
+    _initial_theta,
+    _instrument_for,
+)
 from xrdsolve.refine.rietveld_jacobian import model_jacobian
 
 
-@pytest.fixture(scope="module")
-def model_and_theta():
+@pytest.fixture(scope="module", params=["merged", "full"])
+def model_and_theta(request):
+    """Three rutile candidates; "merged": reflections listed once per Laue orbit (the default, no texture),
+    "full": a strategy that refines preferred orientation keeps every equivalent (po_ratio 0.9 here)."""
     pattern, _, cands = make_benchmark_problem(3, seed=2)
     inst, start = _instrument_for(pattern, None, None)
-    model = RietveldModel(pattern, [[parameterize(c) for c in cands]], inst, RefineOptions())
+    merged = request.param == "merged"
+    strategy = DEFAULT_STRATEGY if merged else (*DEFAULT_STRATEGY, Stage("+texture", ("po",)))
+    model = RietveldModel(pattern, [[parameterize(c) for c in cands]], inst, RefineOptions(strategy=strategy))
+    assert model.merges_equivalents == merged
     theta, _, _ = _initial_theta(model, start, 0.1)
     model.update_hkl(theta)
     lay = model.layout
@@ -27,8 +39,17 @@ def model_and_theta():
     theta[:, lay.global_index("zero")] = 0.02
     theta[:, lay.global_index("displacement")] = 40.0
     theta[:, lay.phase_profile_index(0, "X")] = 1.5
-    theta[:, lay.phase_profile_index(0, "po_ratio")] = 0.9
+    if not merged:
+        theta[:, lay.phase_profile_index(0, "po_ratio")] = 0.9
     return model, theta
+
+
+def _columns(model: RietveldModel, theta: torch.Tensor) -> torch.Tensor:
+    """Every column the model's strategy can refine (preferred orientation only with full reflection lists)."""
+    cols = torch.ones(theta.shape[1], dtype=torch.bool)
+    if model.merges_equivalents:
+        cols[model.layout.phase_profile_index(0, "po_ratio")] = False
+    return cols
 
 
 @pytest.mark.parametrize("asym", [0.0, 0.01])
@@ -36,7 +57,7 @@ def test_model_jacobian_equals_forward_ad(model_and_theta, asym: float) -> None:
     model, theta = model_and_theta
     theta = theta.clone()
     theta[:, model.layout.global_index("asym")] = asym
-    cols = torch.ones(theta.shape[1], dtype=torch.bool)
+    cols = _columns(model, theta)
     ref = jacobian(model.residuals, theta, cols, "batched", 256)
     ours = model_jacobian(model, theta, cols, max_rows=256)
     scale = ref.abs().amax(dim=1, keepdim=True).clamp_min(1e-12)
@@ -61,7 +82,7 @@ def test_model_jacobian_of_a_subset_of_candidates(model_and_theta) -> None:
     model, theta = model_and_theta
     theta = theta.clone()
     theta[:, model.layout.global_index("asym")] = 0.01
-    cols = torch.ones(theta.shape[1], dtype=torch.bool)
+    cols = _columns(model, theta)
     full = model_jacobian(model, theta, cols)
     idx = torch.tensor([2, 0])
     sub = model_jacobian(model, theta[idx], cols, index=idx)
@@ -140,7 +161,7 @@ def test_stacked_passes_stay_within_the_memory_budget(model_and_theta, monkeypat
     import xrdsolve.refine.rietveld_jacobian as rj
 
     model, theta = model_and_theta
-    cols = torch.ones(theta.shape[1], dtype=torch.bool)
+    cols = _columns(model, theta)
     reference = model_jacobian(model, theta, cols, max_rows=128)
     requested: list[int] = []
     real = rj.stacked_unit_tangents
@@ -154,3 +175,33 @@ def test_stacked_passes_stay_within_the_memory_budget(model_and_theta, monkeypat
     small = model_jacobian(model, theta, cols, max_rows=128)
     assert requested and max(requested) < 128
     assert torch.allclose(small, reference, rtol=1e-12, atol=1e-12 * float(reference.abs().max()))
+
+
+def test_self_check_falls_back_to_ad_and_is_paced(model_and_theta, monkeypatch) -> None:
+    """Peak shapes that disagree with the model's pattern are caught on a configuration's first Jacobian (the
+    AD Jacobian is returned); afterwards the check runs on every SELF_CHECK_EVERY-th call only."""
+    import xrdsolve.refine.rietveld_jacobian as rj
+
+    model, theta = model_and_theta
+    theta = theta.clone()
+    theta[:, model.layout.global_index("asym")] = 0.0
+    cols = torch.zeros(theta.shape[1], dtype=torch.bool)
+    cols[[model.layout.global_index("W"), model.layout.phase_profile_index(0, "scale")]] = True
+    ref = jacobian(model.residuals, theta, cols, "forward")
+    model.jacobian_calls.clear()
+    real = rj._shape_values
+    monkeypatch.setattr(rj, "_shape_values", lambda *a, **k: real(*a, **k).mul_(1.01))  # 1 % wrong shapes
+    checked = model_jacobian(model, theta, cols)
+    assert torch.allclose(checked, ref, rtol=1e-9, atol=1e-9 * float(ref.abs().max()))
+    patterns: list[int] = []
+    real_patterns = model.phase_patterns
+    monkeypatch.setattr(model, "phase_patterns", lambda *a, **k: patterns.append(1) or real_patterns(*a, **k))
+    unchecked = model_jacobian(model, theta, cols)  # second call: not checked, the wrong shapes go through
+    assert not patterns
+    assert float((unchecked - ref).abs().max()) > 1e-3 * float(ref.abs().max())
+    for _ in range(rj.SELF_CHECK_EVERY - 2):
+        model_jacobian(model, theta, cols)
+    assert not patterns
+    rechecked = model_jacobian(model, theta, cols)  # the SELF_CHECK_EVERY-th call after the first
+    assert patterns
+    assert torch.allclose(rechecked, ref, rtol=1e-9, atol=1e-9 * float(ref.abs().max()))

@@ -37,7 +37,8 @@ HKL_MARGIN_DEG = 2.0
 class ReflectionData:
     """Per-reflection quantities; L = number of wavelengths.
 
-    hkl (B,R,3); mask (B,R); d (B,R) Å; multiplicity (B,R) (Friedel factor 2 or 1); f_squared (B,R,L);
+    hkl (B,R,3); mask (B,R) bool, or int counts of merged equivalents; d (B,R) Å; multiplicity (B,R) (2 per
+    Friedel pair, times the count of a merged list); f_squared (B,R,L);
     two_theta (B,R,L) degrees (Bragg angle, before zero/displacement); lp (B,R,L); po (B,R);
     intensity (B,R,L) integrated intensity including scale and wavelength weight; valid (B,R,L) bool.
     """
@@ -92,6 +93,14 @@ def _is_constant(t: Tensor, value: float) -> bool:
     return bool((t == value).all())
 
 
+def _is_fixed_at(t: Tensor, value: float) -> bool:
+    """True when every element equals ``value``, with no gradient and a zero (or no) forward-mode tangent."""
+    if t.requires_grad:
+        return False
+    tangent = fwad.unpack_dual(t).tangent
+    return bool((t.detach() == value).all()) and (tangent is None or not bool(tangent.any()))
+
+
 def flat_reflections(
     crystals: CrystalBatch,
     instrument: Instrument,
@@ -105,6 +114,7 @@ def flat_reflections(
     hkl_t, hmask = hkl
     if hkl_t.shape[0] != bsz:
         raise RefineError(f"hkl batch {hkl_t.shape[0]} does not match {bsz} crystals")
+    merged = hmask.dtype != torch.bool  # counts of equivalent reflections (refine.physics.equivalents)
     flat = torch.nonzero(hmask.reshape(-1)).squeeze(1)
     cidx = torch.div(flat, hmask.shape[1], rounding_mode="floor")
     row = flat - cidx * hmask.shape[1]
@@ -138,7 +148,8 @@ def flat_reflections(
             crystals, hkl_flat, cidx, s2, table=instrument.form_factors, neutron=neutron
         )
         f_squared = (re * re + im * im)[:, None].expand(-1, len(wl))
-    mult = torch.full_like(d, 2.0)
+    # a half-sphere list: each listed reflection stands for a Friedel pair (times its equivalents when merged)
+    mult = 2.0 * hmask.reshape(-1).index_select(0, flat).to(dtype) if merged else torch.full_like(d, 2.0)
     sin_t = lam[None, :] * (0.5 * torch.sqrt(g2))[:, None]  # λ/(2d), (T,L)
     valid = sin_t < 1.0
     sin_safe = torch.where(valid, sin_t, torch.full_like(sin_t, 0.5))
@@ -147,8 +158,13 @@ def flat_reflections(
         two_theta_rad, instrument.polarisation, instrument.monochromator_two_theta, neutron=neutron
     )
     ratio = torch.ones(bsz, dtype=dtype, device=dev) if profile is None else profile.po_ratio
-    if _is_constant(ratio, 1.0):
+    if _is_constant(ratio, 1.0) or (merged and _is_fixed_at(ratio, 1.0)):
         po = torch.ones_like(d)
+    elif merged:
+        raise RefineError(
+            "preferred orientation needs the full reflection list: symmetry-merged reflections (integer counts "
+            "in the hkl mask) do not say which direction each equivalent points in"
+        )
     else:
         axis = torch.as_tensor(instrument.po_axis, dtype=dtype, device=dev)
         axis_vec = axis @ reciprocal_lattice(crystals.lattice)  # (B,3)
@@ -185,7 +201,8 @@ def bragg_intensities(
 ) -> ReflectionData:
     """|F|², multiplicity, LP, PO and integrated intensity per reflection and wavelength (padded (B,R,…)).
 
-    ``hkl`` from :func:`generate_hkl` (half sphere); generated for
+    ``hkl`` from :func:`generate_hkl` (half sphere), or merged by symmetry
+    (:func:`refine.physics.equivalents.merge_equivalent_reflections`); generated for
     ``two_theta_max`` (degrees) when None. ``profile`` supplies scale and po_ratio (defaults 1).
     """
     if not instrument.is_neutron:
@@ -323,8 +340,8 @@ def simulate(
 
     Background included. Differentiable w.r.t. every floating tensor of ``crystals`` and ``profile``; dtype
     follows ``crystals``. ``hkl`` as returned by :func:`generate_hkl` (reuse it while the lattice changes a
-    little); generated for the grid's 2θ max + 2° when None. With ``per_reflection`` returns
-    ``(pattern, ReflectionData)``.
+    little), or merged by symmetry (:mod:`refine.physics.equivalents`); generated for the grid's 2θ max + 2°
+    when None. With ``per_reflection`` returns ``(pattern, ReflectionData)``.
     """
     dtype = crystals.lattice.dtype
     grid = torch.as_tensor(two_theta, dtype=dtype, device=crystals.lattice.device)
