@@ -186,6 +186,7 @@ def levenberg_marquardt(
     residual_takes_index: bool = False,
     deadline: float | None = None,
     iteration_seconds: float = 0.0,
+    closing_seconds: float | None = None,
 ) -> LMResult:
     """Batched bounded Levenberg–Marquardt (Marquardt diagonal scaling, projection onto bounds).
 
@@ -202,6 +203,9 @@ def levenberg_marquardt(
     by the duration of the previous one (``iteration_seconds`` before the first: e.g. that of an earlier stage);
     with ``covariance`` room is also kept for the closing Jacobian (about one more iteration). Every accepted
     step lowered χ², so the parameters returned are the best found so far (``timed_out`` is then set).
+    ``closing_seconds`` estimates the closing Jacobian (over every free column): when it would end after the
+    deadline the covariance comes from each candidate's last normal matrix, or, for a candidate that has
+    none (no iteration ran), its esds are NaN (not computed) rather than the deadline being overrun.
     """
     theta = theta0.detach().clone()
     bsz, p = theta.shape
@@ -336,10 +340,22 @@ def levenberg_marquardt(
             timed_out=timed_out,
             iteration_seconds=last_iteration_s,
         )
-    if timed_out and bool(has_normal.all()) and torch.isfinite(normal).all():
+    no_room = (
+        deadline is not None
+        and closing_seconds is not None
+        and time.perf_counter() + closing_seconds > deadline
+    )
+    usable = has_normal & torch.isfinite(normal).flatten(1).all(dim=1)
+    not_computed = torch.zeros(bsz, dtype=torch.bool)
+    if (timed_out or no_room) and bool(usable.all()):
         # out of time: the covariance from each candidate's last normal matrix (one step old, as GSAS-II's
         # esds come from its last cycle) instead of one more Jacobian (seconds for a large batch)
         a_end = normal
+    elif no_room:  # no time for the closing Jacobian: the last normal matrix where there is one, else NaN
+        log.info("LM: no time left for the closing Jacobian: esds of %d candidate(s) not computed",
+                 int((~usable).sum()))  # fmt: skip
+        not_computed = ~usable
+        a_end = torch.where(usable[:, None, None], normal, torch.eye(p, dtype=dtype).expand(bsz, p, p))
     else:  # covariance at the solution
         cols = free.any(dim=0)
         if jacobian_fn is not None:
@@ -369,6 +385,12 @@ def levenberg_marquardt(
     denom = esd[:, :, None] * esd[:, None, :]
     corr = torch.where(denom > 0, cov / denom.clamp_min(1e-300), torch.zeros_like(cov))
     corr = corr + torch.diag_embed((esd == 0).to(dtype))
+    if bool(not_computed.any()):
+        nan = torch.full((p, p), float("nan"), dtype=dtype)
+        cov = torch.where(not_computed[:, None, None], nan, cov)
+        corr = torch.where(not_computed[:, None, None], nan, corr)
+        esd = torch.where(not_computed[:, None], float("nan"), esd)
+        singular = singular & ~not_computed
     if bool(singular.any()):
         log.info("LM: %d candidate(s) have a singular normal matrix", int(singular.sum()))
     return LMResult(

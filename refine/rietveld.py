@@ -774,17 +774,29 @@ def _staged(
         "residual_takes_index": True,
         "deadline": options.deadline,
     }
-    # seconds per LM iteration measured so far in this pass: a stage or LM call starting near the deadline
-    # is judged by it (an iteration of a large batch takes seconds)
-    pace = 0.0
+    # seconds per LM iteration measured so far in this pass (and the free columns of that iteration): a stage
+    # or LM call starting near the deadline is judged by it (an iteration of a large batch takes seconds)
+    pace, pace_columns = 0.0, 1
 
     def timed_lm(residual_fn: Any, theta0: Tensor, final: bool = False, **kwargs: Any) -> LMResult:
-        nonlocal pace
+        nonlocal pace, pace_columns
         # before the final stage, room is kept for its closing Jacobian (the esds, over every free column)
         deadline = options.deadline if options.deadline is None or final else options.deadline - 1.5 * pace
-        settings: dict[str, Any] = {**lm_common, **kwargs, "deadline": deadline, "iteration_seconds": pace}
+        free_now = kwargs.get("free")
+        columns = theta0.shape[1] if free_now is None else max(1, int(free_now.any(dim=0).sum()))
+        # an iteration's Jacobian, and the closing one, cost about the same per free column (positions of a large
+        # cell: seconds for the final stage when the lattice stage took a fraction of one)
+        expected = pace * max(1.0, columns / pace_columns)
+        settings: dict[str, Any] = {
+            **lm_common,
+            **kwargs,
+            "deadline": deadline,
+            "iteration_seconds": expected,
+            "closing_seconds": expected if final and pace > 0 else None,
+        }
         out = levenberg_marquardt(residual_fn, theta0, **settings)
-        pace = max(pace, out.iteration_seconds)
+        if out.iteration_seconds > pace:
+            pace, pace_columns = out.iteration_seconds, columns
         return out
 
     last: LMResult | None = None

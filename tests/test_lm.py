@@ -208,3 +208,44 @@ def test_deadline_keeps_the_last_normal_matrix_for_the_esds(monkeypatch: pytest.
     fresh = levenberg_marquardt(resid, res.theta, max_iter=0)
     assert torch.all(res.esd > 0)
     assert torch.allclose(res.esd, fresh.esd, rtol=0.05)
+
+
+def test_no_room_for_the_closing_jacobian(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A closing Jacobian estimated (``closing_seconds``) to end after the deadline is not computed: the
+    esds come from the last normal matrix where an iteration ran, else they are NaN (not computed), and the
+    run ends before the deadline either way; with room, the esds are those of a fresh Jacobian."""
+    import types
+
+    import xrdsolve.refine.lm as lm_module
+
+    resid, true = _exp_problem(3, seed=5)
+    clock = [0.0]
+    jacobians: list[int] = []
+
+    def ticking(theta: torch.Tensor) -> torch.Tensor:
+        clock[0] += 0.01
+        return resid(theta)
+
+    def counted(theta_rows: torch.Tensor, cols: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+        jacobians.append(theta_rows.shape[0])
+        return jacobian(resid, theta_rows, cols, "forward")[:, :, cols]
+
+    monkeypatch.setattr(lm_module, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    start = true * 1.05
+    # converges well before the deadline, but the closing Jacobian is expected to take 100 s
+    res = levenberg_marquardt(ticking, start, deadline=50.0, closing_seconds=100.0, jacobian_fn=counted)
+    assert bool(res.converged.all()) and not res.timed_out
+    fresh = levenberg_marquardt(resid, res.theta, max_iter=0)
+    assert torch.all(res.esd > 0) and torch.allclose(res.esd, fresh.esd, rtol=0.05)
+    n_iterations = len(jacobians)
+    # no iteration at all (the deadline is already near): nothing to take the esds from
+    clock[0] = 0.0
+    none = levenberg_marquardt(
+        ticking, start, deadline=1.0, iteration_seconds=5.0, closing_seconds=5.0, jacobian_fn=counted
+    )
+    assert none.timed_out and int(none.iterations.sum()) == 0 and len(jacobians) == n_iterations
+    assert bool(torch.isnan(none.esd).all()) and bool(torch.isnan(none.covariance).all())
+    assert not bool(none.singular.any()) and clock[0] <= 1.0
+    # with room the closing Jacobian is computed as before
+    roomy = levenberg_marquardt(ticking, start, deadline=1e6, closing_seconds=1.0, jacobian_fn=counted)
+    assert torch.allclose(roomy.esd, levenberg_marquardt(resid, roomy.theta, max_iter=0).esd, rtol=1e-6)

@@ -181,3 +181,35 @@ def test_r_bragg_and_esds_can_be_left_out_without_changing_the_fit(rutile_proble
     a_quick, a_full = quick.phases[0].lattice["a"], rutile_result.phases[0].lattice["a"]
     assert a_quick.value == pytest.approx(a_full.value, rel=1e-12)
     assert math.isnan(a_quick.esd) and a_full.esd > 0
+
+
+def test_time_estimates_scale_with_the_free_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a deadline every LM call is told what its first iteration should cost: the slowest iteration so
+    far scaled by its free columns (the final stage refines positions and B_iso too: seconds where the
+    lattice stage took a fraction of one); only the final stage gets a closing-Jacobian estimate."""
+    import time
+
+    import xrdsolve.refine.rietveld as rietveld
+
+    pattern, _, cands = make_benchmark_problem(2, seed=3)
+    calls: list[dict] = []
+    real = rietveld.levenberg_marquardt
+
+    def spy(residual_fn, theta0, **kwargs):
+        out = real(residual_fn, theta0, **kwargs)
+        columns = int(kwargs["free"].any(dim=0).sum())
+        calls.append({**{k: kwargs[k] for k in ("iteration_seconds", "closing_seconds")}, "columns": columns,
+                      "took": out.iteration_seconds})  # fmt: skip
+        return out
+
+    monkeypatch.setattr(rietveld, "levenberg_marquardt", spy)
+    options = RefineOptions(deadline=time.perf_counter() + 600.0, annealing_restarts=())
+    refine_candidates(pattern, cands, options=options)
+    finals = [c for c in calls if c["closing_seconds"] is not None]
+    assert len(finals) == 1 and finals[0] is calls[-1]
+    for i, c in enumerate(calls[1:], start=1):
+        slowest = max(calls[:i], key=lambda e: e["took"])
+        expected = slowest["took"] * max(1.0, c["columns"] / slowest["columns"])
+        assert c["iteration_seconds"] == pytest.approx(expected)
+    assert finals[0]["closing_seconds"] == finals[0]["iteration_seconds"]
+    assert finals[0]["columns"] > min(c["columns"] for c in calls)
