@@ -221,7 +221,7 @@ def levenberg_marquardt(
         n_obs = torch.full((bsz,), r0.shape[1], dtype=torch.long)
     lam = torch.full((bsz,), lambda0, dtype=dtype)
     diverged = ~torch.isfinite(chi2)
-    converged = torch.zeros(bsz, dtype=torch.bool)
+    converged = ~free.any(dim=1)  # nothing to refine: done before the first iteration (costs nothing)
     iterations = torch.zeros(bsz, dtype=torch.long)
 
     timed_out = False

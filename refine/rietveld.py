@@ -101,6 +101,10 @@ class RefineOptions:
     #: further annealing schedules, each a complete staged run from the same start; every candidate keeps the
     #: run with the lowest final χ² (escapes the local minima of pseudo-symmetric cells and overlapping peaks)
     annealing_restarts: Sequence[Sequence[float]] = ((1.6, 0.8, 0.4, 0.2),)
+    #: candidates still above this goodness of fit (√(χ²/N)) after the runs above get one more staged run from the
+    #: same start without annealing (broadened peaks can lead a pseudo-symmetric cell astray: Fe(OH)₂, a ≈ c,
+    #: from a +0.3 % cell ends at GoF 4.8 annealed and 0.99 without); None: never
+    rescue_gof: float | None = 2.0
     #: ``time.perf_counter()`` value after which no LM iteration starts and intermediate stages are skipped
     #: (the last stage still computes the esds at the parameters reached); None: no limit
     deadline: float | None = None
@@ -663,6 +667,15 @@ def _run(
         label = " [annealing " + ", ".join(f"{x:g}" for x in schedule) + "°]"
         other = _staged(model, options, theta0, bounds, stages, fixed, polar, schedule, label)
         best = _keep_lower_chi2(best, other)
+    if options.rescue_gof is not None and options.lattice_annealing:
+        poor = best[1] > options.rescue_gof**2 * model.n_obs  # χ²/N: GoF² without the free-parameter count
+        in_time = options.deadline is None or time.perf_counter() < options.deadline
+        if bool(poor.any()) and in_time:
+            log.info("%d candidate(s) above GoF %g: one more run without annealing", int(poor.sum()),
+                     options.rescue_gof)  # fmt: skip
+            label = " [no annealing]"
+            other = _staged(model, options, theta0, bounds, stages, fixed, polar, (), label, only=poor)
+            best = _keep_lower_chi2(best, other)
     outcome = best[0]
     model.update_hkl(outcome[0])
     return outcome
@@ -746,16 +759,18 @@ def _staged(
     polar: Tensor,
     annealing: Sequence[float],
     label: str,
+    only: Tensor | None = None,
 ) -> tuple[_RunOutcome, Tensor]:
     """One pass of the staged strategy from ``theta0`` with the lattice annealing schedule ``annealing``
-    (extra Gaussian FWHM, degrees); returns (theta, last LM result, logs, dead) and the final χ² per candidate."""
+    (extra Gaussian FWHM, degrees); returns (theta, last LM result, logs, dead) and the final χ² per candidate.
+    With ``only`` (B,) bool the other candidates are not refined (returned as dead, χ² inf)."""
     from .results import StageLog
 
     lower, upper = bounds
     theta = theta0.clone()
     model.update_hkl(theta)
     bsz = model.batch_size
-    dead = torch.zeros(bsz, dtype=torch.bool)
+    dead = torch.zeros(bsz, dtype=torch.bool) if only is None else ~only
     logs: list[list[StageLog]] = [[] for _ in range(bsz)]
     stats = model.statistics(theta)
     for b in range(bsz):

@@ -208,7 +208,9 @@ def disorder_candidates(
         top=len(parents),
         supercell_parent=None if sub is None else parents.index(sub),
         # one staged pass each and the same background as the ordered candidates, whose fits they are ranked with
-        options=RefineOptions(annealing_restarts=(), n_background=background_terms(pattern.two_theta)),
+        options=RefineOptions(
+            annealing_restarts=(), rescue_gof=None, n_background=background_terms(pattern.two_theta)
+        ),
     )
     new: list[Any] = []
     records: list[dict[str, Any]] = []

@@ -786,6 +786,7 @@ def _refine_chunks(
     options = RefineOptions(
         deadline=stop_after,
         annealing_restarts=(),
+        rescue_gof=None,
         anomalous=False if screening else None,
         n_background=background_terms(pattern.two_theta),
         r_bragg=not screening,
