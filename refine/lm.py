@@ -352,8 +352,8 @@ def levenberg_marquardt(
         # esds come from its last cycle) instead of one more Jacobian (seconds for a large batch)
         a_end = normal
     elif no_room:  # no time for the closing Jacobian: the last normal matrix where there is one, else NaN
-        log.info("LM: no time left for the closing Jacobian: esds of %d candidate(s) not computed",
-                 int((~usable).sum()))  # fmt: skip
+        n_missing = int((~usable).sum())
+        log.info("LM: no time left for the closing Jacobian: esds of %d candidate(s) not computed", n_missing)
         not_computed = ~usable
         a_end = torch.where(usable[:, None, None], normal, torch.eye(p, dtype=dtype).expand(bsz, p, p))
     else:  # covariance at the solution

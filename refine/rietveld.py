@@ -671,8 +671,8 @@ def _run(
         poor = best[1] > options.rescue_gof**2 * model.n_obs  # χ²/N: GoF² without the free-parameter count
         in_time = options.deadline is None or time.perf_counter() < options.deadline
         if bool(poor.any()) and in_time:
-            log.info("%d candidate(s) above GoF %g: one more run without annealing", int(poor.sum()),
-                     options.rescue_gof)  # fmt: skip
+            n_poor, limit = int(poor.sum()), options.rescue_gof
+            log.info("%d candidate(s) above GoF %g: one more run without annealing", n_poor, limit)
             label = " [no annealing]"
             other = _staged(model, options, theta0, bounds, stages, fixed, polar, (), label, only=poor)
             best = _keep_lower_chi2(best, other)

@@ -198,8 +198,8 @@ def test_time_estimates_scale_with_the_free_columns(monkeypatch: pytest.MonkeyPa
     def spy(residual_fn, theta0, **kwargs):
         out = real(residual_fn, theta0, **kwargs)
         columns = int(kwargs["free"].any(dim=0).sum())
-        calls.append({**{k: kwargs[k] for k in ("iteration_seconds", "closing_seconds")}, "columns": columns,
-                      "took": out.iteration_seconds})  # fmt: skip
+        estimates = {k: kwargs[k] for k in ("iteration_seconds", "closing_seconds")}
+        calls.append({**estimates, "columns": columns, "took": out.iteration_seconds})
         return out
 
     monkeypatch.setattr(rietveld, "levenberg_marquardt", spy)
