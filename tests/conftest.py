@@ -13,6 +13,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("XRDSOLVE_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 REAL_DATA = SHARED_DATA / "real"
 STRUCTURE_DATA = SHARED_DATA / "structures"
+#: pymatgen's names of the seven crystal systems (SpacegroupAnalyzer.get_crystal_system)
+CRYSTAL_SYSTEMS = frozenset(
+    {"triclinic", "monoclinic", "orthorhombic", "tetragonal", "trigonal", "hexagonal", "cubic"}
+)
 
 
 @pytest.fixture(scope="session")

@@ -86,15 +86,9 @@ class FlatReflections:
     valid: Tensor
 
 
-def _is_constant(t: Tensor, value: float) -> bool:
-    """True when every element equals ``value`` and ``t`` carries no gradient or forward-mode tangent."""
-    if t.requires_grad or fwad.unpack_dual(t).tangent is not None:
-        return False
-    return bool((t == value).all())
-
-
 def _is_fixed_at(t: Tensor, value: float) -> bool:
-    """True when every element equals ``value``, with no gradient and a zero (or no) forward-mode tangent."""
+    """True when every element equals ``value``, with no gradient and a zero (or no) forward-mode tangent (a
+    stacked Jacobian pass over other columns)."""
     if t.requires_grad:
         return False
     tangent = fwad.unpack_dual(t).tangent
@@ -158,7 +152,7 @@ def flat_reflections(
         two_theta_rad, instrument.polarisation, instrument.monochromator_two_theta, neutron=neutron
     )
     ratio = torch.ones(bsz, dtype=dtype, device=dev) if profile is None else profile.po_ratio
-    if _is_constant(ratio, 1.0) or (merged and _is_fixed_at(ratio, 1.0)):
+    if _is_fixed_at(ratio, 1.0):  # March–Dollase at r = 1 is 1 with zero derivatives: nothing to compute
         po = torch.ones_like(d)
     elif merged:
         raise RefineError(
