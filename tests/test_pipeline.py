@@ -189,6 +189,45 @@ def test_a_cubic_cell_indexing_as_many_lines_keeps_a_seat_among_the_cells_used()
     assert _with_cubic_seat([], 3) == []
 
 
+@pytest.mark.parametrize(
+    ("formula", "two_theta", "expected_a", "expected_unindexed"),
+    [
+        # Heusler TmLuRh2 (Fm-3m, a 6.753 Å) at 10² counts: only 200, 220, 400 and 422 stand out; tetragonal
+        # sub-cells fill the ten best cells, and the cubic search finds I 4.78, P 3.38 and F 6.75 Å equally
+        ("TmLuRh2", [26.45, 37.67, 54.32, 68.01], 6.754, 0),
+        # Heusler CaAcZn2 (Fm-3m, a 7.642 Å, strained to ~7.67 Å) with a noise maximum at 30.6° on an
+        # amorphous hump: orthorhombic cells index all seven lines, cubic F only six
+        ("CaAcZn2", [20.06, 30.6, 33.04, 38.96, 47.4, 59.01, 78.89], 7.669, 1),
+    ],
+)
+def test_the_cubic_cell_holding_whole_formula_units_gets_a_seat(
+    formula: str, two_theta: list[float], expected_a: float, expected_unindexed: int
+) -> None:
+    """Lines of two validation Heuslers the strict search indexed with lower-symmetry cells only: a cubic search
+    of their own seats the fcc cell second. Without the composition, the first cubic cell found is seated."""
+    from pymatgen.core import Composition
+
+    from xrdsolve.pipeline import MIN_M20, _cubic_cells, _with_cubic_seat
+    from xrdsolve.refine.indexing.indexer import IndexingOptions, index_peaks
+    from xrdsolve.refine.indexing.observations import Peaks
+
+    peaks = Peaks.from_two_theta(np.array(two_theta), 1.540593, np.ones(len(two_theta)))
+    cells = [c for c in index_peaks(peaks, IndexingOptions(time_limit=20.0)) if c.m20 >= MIN_M20]
+    assert all(c.crystal_system != "cubic" for c in cells[:3])
+    tried: dict[str, object] = {}
+    cubic = _cubic_cells(peaks, cells[:3], 3.0, tried)
+    assert tried["indexing_cubic"]["allowed"] == expected_unindexed  # type: ignore[index]
+    seated = _with_cubic_seat(cells, 3, cubic, Composition(formula), len(two_theta))
+    assert len(seated) == 4 and seated[0] is cells[0] and seated[2:] == cells[1:3]
+    fcc = seated[1]
+    assert (fcc.crystal_system, fcc.centring) == ("cubic", "F")
+    assert fcc.a == pytest.approx(expected_a, abs=0.01) and fcc.n_unindexed == expected_unindexed
+    assert _with_cubic_seat(cells, 3, cubic, None, len(two_theta))[1] is cubic[0]
+    # a cubic cell leaving one line more than the best cell unindexed needs six lines or more
+    if expected_unindexed:
+        assert _with_cubic_seat(cells, 3, cubic, Composition(formula), 5) == cells[:3]
+
+
 def test_widening_round_draws_where_the_best_fit_says(monkeypatch: pytest.MonkeyPatch) -> None:
     """With time left, a second round draws candidates, screens and refines them, and ranks them with the first
     round's: rutile's good fit (GoF 1.05) sends it to fresh seeds in the same space groups; with the threshold

@@ -82,6 +82,11 @@ IMPURITY_RETRY_LINES_TOO_SMALL = 6
 #: the measured peak height, leaving at most 1 line in IMPURITY_SUBCELL_LINES_PER unindexed (3 at least).
 IMPURITY_SUBCELL_FRACTION = 0.95
 IMPURITY_SUBCELL_LINES_PER = 8
+#: The cubic seat (:func:`_with_cubic_seat`): a cubic-only search of at most CUBIC_SEAT_SECONDS, which may
+#: leave one line in CUBIC_SEAT_LINES_PER unindexed when there are at least CUBIC_SEAT_LINES lines.
+CUBIC_SEAT_SECONDS = 3.0
+CUBIC_SEAT_LINES = 6
+CUBIC_SEAT_LINES_PER = 6
 #: Supercells tried before an indexed cell too small for one formula unit (see _with_supercells).
 MAX_SUPERCELLS_PER_CELL = 2
 #: Widening round (:func:`_widen`): under a time budget, when at least WIDEN_MIN_LEFT of the budget is left,
@@ -238,7 +243,15 @@ def _index(
     if not cells:
         tried["indexing"] = {"error": error or "no cell found"}
         return []
-    good = _with_cubic_seat([c for c in cells if c.m20 >= MIN_M20], options.max_cells)
+    good_cells = [c for c in cells if c.m20 >= MIN_M20]
+    cubic = _cubic_cells(peaks, good_cells[: options.max_cells], min(CUBIC_SEAT_SECONDS, time_limit), tried)
+    good = _with_cubic_seat(
+        good_cells,
+        options.max_cells,
+        [c for c in cubic if c.m20 >= MIN_M20],
+        composition,
+        min(len(peaks), IndexingOptions().n_lines),
+    )
     planned = []
     for cell in good:
         try:
@@ -275,21 +288,84 @@ def _index(
     return planned
 
 
-def _with_cubic_seat(cells: list[Any], max_cells: int) -> list[Any]:
-    """The best ``max_cells`` of ``cells`` (ranked), with the best cubic cell put second when it ranks below
-    them yet indexes as many lines as the best cell (DICVOL's preference for the highest symmetry).
+def _cubic_cells(peaks: Any, seated: list[Any], time_limit: float, tried: dict[str, Any]) -> list[Any]:
+    """Cubic cells of a search of its own (whole volume range, a few seconds) when none is among the cells
+    ``seated``: one line in CUBIC_SEAT_LINES_PER may be left unindexed (at least CUBIC_SEAT_LINES lines),
+    none with fewer. The general search keeps its ten best cells, and with few lines lower-symmetry cells fill
+    them; one noise maximum taken for a line keeps the true cubic cell out altogether (CaAcZn2: a bump of an
+    amorphous background at 30.6° beside six fcc lines made an orthorhombic I cell the best, M7 118)."""
+    from xrdsolve.refine.indexing.indexer import IndexingOptions, index_peaks
+    from xrdsolve.refine.indexing.observations import IndexingError
+
+    if any(c.crystal_system == "cubic" for c in seated) or time_limit < 0.5:
+        return []
+    n_lines = min(len(peaks), IndexingOptions().n_lines)
+    allowed = n_lines // CUBIC_SEAT_LINES_PER if n_lines >= CUBIC_SEAT_LINES else 0
+    t0 = time.perf_counter()
+    try:
+        found = index_peaks(
+            peaks,
+            IndexingOptions(
+                systems=("cubic",), max_unindexed=allowed, time_limit=time_limit, max_solutions=10
+            ),
+        )
+    except IndexingError:
+        found = []
+    tried["indexing_cubic"] = {
+        "allowed": allowed,
+        "found": len(found),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    return found
+
+
+def _with_cubic_seat(
+    cells: list[Any],
+    max_cells: int,
+    cubic: Sequence[Any] = (),
+    composition: Composition | None = None,
+    n_lines: int = 0,
+) -> list[Any]:
+    """The best ``max_cells`` of ``cells`` (ranked), with a cubic cell put second when none is among them
+    (DICVOL's preference for the highest symmetry): the first of the cubic cells ranked below them, then of
+    ``cubic`` (a cubic-only search), that leaves no more lines unindexed than the best cell — or one more when
+    ``n_lines`` ≥ CUBIC_SEAT_LINES, at most one in CUBIC_SEAT_LINES_PER — preferring, with a
+    ``composition``, one whose volume holds a whole number of formula units
+    (:func:`xrdsolve.composition.z_candidates`' tolerance).
 
     With few lines a lower-symmetry cell with more free parameters can outrank the true cubic one by M20, and
     one too small for a formula unit is then used through its supercells: six lines of ErPt3 (Cu3Au type,
     its superstructure lines below 0.1 %) gave tetragonal 2.05 × 2.37 Å cells M6 1746 and the fcc-like cubic
-    4.10 Å cell M6 640 fifth, so the ordered Pm-3m structure in that cell was never proposed."""
+    4.10 Å cell M6 640 fifth, so the ordered Pm-3m structure in that cell was never proposed. Four lines of
+    the Heusler TmLuRh2 index cubic I 4.78, P 3.38 and F 6.75 Å cells equally; only F 6.75 holds whole
+    formula units (4)."""
     good = cells[:max_cells]
     if not good or any(c.crystal_system == "cubic" for c in good):
         return good
-    cubic = next((c for c in cells[max_cells:] if c.crystal_system == "cubic"), None)
-    if cubic is None or cubic.n_unindexed > good[0].n_unindexed:
+    best = good[0].n_unindexed
+
+    def may_sit(c: Any) -> bool:
+        if c.crystal_system != "cubic":
+            return False
+        one_more = n_lines >= CUBIC_SEAT_LINES and c.n_unindexed * CUBIC_SEAT_LINES_PER <= n_lines
+        return bool(c.n_unindexed <= best or (c.n_unindexed == best + 1 and one_more))
+
+    pool = [c for c in (*cells[max_cells:], *cubic) if may_sit(c)]
+    if not pool:
         return good
-    return [good[0], cubic, *good[1:]]
+    seat = pool[0]
+    if composition is not None:
+        seat = next((c for c in pool if _holds_formula_units(composition, float(c.volume))), seat)
+    return [good[0], seat, *good[1:]]
+
+
+def _holds_formula_units(comp: Composition, volume: float) -> bool:
+    """True when a whole number of formula units of ``comp`` fits ``volume`` (Å³) within Z_VOLUME_TOLERANCE."""
+    from .composition import Z_VOLUME_TOLERANCE, estimated_volume_per_formula
+
+    v_fu = estimated_volume_per_formula(comp.reduced_composition)
+    z = max(1, round(volume / v_fu))
+    return abs(math.log(volume / (z * v_fu))) <= Z_VOLUME_TOLERANCE
 
 
 def index_pattern(
