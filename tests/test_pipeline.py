@@ -177,13 +177,14 @@ def test_a_cubic_cell_indexing_as_many_lines_keeps_a_seat_among_the_cells_used()
 
     from xrdsolve.pipeline import _with_cubic_seat
 
-    def cell(system: str, unindexed: int) -> SimpleNamespace:
-        return SimpleNamespace(crystal_system=system, n_unindexed=unindexed)
+    def cell(system: str, unindexed: int, m20: float = 640.0) -> SimpleNamespace:
+        return SimpleNamespace(crystal_system=system, n_unindexed=unindexed, m20=m20)
 
-    tet = [cell("tetragonal", 1), cell("tetragonal", 0), cell("tetragonal", 1), cell("tetragonal", 1)]
+    tet = [cell("tetragonal", 1, 1746.0), cell("tetragonal", 0), cell("tetragonal", 1), cell("tetragonal", 1)]
     fcc = cell("cubic", 1)
     assert _with_cubic_seat([*tet, fcc], 3) == [tet[0], fcc, tet[1], tet[2]]
     assert _with_cubic_seat([*tet, cell("cubic", 2)], 3) == tet[:3]
+    assert _with_cubic_seat([*tet, cell("cubic", 1, 80.0)], 3) == tet[:3]  # M20 below 1/20 of the best's
     seated = [tet[0], cell("cubic", 0), tet[1], fcc]
     assert _with_cubic_seat(seated, 3) == seated[:3]
     assert _with_cubic_seat([], 3) == []
