@@ -247,6 +247,39 @@ def test_supercells_of_a_cell_too_small_for_its_contents() -> None:
     assert [s.crystal_system for s in supercells(tetragonal, min_volume=150.0)] == ["tetragonal"]
 
 
+def test_hexagonal_supercells_include_the_root3_cell() -> None:
+    """A hexagonal P sub-cell (Yb3Si5's 3.99 × 4.25 Å, 58.5 Å³, where its P-62m cell is a 6.91 Å) has the
+    √3 × √3 R30° cell among its index-3 supercells, with the line indices carried along (a' = 2a + b,
+    b' = −a + b): every reflection of the sub-cell sits at the same d in the supercell."""
+    from dataclasses import replace
+
+    from pymatgen.core import Lattice
+
+    from xrdsolve.refine.indexing.subcells import supercells
+
+    hkl = np.array([[0, 0, 1], [1, 0, 0], [1, 0, 1], [1, 1, 0], [2, -1, 1]])
+    sub = replace(
+        _cubic_cell(3.0, _cubic_lines(3.0)),
+        crystal_system="hexagonal",
+        a=3.98672,
+        b=3.98672,
+        c=4.24756,
+        gamma=120.0,
+        volume=58.47,
+        hkl=hkl,
+    )
+    cells = supercells(sub, min_volume=140.0)
+    shapes = sorted((round(c.a, 3), round(c.c, 3)) for c in cells)
+    assert shapes == [(3.987, 12.743), (6.905, 4.248)]
+    root3 = next(c for c in cells if c.a > 6.0)
+    assert root3.crystal_system == "hexagonal" and root3.volume == pytest.approx(3 * 58.47)
+    d_sub = Lattice.hexagonal(sub.a, sub.c).d_hkl
+    d_sup = Lattice.hexagonal(root3.a, root3.c).d_hkl
+    for old, new in zip(hkl, root3.hkl, strict=True):
+        assert d_sup(new) == pytest.approx(d_sub(old), rel=1e-9)
+    assert supercells(replace(sub, crystal_system="tetragonal", gamma=90.0), min_volume=140.0)[0].a == sub.a
+
+
 def test_solve_tries_the_doubled_cubic_cell_when_superstructure_lines_are_unseen() -> None:
     """A Heusler compound (Cu₂MnAl, Fm-3m, a = 5.95 Å) whose odd-index lines are too weak to be measured
     indexes on its CsCl-type sub-cell (a/2, 26 Å³), too small for one formula unit (≈ 50 Å³). The solve's

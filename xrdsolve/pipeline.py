@@ -258,8 +258,21 @@ def _index(
     )
     if retried:
         # weak impurity lines (or a split peak) defeat a search that must index every line: try the
-        # high-symmetry systems again allowing a few unindexed lines, and keep the better ranked cells
-        cells = _index_with_unindexed(peaks, cells, min(0.7 * time_limit, 20.0), tried)
+        # high-symmetry systems again allowing a few unindexed lines, and keep the better ranked cells. The
+        # significant peaks are searched when there are enough of them: noise maxima of a hump are not among
+        # them, and each one counts against the few lines that may be left unindexed
+        on_weak = weak_peaks is not None and len(weak_peaks[0]) >= IMPURITY_RETRY_LINES
+        before = cells
+        cells = _index_with_unindexed(
+            weak_peaks[0] if on_weak and weak_peaks is not None else peaks,
+            cells,
+            min(0.7 * time_limit, 20.0),
+            tried,
+        )
+        tried["indexing_unindexed_lines"]["lines"] = "significant" if on_weak else "strong"
+        if on_weak and weak_peaks is not None:
+            found = [c for c in cells if not any(c is b for b in before)]
+            weak_peaks = (weak_peaks[0], [*weak_peaks[1], *found])  # judged on the peaks they index
     if not cells:
         tried["indexing"] = {"error": error or "no cell found"}
         return []

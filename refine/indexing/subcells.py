@@ -157,9 +157,11 @@ def _with_cell(solution: CellSolution, a: float, b: float, c: float) -> CellSolu
 def supercells(
     solution: CellSolution, min_volume: float, max_multiplier: int = 3, max_index: int = 27
 ) -> list[CellSolution]:
-    """The smallest diagonal supercells of ``solution`` (each axis multiplied by 1 … ``max_multiplier``, equal
-    edges kept equal so the crystal system stays) whose volume reaches ``min_volume`` (Å³), fewest-fold
-    first; empty when the cell is already large enough or no supercell of index ≤ ``max_index`` is.
+    """The smallest supercells of ``solution`` whose volume reaches ``min_volume`` (Å³), fewest-fold first:
+    diagonal ones (each axis multiplied by 1 … ``max_multiplier``, equal edges kept equal so the crystal
+    system stays) and, for a hexagonal P cell, the √3 × √3 R30° cell with c multiplied by 1 …
+    ``max_multiplier``; empty when the cell is already large enough or no supercell of index ≤ ``max_index``
+    is. (Yb3Si5, P-62m, a 6.91 Å, indexes on its 3.99 Å sub-cell when its superstructure lines are weak.)
 
     The indexer returns the smallest cell that indexes every observed line; when the superstructure lines of
     an ordered structure are too weak to be seen (a Heusler or Cu₃Au-type ordering of similar scatterers),
@@ -177,4 +179,17 @@ def supercells(
             continue
         cell = _with_cell(solution, solution.a * mult[0], solution.b * mult[1], solution.c * mult[2])
         found.setdefault(index, []).append(replace(cell, hkl=solution.hkl * np.asarray(mult)))
+    if solution.crystal_system == "hexagonal" and solution.centring == "P":
+        # the √3 × √3 R30° cell (a' = 2a + b, b' = −a + b): the commonest hexagonal superstructure
+        for m in range(1, max_multiplier + 1):
+            index = 3 * m
+            if index > max_index or solution.volume * index < min_volume:
+                continue
+            h, k, l_ = solution.hkl.T if solution.hkl.size else np.zeros((3, 0), dtype=int)
+            hkl = np.stack([2 * h + k, k - h, m * l_], axis=1)
+            root3 = math.sqrt(3.0) * solution.a
+            cell = replace(
+                solution, a=root3, b=root3, c=solution.c * m, volume=solution.volume * index, hkl=hkl
+            )
+            found.setdefault(index, []).append(cell)
     return found[min(found)] if found else []
