@@ -216,7 +216,7 @@ def test_the_cubic_cell_holding_whole_formula_units_gets_a_seat(
     cells = [c for c in index_peaks(peaks, IndexingOptions(time_limit=20.0)) if c.m20 >= MIN_M20]
     assert all(c.crystal_system != "cubic" for c in cells[:3])
     tried: dict[str, object] = {}
-    cubic = _cubic_cells(peaks, cells[:3], 3.0, tried)
+    cubic = _cubic_cells(peaks, len(two_theta), cells[:3], 3.0, tried)
     assert tried["indexing_cubic"]["allowed"] == expected_unindexed  # type: ignore[index]
     seated = _with_cubic_seat(cells, 3, cubic, Composition(formula), len(two_theta))
     assert len(seated) == 4 and seated[0] is cells[0] and seated[2:] == cells[1:3]

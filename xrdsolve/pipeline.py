@@ -277,13 +277,11 @@ def _index(
         tried["indexing"] = {"error": error or "no cell found"}
         return []
     good_cells = [c for c in cells if c.m20 >= MIN_M20]
-    cubic = _cubic_cells(peaks, good_cells[: options.max_cells], min(CUBIC_SEAT_SECONDS, time_limit), tried)
+    n_lines = min(len(peaks), IndexingOptions().n_lines)  # the lines the searches index
+    seated = good_cells[: options.max_cells]
+    cubic = _cubic_cells(peaks, n_lines, seated, min(CUBIC_SEAT_SECONDS, time_limit), tried)
     good = _with_cubic_seat(
-        good_cells,
-        options.max_cells,
-        [c for c in cubic if c.m20 >= MIN_M20],
-        composition,
-        min(len(peaks), IndexingOptions().n_lines),
+        good_cells, options.max_cells, [c for c in cubic if c.m20 >= MIN_M20], composition, n_lines
     )
     planned = []
     for cell in good:
@@ -321,10 +319,12 @@ def _index(
     return planned
 
 
-def _cubic_cells(peaks: Any, seated: list[Any], time_limit: float, tried: dict[str, Any]) -> list[Any]:
+def _cubic_cells(
+    peaks: Any, n_lines: int, seated: list[Any], time_limit: float, tried: dict[str, Any]
+) -> list[Any]:
     """Cubic cells of a search of its own (whole volume range, a few seconds) when none is among the cells
-    ``seated``: one line in CUBIC_SEAT_LINES_PER may be left unindexed (at least CUBIC_SEAT_LINES lines),
-    none with fewer. The general search keeps its ten best cells, and with few lines lower-symmetry cells fill
+    ``seated``: of the ``n_lines`` lines searched, one in CUBIC_SEAT_LINES_PER may be left unindexed (at
+    least CUBIC_SEAT_LINES lines), none with fewer. The general search keeps its ten best cells, and with few lines lower-symmetry cells fill
     them; one noise maximum taken for a line keeps the true cubic cell out altogether (CaAcZn2: a bump of an
     amorphous background at 30.6° beside six fcc lines made an orthorhombic I cell the best, M7 118)."""
     from xrdsolve.refine.indexing.indexer import IndexingOptions, index_peaks
@@ -332,7 +332,6 @@ def _cubic_cells(peaks: Any, seated: list[Any], time_limit: float, tried: dict[s
 
     if any(c.crystal_system == "cubic" for c in seated) or time_limit < 0.5:
         return []
-    n_lines = min(len(peaks), IndexingOptions().n_lines)
     allowed = n_lines // CUBIC_SEAT_LINES_PER if n_lines >= CUBIC_SEAT_LINES else 0
     t0 = time.perf_counter()
     try:

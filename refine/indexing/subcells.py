@@ -181,13 +181,13 @@ def supercells(
         found.setdefault(index, []).append(replace(cell, hkl=solution.hkl * np.asarray(mult)))
     if solution.crystal_system == "hexagonal" and solution.centring == "P":
         # the √3 × √3 R30° cell (a' = 2a + b, b' = −a + b): the commonest hexagonal superstructure
+        h, k, l_ = solution.hkl.T
+        root3 = math.sqrt(3.0) * solution.a
         for m in range(1, max_multiplier + 1):
             index = 3 * m
             if index > max_index or solution.volume * index < min_volume:
                 continue
-            h, k, l_ = solution.hkl.T if solution.hkl.size else np.zeros((3, 0), dtype=int)
             hkl = np.stack([2 * h + k, k - h, m * l_], axis=1)
-            root3 = math.sqrt(3.0) * solution.a
             cell = replace(
                 solution, a=root3, b=root3, c=solution.c * m, volume=solution.volume * index, hkl=hkl
             )
