@@ -66,8 +66,6 @@ SOURCE_PRIORITY = {
     "random": 3,
     "enumerated": 3,
 }
-#: Prescreening trials scored per candidate kept (xrdsolve.prescreen; about 1 ms each for small cells).
-PRESCREEN_DRAWS_PER_CANDIDATE = 100
 #: Share of the time budget left (when proposing) that prescreening may use.
 PRESCREEN_SHARE = 0.1
 #: Smallest M20 of an indexing solution the pipeline trusts.
@@ -787,12 +785,18 @@ def _propose(
     else:
         tried["generator"] = {"used": False, "reason": "switched off"}
     total_weight = sum(p[4] for p in plans)
+    # prescreening time is shared among the cells and Z like the candidates; what one leaves goes on
+    weight_left = sum(p[4] for p in plans if p[0] is not None and p[2])
     for i, (cell, z, plan_groups, plan_systems, weight) in enumerate(plans):
         share = max(2, round(n_random * weight / total_weight))
         seed = options.seed * 1000 + i
         cell_params = None if cell is None else (cell.a, cell.b, cell.c, cell.alpha, cell.beta, cell.gamma)
         if cell_params is not None and plan_groups:
-            drawn = _prescreened(pattern, comp, z, plan_groups, share, cell, seed, instrument, prescreen)
+            fraction = weight / weight_left if weight_left > 0 else 1.0
+            weight_left -= weight
+            drawn = _prescreened(
+                pattern, comp, z, plan_groups, share, cell, seed, instrument, prescreen, fraction
+            )
         else:
             drawn = random_symmetric_structures(
                 comp, [z], share, seed=seed, crystal_systems=plan_systems, lattice=cell_params
@@ -823,15 +827,16 @@ def _prescreened(
     seed: int,
     instrument: Any,
     record: dict[str, Any],
+    time_fraction: float = 1.0,
 ) -> list[tuple[Structure, CandidateSpec]]:
-    """The best ``n`` of many Wyckoff draws in an indexed cell (:mod:`xrdsolve.prescreen`:
-    :data:`PRESCREEN_DRAWS_PER_CANDIDATE` per candidate asked for, up to its per-cell limit); the
+    """The best ``n`` of many Wyckoff trials in an indexed cell (:mod:`xrdsolve.prescreen`), given
+    ``time_fraction`` of the prescreening time left (``record["limit_s"]`` less ``record["seconds"]``); the
     Wyckoff walk of :func:`enumerated_symmetric_structures` when prescreening is impossible (e.g. the
-    pattern lacks a wavelength) or its time (``record["limit_s"]``) is up. ``record`` accumulates draws,
-    kept candidates and seconds."""
+    pattern lacks a wavelength) or its time is up. ``record`` accumulates trials, kept candidates and
+    seconds."""
     from xrdsolve.refine.rietveld import _instrument_for
 
-    from .prescreen import MAX_DRAWS_PER_PLAN, prescreened_structures
+    from .prescreen import prescreened_structures
 
     lattice = (cell.a, cell.b, cell.c, cell.alpha, cell.beta, cell.gamma)
     t0 = time.perf_counter()
@@ -851,8 +856,7 @@ def _prescreened(
             zero_shift=cell.zero_shift,
             instrument=inst,
             seed=seed,
-            max_draws=min(MAX_DRAWS_PER_PLAN, PRESCREEN_DRAWS_PER_CANDIDATE * n),
-            stop_at=None if limit is None else t0 + limit - record["seconds"],
+            stop_at=None if limit is None else t0 + time_fraction * (limit - record["seconds"]),
         )
     except Exception as exc:  # prescreening only orders candidates: never let it sink the solve
         log.warning("prescreening failed (%s); Wyckoff walk instead", exc)

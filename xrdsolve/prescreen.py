@@ -1,12 +1,14 @@
-"""Prescreening in an indexed cell: many Wyckoff draws, ranked by their peak-group intensities.
+"""Prescreening in an indexed cell: many Wyckoff trials, ranked and improved by their peak-group intensities.
 
 A direct-space search needs many trial structures but a full-profile fit of each is too dear. In an
 indexed cell the reflection positions are known, so the pattern is cut into *peak groups* — stretches of
 2θ that hold reflections, separated by stretches of background — and each group's integrated intensity
 is measured once (background interpolated from the stretches between groups). A trial structure is then
 judged by the weighted misfit of its calculated group intensities (|F|², multiplicity, LP, Kα1 + Kα2),
-with the best scale and an overall B_iso: one batched structure-factor pass for hundreds of trials, no
-profile and no refinement. The best trials go on to the screening fit.
+with the best scale and an overall B_iso: batched structure factors of thousands of trials
+(:mod:`xrdsolve.trial_scorer`), no profile and no refinement. The misfit is differentiable in the free
+coordinates, so the best random draws are moved downhill (a local descent from many starts). The best
+trials go on to the screening fit.
 """
 
 from __future__ import annotations
@@ -36,19 +38,22 @@ NEIGHBOUR_GROUPS = 2
 RELATIVE_ERROR_FLOOR = 0.05
 #: Overall B_iso values (Å²) tried for every trial; the lowest misfit counts.
 OVERALL_B = (0.0, 0.8, 2.0)
-#: Trials drawn per Wyckoff assignment with free coordinates (fewer when there are many assignments).
-MAX_DRAWS_PER_ASSIGNMENT = 48
-#: Trials scored per cell and Z by default (about 1 ms each).
-MAX_DRAWS_PER_PLAN = 1500
-#: Trials scored at once; a time limit is checked between such chunks (tens of ms per trial in big cells).
-SCORE_CHUNK = 64
-#: Assignments whose best draw is improved by a local search with the second half of the draws.
-FOCUS_ASSIGNMENTS = 8
-#: Standard deviations (in general-point coordinates, i.e. fractions of the cell) of the local search's
-#: successive rounds of random moves; a move is kept when it lowers the misfit.
-LOCAL_STEPS = (0.08, 0.06, 0.045, 0.035, 0.027, 0.02, 0.015, 0.011, 0.008, 0.006)
+#: Random draws per Wyckoff assignment with free coordinates (one for an assignment without).
+DRAWS_PER_ASSIGNMENT = 24
+#: Draws per cell and Z at most (each costs a few µs to score; the time limit usually decides).
+MAX_DRAWS_PER_PLAN = 20000
+#: Share of the time allowed that the random draws may take; local descents have the rest.
+DRAW_SHARE = 0.35
+#: Assignments (with free coordinates, best draws first) whose best draws are moved downhill.
+DESCENT_ASSIGNMENTS = 96
+#: Assignments whose descents run together (a time limit is checked between such batches).
+DESCENT_BATCH = 16
+#: Best draws of each such assignment moved downhill on the misfit (local descents from many starts).
+MINIMISE_STARTS = 8
+#: Relative score difference below which two trials of one assignment count as one minimum.
+DISTINCT_MISFIT = 1e-3
 #: Assignments considered per cell and Z (groups in hint order, each's assignments simplest first).
-MAX_ASSIGNMENTS = 160
+MAX_ASSIGNMENTS = 400
 
 
 @dataclass(frozen=True)
@@ -211,141 +216,133 @@ def prescreened_structures(
     max_draws: int = MAX_DRAWS_PER_PLAN,
     stop_at: float | None = None,
 ) -> list[tuple[Structure, CandidateSpec]]:
-    """The ``n`` best of many Wyckoff draws of ``composition`` × ``z`` in an indexed cell.
+    """The ``n`` best of many Wyckoff trials of ``composition`` × ``z`` in an indexed cell.
 
-    ``lattice`` a, b, c (Å), α, β, γ (degrees) and ``zero_shift`` (degrees 2θ) from indexing. About
-    ``max_draws`` trials are scored by :func:`misfit`, in thirds: draws of each of the first
-    :data:`MAX_ASSIGNMENTS` assignments of :func:`~xrdsolve.random_candidates.wyckoff_plan` (at most
-    :data:`MAX_DRAWS_PER_ASSIGNMENT` each); more draws of the :data:`FOCUS_ASSIGNMENTS` best assignments
-    with free coordinates; random moves (:data:`LOCAL_STEPS`) of the best draw of each of those, kept when
-    they fit better. The best draw of each assignment comes first (best assignments first), then the
-    second best of each, and so on — so that ``n`` candidates cover ``n`` assignments when there are
-    that many. Each spec records ``prescreen_misfit`` and ``drawn`` (how many trials were scored).
-    With ``stop_at`` (a ``time.perf_counter()`` value), the steps after the first are skipped once it has
-    passed, and the first stops drawing and scoring (its first :data:`SCORE_CHUNK` trials are always scored).
+    ``lattice`` a, b, c (Å), α, β, γ (degrees) and ``zero_shift`` (degrees 2θ) from indexing. Trials are
+    judged by :func:`misfit` plus the overlap penalty of :class:`~xrdsolve.trial_scorer.TrialScorer`, in
+    two steps: :data:`DRAWS_PER_ASSIGNMENT` random draws of each of the first :data:`MAX_ASSIGNMENTS`
+    assignments of :func:`~xrdsolve.random_candidates.wyckoff_plan` (``max_draws`` in all at most); then,
+    assignments with free coordinates taken best first, local descents from their
+    :data:`MINIMISE_STARTS` best draws (:meth:`~xrdsolve.trial_scorer.TrialScorer.minimise`), for up to
+    :data:`DESCENT_ASSIGNMENTS` assignments. Only trials whose atoms keep apart
+    (:meth:`~xrdsolve.random_candidates.WyckoffSampler.apart`) become candidates: the best distinct one of
+    each assignment first (best assignments first), then the second best of each, and so on — so that
+    ``n`` candidates cover ``n`` assignments when there are that many. Each spec records
+    ``prescreen_misfit`` and ``drawn`` (how many trials were scored). With ``stop_at`` (a
+    ``time.perf_counter()`` value) the draws stop at :data:`DRAW_SHARE` of the time left and the descents
+    at ``stop_at`` (the first assignment is always drawn).
     """
-    species, plan = wyckoff_plan(composition, z, spacegroups, lattice)
+    from xrdsolve.trial_scorer import TrialScorer, reflections_for
+
+    started = time.perf_counter()
+    species, plan = wyckoff_plan(composition, z, spacegroups, lattice, limit=MAX_ASSIGNMENTS)
     plan = plan[:MAX_ASSIGNMENTS]
     if not plan or n <= 0:
         return []
     rng = np.random.default_rng(seed)
     samplers = [WyckoffSampler(sg, species, combo, permuted_cell(lattice, perm)) for sg, combo, perm in plan]
-    trials: list[Structure] = []
-    points: list[np.ndarray] = []
-    step_of: list[int] = []
-    third = max_draws // 3
-    per = max(1, min(MAX_DRAWS_PER_ASSIGNMENT, third // len(plan)))
-
-    def late() -> bool:
-        return stop_at is not None and time.perf_counter() > stop_at
-
-    def draw(j: int, count: int) -> list[Structure]:
-        """``count`` draws of assignment ``j``, their general points and assignment recorded."""
-        p, drawn = samplers[j].draw(rng, count)
-        points.extend(p)
-        step_of.extend([j] * len(drawn))
-        return drawn
-
-    for j in range(len(samplers)):
-        if trials and late():
-            break
-        trials.extend(draw(j, per))
-    if not trials:
-        return []
     lam = instrument.radiation.wavelengths
-    positions = _lattice_positions(trials[0], lam, float(pattern.two_theta[-1])) + zero_shift
+    positions = _lattice_positions(samplers[0].lattice, lam, float(pattern.two_theta[-1])) + zero_shift
     groups = peak_groups(pattern, positions, fwhm or fwhm_model(pattern))
+    if len(groups) == 0:
+        return []
+    # one scorer per space group and axis order: its assignments share reflections and are scored together
+    keys: dict[tuple[int, tuple[int, ...]], list[int]] = {}
+    for j, (sg, _, perm) in enumerate(plan):
+        keys.setdefault((sg, tuple(perm)), []).append(j)
+    scorers: dict[tuple[int, tuple[int, ...]], TrialScorer] = {}
+    slot: dict[int, tuple[tuple[int, tuple[int, ...]], int]] = {}  # assignment → (key, index in its scorer)
+    for key, members in keys.items():
+        reflections = reflections_for(samplers[members[0]], groups, instrument, zero_shift)
+        scorers[key] = TrialScorer([samplers[j] for j in members], groups, reflections)
+        slot.update({j: (key, k) for k, j in enumerate(members)})
 
-    def score(structures: Sequence[Structure]) -> np.ndarray:
-        return misfit(group_intensities(structures, groups, instrument, zero_shift), groups).min(axis=0)
-
-    # the first draws are scored in chunks so a time limit holds in large cells too (tens of ms per trial)
-    chunks = [score(trials[:SCORE_CHUNK])]
-    for start in range(SCORE_CHUNK, len(trials), SCORE_CHUNK):
-        if late():
+    draws_until = None if stop_at is None else started + DRAW_SHARE * max(0.0, stop_at - started)
+    points: dict[int, np.ndarray] = {}
+    scores: dict[int, np.ndarray] = {}
+    drawn = 0
+    for j, sampler in enumerate(samplers):
+        if points and (drawn >= max_draws or (draws_until is not None and time.perf_counter() > draws_until)):
             break
-        chunks.append(score(trials[start : start + SCORE_CHUNK]))
-    scores = np.concatenate(chunks)
-    del trials[len(scores) :], points[len(scores) :], step_of[len(scores) :]
-    evaluated = len(trials)
-
-    def best_free_assignments() -> list[int]:
-        """Trial index of the best draw of each of the FOCUS_ASSIGNMENTS best assignments with free
-        coordinates."""
-        chosen: list[int] = []
-        for i in np.argsort(scores, kind="stable"):
-            if samplers[step_of[i]].has_free_coordinates and step_of[i] not in {step_of[k] for k in chosen}:
-                chosen.append(int(i))
-            if len(chosen) == FOCUS_ASSIGNMENTS:
-                break
-        return chosen
-
-    # second third: more random draws for the most promising assignments
-    focus = [step_of[i] for i in best_free_assignments()] if not late() else []
-    if focus:
-        new = [s for j in focus for s in draw(j, max(1, third // len(focus)))]
-        if new:
-            scores = np.concatenate([scores, score(new)])
-            trials.extend(new)
-            evaluated += len(new)
-    # last third: the best draw of each of those is improved by random moves, kept when they fit better
-    seeds = best_free_assignments() if not late() else []
-    if seeds:
-        copies = max(1, third // (len(seeds) * len(LOCAL_STEPS)))
-        for i in seeds:
-            sampler = samplers[step_of[i]]
-            for sigma in LOCAL_STEPS:
-                # each copy moves one site (moving all at once mostly spoils the sites already right)
-                step = rng.normal(0.0, sigma, (copies, *points[i].shape))
-                step *= (
-                    np.arange(sampler.n_sites)[None, :, None]
-                    == rng.integers(sampler.n_sites, size=copies)[:, None, None]
-                )
-                moved = np.mod(points[i] + step, 1.0)
-                frac = sampler.coordinates(moved)
-                ok = np.flatnonzero(sampler.apart(frac))
-                if ok.size == 0:
-                    continue
-                built = sampler.structures(frac[ok])
-                moved_scores = score(built)
-                evaluated += ok.size
-                k = int(np.argmin(moved_scores))
-                if moved_scores[k] < scores[i]:
-                    trials[i], points[i], scores[i] = built[k], moved[ok[k]], moved_scores[k]
-    order = _round_robin(np.asarray(step_of), scores)[:n]
+        key, k = slot[j]
+        count = DRAWS_PER_ASSIGNMENT if sampler.has_free_coordinates else 1
+        points[j] = rng.random((count, scorers[key].n_sites, 3))
+        scores[j] = scorers[key].score(points[j], np.full(count, k), penalised=True)
+        drawn += count
+    free = sorted(
+        (j for j in points if samplers[j].has_free_coordinates), key=lambda j: float(scores[j].min())
+    )[:DESCENT_ASSIGNMENTS]
+    # local descents from the best draws of the best assignments, a few assignments per batch
+    for start in range(0, len(free), DESCENT_BATCH):
+        if stop_at is not None and time.perf_counter() > stop_at:
+            break
+        for key in {slot[j][0] for j in free[start : start + DESCENT_BATCH]}:
+            batch = [j for j in free[start : start + DESCENT_BATCH] if slot[j][0] == key]
+            starts = {j: np.argsort(scores[j], kind="stable")[:MINIMISE_STARTS] for j in batch}
+            trial_points = np.concatenate([points[j][starts[j]] for j in batch])
+            which = np.concatenate([np.full(len(starts[j]), slot[j][1]) for j in batch])
+            moved, moved_scores = scorers[key].minimise(trial_points, which)
+            offset = 0
+            for j in batch:
+                sel = starts[j]
+                m, ms = moved[offset : offset + len(sel)], moved_scores[offset : offset + len(sel)]
+                offset += len(sel)
+                better = ms < scores[j][sel]
+                points[j][sel[better]] = m[better]
+                scores[j][sel[better]] = ms[better]
+            drawn += len(which)
     out: list[tuple[Structure, CandidateSpec]] = []
-    for i in order:
-        sg, combo, perm = plan[step_of[i]]
+    for j, i in _round_robin(points, scores, samplers, n):
+        sg, combo, perm = plan[j]
         extra: dict[str, object] = {
             "wyckoff": ["+".join(sites) for sites in combo],
             "axes": list(perm),
-            "prescreen_misfit": round(float(scores[i]), 4),
-            "drawn": evaluated,
+            "prescreen_misfit": round(float(scores[j][i]), 4),
+            "drawn": drawn,
         }
-        out.append((trials[i], CandidateSpec(sg, z, seed, True, source="enumerated", extra=extra)))
+        own = points[j][i : i + 1, : samplers[j].n_sites]
+        structure = samplers[j].structures(samplers[j].coordinates(own))[0]
+        out.append((structure, CandidateSpec(sg, z, seed, True, source="enumerated", extra=extra)))
     return out
 
 
-def _lattice_positions(
-    structure: Structure, wavelengths: Sequence[float], two_theta_max: float
-) -> np.ndarray:
-    """Bragg 2θ (degrees) of every lattice reflection (absences included) up to ``two_theta_max`` + 1° at
-    every wavelength."""
+def _lattice_positions(lattice: Any, wavelengths: Sequence[float], two_theta_max: float) -> np.ndarray:
+    """Bragg 2θ (degrees) of every reflection (absences included) of the cell ``lattice`` (pymatgen
+    Lattice) up to ``two_theta_max`` + 1° at every wavelength."""
     from xrdsolve.refine.physics.lattice import d_min_for, generate_hkl
 
-    lattice = torch.tensor(np.array(structure.lattice.matrix), dtype=torch.float64)[None]
-    hkl, mask = generate_hkl(lattice, d_min_for(min(two_theta_max + 1.0, 179.0), min(wavelengths)))
-    recip = structure.lattice.reciprocal_lattice_crystallographic.matrix
+    matrix = torch.tensor(np.array(lattice.matrix), dtype=torch.float64)[None]
+    hkl, mask = generate_hkl(matrix, d_min_for(min(two_theta_max + 1.0, 179.0), min(wavelengths)))
+    recip = lattice.reciprocal_lattice_crystallographic.matrix
     s = np.linalg.norm(hkl[0][mask[0]].numpy() @ recip, axis=1)  # |h*| = 1/d, Å⁻¹
     s = np.unique(np.round(s, 9))
     out = [np.degrees(2 * np.arcsin(np.clip(s * lam / 2, None, 1.0))) for lam in wavelengths]
     return np.sort(np.concatenate(out))
 
 
-def _round_robin(step_of: np.ndarray, scores: np.ndarray) -> list[int]:
-    """Trial indices: each assignment's best (assignments ordered by it), then each one's second best…"""
-    rank_in_step = np.empty(len(scores), dtype=int)
-    for j in np.unique(step_of):
-        idx = np.flatnonzero(step_of == j)
-        rank_in_step[idx[np.argsort(scores[idx], kind="stable")]] = np.arange(idx.size)
-    return list(np.lexsort((scores, rank_in_step)))
+def _round_robin(
+    points: dict[int, np.ndarray], scores: dict[int, np.ndarray], samplers: Sequence[WyckoffSampler], n: int
+) -> list[tuple[int, int]]:
+    """Up to ``n`` (assignment, trial) pairs whose atoms keep apart: each assignment's best distinct trial
+    (assignments ordered by it), then each one's second best… Trials of one assignment whose scores agree
+    to :data:`DISTINCT_MISFIT` (relative) count as one (local descents from many draws end in one
+    minimum). Atoms are checked in that order, only until ``n`` pairs are found."""
+    ranked: list[tuple[int, float, int, int]] = []
+    for j, sc in scores.items():
+        kept: list[float] = []
+        for i in np.argsort(sc, kind="stable"):
+            value = float(sc[i])
+            if any(abs(value - k) <= DISTINCT_MISFIT * max(abs(k), 1e-12) for k in kept):
+                continue
+            ranked.append((len(kept), value, j, int(i)))
+            kept.append(value)
+            if len(kept) >= n:
+                break
+    ranked.sort(key=lambda r: (r[0], r[1]))
+    out: list[tuple[int, int]] = []
+    for _, _, j, i in ranked:
+        if samplers[j].apart(samplers[j].coordinates(points[j][i : i + 1, : samplers[j].n_sites]))[0]:
+            out.append((j, i))
+            if len(out) == n:
+                break
+    return out

@@ -263,6 +263,30 @@ class WyckoffSampler:
         np.fill_diagonal(limit, 0.0)
         self._limit = limit
         self._lattice = Lattice.from_parameters(*lattice)
+        self.spacegroup = int(spacegroup)
+
+    @property
+    def lattice(self) -> Any:
+        """The cell (pymatgen Lattice)."""
+        return self._lattice
+
+    @property
+    def labels(self) -> list[str]:
+        """Species of each atom, in the order of :meth:`coordinates`."""
+        return list(self._labels)
+
+    @property
+    def distance_limits(self) -> np.ndarray:
+        """(atoms, atoms) closest allowed distance (Å) of each pair; 0 on the diagonal."""
+        return self._limit
+
+    def atom_maps(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each atom as an affine map of its site's general point: site (A,), rotation (A,3,3), shift (A,3),
+        with atom a at rotation[a] @ p[site[a]] + shift[a] (modulo 1)."""
+        maps = [ops @ first for first, ops in zip(self._first, self._orbit_ops, strict=True)]
+        site = np.concatenate([np.full(len(m), k) for k, m in enumerate(maps)])
+        full = np.concatenate(maps)
+        return site, full[:, :3, :3], full[:, :3, 3]
 
     def coordinates(self, points: np.ndarray) -> np.ndarray:
         """(n, atoms, 3) fractional coordinates in [0, 1) of general points (n, sites, 3)."""
@@ -287,6 +311,11 @@ class WyckoffSampler:
         """Up to ``n`` random structures whose atoms keep apart, drawn ``n`` at a time for at most ``tries``
         rounds (fewer when nothing is accepted in the first rounds), with their general points; one when
         the assignment has no free coordinates."""
+        chosen = self.draw_points(rng, n, tries)
+        return chosen, self.structures(self.coordinates(chosen)) if len(chosen) else []
+
+    def draw_points(self, rng: np.random.Generator, n: int, tries: int = 40) -> np.ndarray:
+        """General points (≤ n, sites, 3) of random structures whose atoms keep apart, as :meth:`draw`."""
         if not self.has_free_coordinates:
             n = 1
         points: list[np.ndarray] = []
@@ -299,9 +328,8 @@ class WyckoffSampler:
             if len(points) == n:
                 break
         if not points:
-            return np.empty((0, self.n_sites, 3)), []
-        chosen = np.array(points)
-        return chosen, self.structures(self.coordinates(chosen))
+            return np.empty((0, self.n_sites, 3))
+        return np.array(points)
 
 
 @functools.lru_cache(maxsize=256)
@@ -390,10 +418,14 @@ def permuted_cell(lattice: Sequence[float], perm: Sequence[int]) -> tuple[float,
 
 
 def wyckoff_plan(
-    composition: Composition, z: int, spacegroups: Sequence[int], lattice: Sequence[float]
+    composition: Composition,
+    z: int,
+    spacegroups: Sequence[int],
+    lattice: Sequence[float],
+    limit: int = 64,
 ) -> tuple[list[str], list[WyckoffStep]]:
     """The species (element symbols) and the Wyckoff assignments of ``composition`` × ``z`` in each of
-    ``spacegroups`` (in the given order; each group's assignments simplest first, distinct fixed-site
+    ``spacegroups`` (in the given order; each group's ``limit`` simplest assignments, distinct fixed-site
     assignments before those with free coordinates), orthorhombic groups in every axis order of the cell
     ``lattice`` (a, b, c Å, α, β, γ °). Empty when the atoms do not fit the groups' sites."""
     sc = _species_counts(composition.reduced_composition, z)
@@ -403,7 +435,9 @@ def wyckoff_plan(
     plan: list[WyckoffStep] = []
     for sg in spacegroups:
         perms = _ORTHO_PERMUTATIONS if crystal_system_of(int(sg)) == "orthorhombic" else ((0, 1, 2),)
-        for combo in distinct_fixed_first(int(sg), species, wyckoff_combinations(int(sg), counts), lattice):
+        for combo in distinct_fixed_first(
+            int(sg), species, wyckoff_combinations(int(sg), counts, limit), lattice
+        ):
             plan.extend((int(sg), combo, perm) for perm in perms)
     return list(species), plan
 

@@ -1,0 +1,240 @@
+"""Batched, differentiable peak-group misfit of many Wyckoff trials of one space group in one cell.
+
+:func:`xrdsolve.prescreen.group_intensities` judges pymatgen Structures: a Structure and a CrystalBatch
+per trial, its reflections listed again for every batch. In one cell and one space group nearly all of
+that is shared: the reflections (merged over the group's Laue orbits), their multiplicity,
+Lorentz–polarisation, wavelength weights and shares of the peak groups, and (per assignment of atoms to
+Wyckoff sites) each atom's form factor. Only the phases change, and they are linear in the assignment's
+*general points* p (each atom a sits at R_a·p_site(a) + t_a). So for T trials
+
+    F_t(h) = Σ_a f_a(h) exp(2πi (h·R_a·p_t,site(a) + h·t_a)),   I_tg = Σ_h |F_t(h)|² · K_b(h, g),
+
+with K_b the reflection-to-group matrix for each overall B_iso b (Å²), is two dense tensor products — and
+differentiable in p, so the best draws can be improved by gradient descent on the misfit (a local
+optimisation from many starts, the step a direct-space search needs) rather than by random moves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from xrdsolve.prescreen import (
+    NEIGHBOUR_GROUPS,
+    OVERALL_B,
+    RELATIVE_ERROR_FLOOR,
+    PeakGroups,
+    _pseudo_voigt_cdf,
+)
+from xrdsolve.random_candidates import WyckoffSampler, _group
+
+#: Adam steps and learning-rate range (general-point coordinates, fractions of the cell) of :meth:`minimise`.
+MINIMISE_STEPS = 60
+MINIMISE_LR = (0.02, 0.002)
+#: Weight of the overlap penalty Σ (1 − d/d_min)² over pairs closer than their limit, against the misfit.
+OVERLAP_WEIGHT = 0.5
+
+
+@dataclass(frozen=True)
+class GroupReflections:
+    """Laue-merged reflections of one space group in one cell and their peak-group weights (shared by
+    every assignment of that group in that cell)."""
+
+    hkl: np.ndarray  # (H, 3)
+    s2: np.ndarray  # (H,) (sinθ/λ)², Å⁻²
+    weights: np.ndarray  # (nB, H, G) multiplicity · LP · wavelength weight · group share · Debye–Waller
+
+
+def reflections_for(
+    sampler: WyckoffSampler,
+    groups: PeakGroups,
+    instrument: Any,
+    zero_shift: float,
+    overall_b: Sequence[float] = OVERALL_B,
+) -> GroupReflections:
+    """The reflections of ``sampler``'s space group and cell reaching ``groups`` (peaks at Bragg 2θ +
+    ``zero_shift``, degrees), with the weights of :class:`GroupReflections` for each overall B (Å²)."""
+    from xrdsolve.refine.physics.batch import CrystalBatch
+    from xrdsolve.refine.physics.equivalents import merge_equivalent_reflections
+    from xrdsolve.refine.physics.forward import default_hkl, flat_reflections
+
+    template = CrystalBatch(
+        lattice=torch.tensor(np.array(sampler.lattice.matrix), dtype=torch.float64)[None],
+        frac=torch.zeros(1, 1, 3, dtype=torch.float64),
+        species=torch.zeros(1, 1, dtype=torch.long),
+        occ=torch.ones(1, 1, dtype=torch.float64),
+        b_iso=torch.zeros(1, 1, dtype=torch.float64),
+        mask=torch.ones(1, 1, dtype=torch.bool),
+    )
+    rotations = np.array([op.rotation_matrix for op in _group(sampler.spacegroup)[0].ops])
+    hkl = merge_equivalent_reflections(
+        *default_hkl(template, instrument, float(groups.upper[-1]), 0.5), [rotations]
+    )
+    with torch.no_grad():
+        fr = flat_reflections(template, instrument, None, hkl)
+    n_h, g = int(fr.d.shape[0]), len(groups)
+    wt = np.asarray(instrument.radiation.normalized_weights)
+    per_line = (fr.multiplicity.numpy()[:, None] * fr.lp.numpy() * wt[None, :]) * fr.valid.numpy()  # (H, L)
+    tt = fr.two_theta.numpy() + zero_shift  # (H, L)
+    width = groups.fwhm[0] + groups.fwhm[1] * np.tan(np.radians(tt / 2))
+    own = np.searchsorted(groups.lower, tt, side="right") - 1
+    rows = np.broadcast_to(np.arange(n_h)[:, None], tt.shape)
+    share = np.zeros((n_h, g))
+    for k in range(-NEIGHBOUR_GROUPS, NEIGHBOUR_GROUPS + 1):
+        j = own + k
+        ok = (j >= 0) & (j < g)
+        jj = np.clip(j, 0, g - 1)
+        frac = _pseudo_voigt_cdf(groups.upper[jj] - tt, width) - _pseudo_voigt_cdf(
+            groups.lower[jj] - tt, width
+        )
+        np.add.at(share, (rows[ok], jj[ok]), (per_line * frac)[ok])
+    d = fr.d.numpy()
+    damping = np.exp(-np.asarray(overall_b, dtype=float)[:, None] / (4.0 * d * d)[None, :])  # (nB, H)
+    keep = share.any(axis=1)
+    return GroupReflections(
+        hkl=fr.hkl.numpy()[keep],
+        s2=(0.25 / (d * d))[keep],
+        weights=damping[:, keep, None] * share[None, keep, :],
+    )
+
+
+class TrialScorer:
+    """Peak-group misfit (:func:`xrdsolve.prescreen.misfit`, lowest over the overall B values) of trials of
+    several :class:`~xrdsolve.random_candidates.WyckoffSampler` assignments of one space group in one cell
+    (``reflections`` from :func:`reflections_for` with the same groups), in float32 torch.
+
+    A trial is general points (sites_max, 3) — rows past its assignment's own sites are ignored — and the
+    index of its assignment in ``samplers``; atoms are padded to the largest assignment (zero scattering,
+    no overlap)."""
+
+    def __init__(
+        self, samplers: Sequence[WyckoffSampler], groups: PeakGroups, reflections: GroupReflections
+    ) -> None:
+        from xrdsolve.refine.physics.scattering import form_factor, species_index
+
+        dtype = torch.float32
+        self.samplers = list(samplers)
+        maps = [s.atom_maps() for s in self.samplers]
+        n_atoms = max(len(site) for site, _, _ in maps)
+        self.n_sites = max(s.n_sites for s in self.samplers)
+        n_j = len(maps)
+        site = np.zeros((n_j, n_atoms), dtype=np.int64)
+        rot = np.zeros((n_j, n_atoms, 3, 3))
+        shift = np.zeros((n_j, n_atoms, 3))
+        limit = np.zeros((n_j, n_atoms, n_atoms))
+        species = np.zeros((n_j, n_atoms), dtype=np.int64)
+        real = np.zeros((n_j, n_atoms), dtype=bool)
+        for j, ((st, r, t), sampler) in enumerate(zip(maps, self.samplers, strict=True)):
+            a = len(st)
+            site[j, :a], rot[j, :a], shift[j, :a], real[j, :a] = st, r, t, True
+            limit[j, :a, :a] = sampler.distance_limits
+            species[j, :a] = [species_index(x) for x in sampler.labels]
+        s2 = torch.as_tensor(reflections.s2, dtype=torch.float64)[None]
+        f = form_factor(torch.as_tensor(species.reshape(1, -1)), s2)[0]  # (H, J·A)
+        f = f.T.reshape(n_j, n_atoms, -1) * torch.as_tensor(real)[..., None]
+        self._f = f.to(dtype).contiguous()  # (J, A, H)
+        self._site = torch.as_tensor(site)
+        self._rot = torch.as_tensor(rot, dtype=dtype)
+        self._shift = torch.as_tensor(shift, dtype=dtype)
+        self._limit = torch.as_tensor(limit, dtype=dtype)
+        self._hkl = torch.as_tensor(2 * np.pi * reflections.hkl.astype(float), dtype=dtype)  # 2π h (H, 3)
+        self._weights = torch.as_tensor(reflections.weights, dtype=dtype)  # (nB, H, G)
+        obs = groups.observed
+        w = 1.0 / (groups.variance + (RELATIVE_ERROR_FLOOR * np.abs(obs)) ** 2 + 1e-300)
+        self._obs = torch.as_tensor(obs, dtype=dtype)
+        self._w = torch.as_tensor(w / max(float((w * obs * obs).sum()), 1e-300), dtype=dtype)
+        self._matrix = torch.as_tensor(np.array(self.samplers[0].lattice.matrix), dtype=dtype)
+
+    @property
+    def n_reflections(self) -> int:
+        return int(self._f.shape[2])
+
+    def _frac(self, points: Tensor, which: Tensor) -> Tensor:
+        """(T, A, 3) fractional coordinates (not wrapped) of each trial's atoms."""
+        site = self._site.index_select(0, which)  # (T, A)
+        p = torch.gather(points, 1, site[..., None].expand(-1, -1, 3))
+        return torch.einsum("taij,taj->tai", self._rot.index_select(0, which), p) + self._shift.index_select(
+            0, which
+        )
+
+    def group_intensities(self, points: Tensor, which: Tensor) -> Tensor:
+        """(nB, T, G) calculated group intensities of trials: general points (T, sites_max, 3) of the
+        assignments ``which`` (T,)."""
+        phase = self._frac(points.to(torch.float32), which) @ self._hkl.T  # (T, A, H)
+        f = self._f.index_select(0, which)
+        re = (torch.cos(phase) * f).sum(1)
+        im = (torch.sin(phase) * f).sum(1)
+        return torch.einsum("th,bhg->btg", re * re + im * im, self._weights)
+
+    def misfit(self, points: Tensor, which: Tensor) -> Tensor:
+        """(T,) weighted misfit with the best scale ≥ 0, lowest over the overall B values (0 perfect)."""
+        calc = self.group_intensities(points, which)
+        num = (calc * (self._w * self._obs)).sum(-1)
+        den = (calc * calc * self._w).sum(-1)
+        scale = torch.clamp(num / torch.where(den > 0, den, torch.ones_like(den)), min=0.0)
+        resid = self._obs - scale[..., None] * calc
+        return (self._w * resid * resid).sum(-1).min(dim=0).values
+
+    def overlap(self, points: Tensor, which: Tensor) -> Tensor:
+        """(T,) Σ over atom pairs of (1 − d/d_min)² where the nearest image (rounded fractional difference)
+        is closer than the pair's limit d_min."""
+        frac = self._frac(points.to(torch.float32), which)
+        diff = frac[:, :, None, :] - frac[:, None, :, :]
+        diff = diff - torch.round(diff)
+        dist = torch.linalg.norm(diff @ self._matrix, dim=-1)
+        limit = self._limit.index_select(0, which)
+        short = torch.clamp(1.0 - dist / torch.clamp(limit, min=1e-6), min=0.0) * (limit > 0)
+        return 0.5 * (short * short).sum((1, 2))
+
+    def _penalised(self, points: Tensor, which: Tensor) -> Tensor:
+        return self.misfit(points, which) + OVERLAP_WEIGHT * self.overlap(points, which)
+
+    def score(
+        self, points: np.ndarray, which: np.ndarray, chunk: int = 256, penalised: bool = False
+    ) -> np.ndarray:
+        """(T,) misfit of trials (general points (T, sites_max, 3), assignments ``which`` (T,)), in chunks
+        of ``chunk``; with ``penalised`` plus :data:`OVERLAP_WEIGHT` × :meth:`overlap` (what
+        :meth:`minimise` descends on)."""
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(points), chunk):
+                p = torch.as_tensor(points[start : start + chunk])
+                w = torch.as_tensor(which[start : start + chunk], dtype=torch.long)
+                value = self._penalised(p, w) if penalised else self.misfit(p, w)
+                out.append(value.double().numpy())
+        return np.concatenate(out) if out else np.empty(0)
+
+    def minimise(
+        self,
+        points: np.ndarray,
+        which: np.ndarray,
+        steps: int = MINIMISE_STEPS,
+        lr: tuple[float, float] = MINIMISE_LR,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Trials moved downhill on misfit + overlap penalty (Adam, learning rate decaying geometrically from
+        ``lr[0]`` to ``lr[1]``), each independently; returns the general points (wrapped to [0, 1)) and
+        their penalised misfit (:meth:`score` with ``penalised``)."""
+        p = torch.as_tensor(points, dtype=torch.float32).clone().requires_grad_(True)
+        w = torch.as_tensor(which, dtype=torch.long)
+        # Adam by hand (torch.optim's first use costs a second of imports; the solve pays it every time)
+        first = torch.zeros_like(p)
+        second = torch.zeros_like(p)
+        beta1, beta2, eps = 0.9, 0.999, 1e-8
+        decay = (lr[1] / lr[0]) ** (1.0 / max(1, steps - 1))
+        for step in range(1, steps + 1):
+            (grad,) = torch.autograd.grad(self._penalised(p, w).sum(), p)
+            with torch.no_grad():
+                first.mul_(beta1).add_(grad, alpha=1 - beta1)
+                second.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                rate = lr[0] * decay ** (step - 1) / (1 - beta1**step)
+                p -= rate * first / (torch.sqrt(second / (1 - beta2**step)) + eps)
+        moved = np.mod(p.detach().double().numpy(), 1.0)
+        return moved, self.score(moved, which, penalised=True)
+
+
+__all__ = ["GroupReflections", "TrialScorer", "reflections_for"]
