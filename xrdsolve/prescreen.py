@@ -156,17 +156,8 @@ def group_intensities(
     inten = np.where(fr.valid.numpy(), fr.intensity.double().numpy(), 0.0)
     d = fr.d.double().numpy()
     crystal = fr.crystal.numpy()[:, None] * np.ones_like(tt, dtype=int)
-    width = groups.fwhm[0] + groups.fwhm[1] * np.tan(np.radians(tt / 2))
-    own = np.searchsorted(groups.lower, tt, side="right") - 1
-    # each reflection's profile share in its own group and the neighbouring ones (tails, Kα2)
     index_parts, fraction_parts, row_parts = [], [], []
-    for k in range(-NEIGHBOUR_GROUPS, NEIGHBOUR_GROUPS + 1):
-        j = own + k
-        ok = (j >= 0) & (j < g)
-        jj = np.clip(j, 0, g - 1)
-        frac = _pseudo_voigt_cdf(groups.upper[jj] - tt, width) - _pseudo_voigt_cdf(
-            groups.lower[jj] - tt, width
-        )
+    for ok, jj, frac in group_shares(tt, groups):
         index_parts.append((crystal * g + jj)[ok])
         fraction_parts.append(frac[ok])
         row_parts.append(np.nonzero(ok))
@@ -176,6 +167,27 @@ def group_intensities(
         weighted = inten * np.exp(-float(b) / (4.0 * d * d))[:, None]
         values = np.concatenate([weighted[rows] for rows in row_parts]) * fraction
         out[k] = np.bincount(index, values, minlength=n * g).reshape(n, g)
+    return out
+
+
+def group_shares(
+    two_theta: np.ndarray, groups: PeakGroups
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Each reflection's profile share in its own group and the :data:`NEIGHBOUR_GROUPS` on either side
+    (tails, Kα2): for reflections at observed 2θ ``two_theta`` (any shape, degrees), one (in range, group
+    index, fraction) triple of arrays of that shape per neighbour offset, with the groups' FWHM model and
+    :data:`PROFILE_ETA`."""
+    g = len(groups)
+    width = groups.fwhm[0] + groups.fwhm[1] * np.tan(np.radians(two_theta / 2))
+    own = np.searchsorted(groups.lower, two_theta, side="right") - 1
+    out = []
+    for k in range(-NEIGHBOUR_GROUPS, NEIGHBOUR_GROUPS + 1):
+        j = own + k
+        jj = np.clip(j, 0, g - 1)
+        frac = _pseudo_voigt_cdf(groups.upper[jj] - two_theta, width) - _pseudo_voigt_cdf(
+            groups.lower[jj] - two_theta, width
+        )
+        out.append(((j >= 0) & (j < g), jj, frac))
     return out
 
 

@@ -24,13 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from xrdsolve.prescreen import (
-    NEIGHBOUR_GROUPS,
-    OVERALL_B,
-    RELATIVE_ERROR_FLOOR,
-    PeakGroups,
-    _pseudo_voigt_cdf,
-)
+from xrdsolve.prescreen import OVERALL_B, RELATIVE_ERROR_FLOOR, PeakGroups, group_shares
 from xrdsolve.random_candidates import WyckoffSampler, _group
 
 #: Adam steps and learning-rate range (general-point coordinates, fractions of the cell) of :meth:`minimise`.
@@ -81,17 +75,9 @@ def reflections_for(
     wt = np.asarray(instrument.radiation.normalized_weights)
     per_line = (fr.multiplicity.numpy()[:, None] * fr.lp.numpy() * wt[None, :]) * fr.valid.numpy()  # (H, L)
     tt = fr.two_theta.numpy() + zero_shift  # (H, L)
-    width = groups.fwhm[0] + groups.fwhm[1] * np.tan(np.radians(tt / 2))
-    own = np.searchsorted(groups.lower, tt, side="right") - 1
     rows = np.broadcast_to(np.arange(n_h)[:, None], tt.shape)
     share = np.zeros((n_h, g))
-    for k in range(-NEIGHBOUR_GROUPS, NEIGHBOUR_GROUPS + 1):
-        j = own + k
-        ok = (j >= 0) & (j < g)
-        jj = np.clip(j, 0, g - 1)
-        frac = _pseudo_voigt_cdf(groups.upper[jj] - tt, width) - _pseudo_voigt_cdf(
-            groups.lower[jj] - tt, width
-        )
+    for ok, jj, frac in group_shares(tt, groups):
         np.add.at(share, (rows[ok], jj[ok]), (per_line * frac)[ok])
     d = fr.d.numpy()
     damping = np.exp(-np.asarray(overall_b, dtype=float)[:, None] / (4.0 * d * d)[None, :])  # (nB, H)
