@@ -68,6 +68,9 @@ SOURCE_PRIORITY = {
 }
 #: Share of the time budget left (when proposing) that prescreening may use.
 PRESCREEN_SHARE = 0.1
+#: Prescreening time (s) of a solve without a time budget (its descents would otherwise go through every
+#: assignment of every cell and Z: 16 s for rutile's five cells and Z).
+PRESCREEN_SECONDS_WITHOUT_BUDGET = 30.0
 #: Smallest M20 of an indexing solution the pipeline trusts.
 MIN_M20 = 8.0
 #: Below this M20 of the best cell, indexing is repeated allowing a few unindexed (impurity) lines
@@ -1053,7 +1056,9 @@ def solve(
         share = replace(opts, n_candidates=max(4, opts.n_candidates // len(compositions)))
         tried_i: dict[str, Any] = tried if len(compositions) == 1 else {}
         stop_gen = None if clock.budget is None else time.perf_counter() + GENERATOR_SHARE * clock.left()
-        pre_s = None if clock.budget is None else PRESCREEN_SHARE * clock.left() / len(compositions)
+        pre_s = (
+            PRESCREEN_SECONDS_WITHOUT_BUDGET if clock.budget is None else PRESCREEN_SHARE * clock.left()
+        ) / len(compositions)
         part = _propose(pattern, comp_i, cells, share, tried_i, stop_gen, inst, pre_s)
         if len(compositions) > 1:
             tried.setdefault("by_composition", {})[comp_i.reduced_formula] = {
