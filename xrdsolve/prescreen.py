@@ -201,11 +201,16 @@ def _pseudo_voigt_cdf(x: np.ndarray, fwhm: np.ndarray) -> np.ndarray:
     return PROFILE_ETA * lorentz + (1.0 - PROFILE_ETA) * gauss
 
 
+def misfit_weights(groups: PeakGroups) -> np.ndarray:
+    """(G,) weight of each group in :func:`misfit`: 1 / (variance + (RELATIVE_ERROR_FLOOR · I_obs)²)."""
+    return 1.0 / (groups.variance + (RELATIVE_ERROR_FLOOR * np.abs(groups.observed)) ** 2 + 1e-300)
+
+
 def misfit(calculated: np.ndarray, groups: PeakGroups) -> np.ndarray:
     """Weighted misfit Σw(I_obs − s·I_calc)² / Σw·I_obs² with the best scale s ≥ 0, per structure;
     ``calculated`` (..., N, G) → (..., N). 0 is a perfect match, 1 no better than zero intensity."""
     obs = groups.observed
-    w = 1.0 / (groups.variance + (RELATIVE_ERROR_FLOOR * np.abs(obs)) ** 2 + 1e-300)
+    w = misfit_weights(groups)
     num = (calculated * (w * obs)).sum(-1)
     den = (calculated * calculated * w).sum(-1)
     scale = np.clip(num / np.where(den > 0, den, 1.0), 0.0, None)

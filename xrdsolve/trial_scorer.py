@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from xrdsolve.prescreen import OVERALL_B, RELATIVE_ERROR_FLOOR, PeakGroups, group_shares
+from xrdsolve.prescreen import OVERALL_B, PeakGroups, group_shares, misfit_weights
 from xrdsolve.random_candidates import WyckoffSampler, _group
 
 #: Adam steps and learning-rate range (general-point coordinates, fractions of the cell) of :meth:`minimise`.
@@ -131,7 +131,7 @@ class TrialScorer:
         self._hkl = torch.as_tensor(2 * np.pi * reflections.hkl.astype(float), dtype=dtype)  # 2π h (H, 3)
         self._weights = torch.as_tensor(reflections.weights, dtype=dtype)  # (nB, H, G)
         obs = groups.observed
-        w = 1.0 / (groups.variance + (RELATIVE_ERROR_FLOOR * np.abs(obs)) ** 2 + 1e-300)
+        w = misfit_weights(groups)
         self._obs = torch.as_tensor(obs, dtype=dtype)
         self._w = torch.as_tensor(w / max(float((w * obs * obs).sum()), 1e-300), dtype=dtype)
         self._matrix = torch.as_tensor(np.array(self.samplers[0].lattice.matrix), dtype=dtype)
