@@ -78,6 +78,11 @@ MIN_M20 = 8.0
 IMPURITY_RETRY_M20 = 100.0
 #: Lines needed for that retry (fewer when the best cell cannot hold one formula unit of the composition).
 IMPURITY_RETRY_LINES = 8
+#: Shares of the impurity retry's time (:func:`_index_with_unindexed`): the high-symmetry search leaving a
+#: few lines unindexed, then orthorhombic cells up to RETRY_ORTHORHOMBIC_VOLUME (Å³) leaving one.
+RETRY_HIGH_SYMMETRY_SHARE = 0.25
+RETRY_ORTHORHOMBIC_SHARE = 0.6
+RETRY_ORTHORHOMBIC_VOLUME = 800.0
 IMPURITY_RETRY_LINES_TOO_SMALL = 6
 #: A sub-cell of an indexed cell is tried first (after an impurity retry) when it indexes this fraction of
 #: the measured peak height, leaving at most 1 line in IMPURITY_SUBCELL_LINES_PER unindexed (3 at least).
@@ -87,6 +92,13 @@ IMPURITY_SUBCELL_LINES_PER = 8
 #: that holds the composition, the strict search of the strong-line list gets CONFIDENT_STRICT_SECONDS.
 WEAK_LINES_CONFIDENT_M20 = 20.0
 CONFIDENT_STRICT_SECONDS = 4.0
+#: Otherwise the strict search gets this share of the indexing time limit, and the impurity retry up to
+#: IMPURITY_RETRY_SHARE of it (≤ IMPURITY_RETRY_SECONDS). A strict search that has not found the cell in
+#: 0.6 of the limit is usually held by one line it cannot index (two overlapped peaks fitted as one, a noise
+#: maximum), which the retry can leave out.
+STRICT_SHARE = 0.6
+IMPURITY_RETRY_SHARE = 1.0
+IMPURITY_RETRY_SECONDS = 20.0
 #: The cubic seat (:func:`_with_cubic_seat`): a cubic-only search of at most CUBIC_SEAT_SECONDS, which may
 #: leave one line in CUBIC_SEAT_LINES_PER unindexed when there are at least CUBIC_SEAT_LINES lines.
 CUBIC_SEAT_SECONDS = 3.0
@@ -200,11 +212,12 @@ def _index(
     ``max_spacegroups`` are tried first, the others by the widening round (:func:`_widen`).
 
     The significant peaks, weak lines included (:func:`_index_weak_lines`), are indexed first, in up to 0.3 of
-    ``time_limit`` (≤ 10 s). ``time_limit`` (s) bounds the strict search of the strong-line list (default: 60 s
-    without a budget, else 0.3 of what is left), or CONFIDENT_STRICT_SECONDS when the significant peaks gave a
-    cell of M20 ≥ WEAK_LINES_CONFIDENT_M20 that holds the composition; the cells of both are ranked together.
-    When the best has M20 below IMPURITY_RETRY_M20, an impurity retry (on the significant peaks when there
-    are IMPURITY_RETRY_LINES of them) may add up to 0.7 of the limit (≤ 20 s). On the 40 validation patterns of
+    ``time_limit`` (≤ 10 s). ``time_limit`` (s; default: 60 s without a budget, else 0.3 of what is left) times
+    STRICT_SHARE bounds the strict search of the strong-line list, or CONFIDENT_STRICT_SECONDS when the
+    significant peaks gave a cell of M20 ≥ WEAK_LINES_CONFIDENT_M20 that holds the composition; the cells of
+    both are ranked together. When the best has M20 below IMPURITY_RETRY_M20, an impurity retry (on the
+    significant peaks when there are IMPURITY_RETRY_LINES of them) may add up to IMPURITY_RETRY_SHARE of the
+    limit (≤ IMPURITY_RETRY_SECONDS). On the 40 validation patterns of
     ``xrdsolve bench solve`` the significant peaks found the cell first as often as the strong-line list with
     its retries (18 against 19) in 158 s of searching against 421 s (GdMgPd 0.1 s against 18.8 s, MnF2 0.8
     against 32.1 s, Ti4GaC3 0.5 against 31.1 s: noise maxima on an amorphous hump defeat the strict search).
@@ -241,7 +254,7 @@ def _index(
     v_min = _min_cell_volume(composition) if composition is not None else 0.0
     confident = bool(weak_cells) and weak_cells[0].m20 >= WEAK_LINES_CONFIDENT_M20
     confident = confident and weak_cells[0].volume >= v_min
-    strict_limit = min(time_limit, CONFIDENT_STRICT_SECONDS) if confident else time_limit
+    strict_limit = min(time_limit, CONFIDENT_STRICT_SECONDS) if confident else STRICT_SHARE * time_limit
     try:
         cells = index_peaks(peaks, IndexingOptions(time_limit=strict_limit, max_solutions=10))
     except IndexingError as exc:
@@ -267,7 +280,7 @@ def _index(
         cells = _index_with_unindexed(
             weak_peaks[0] if on_weak and weak_peaks is not None else peaks,
             cells,
-            min(0.7 * time_limit, 20.0),
+            min(IMPURITY_RETRY_SHARE * time_limit, IMPURITY_RETRY_SECONDS),
             tried,
         )
         tried["indexing_unindexed_lines"]["lines"] = "significant" if on_weak else "strong"
@@ -416,7 +429,7 @@ def index_pattern(
     """The solve's indexing on its own: cells (best first, M20 ≥ MIN_M20) with their extinction-compatible
     space-group numbers, and a record of what was tried (peaks, solutions, seconds).
 
-    ``time_limit`` (s) bounds the strict search; the impurity retry may add up to 0.7 of it (≤ 20 s). With
+    ``time_limit`` (s) sets the searches' times as in the solve (see :func:`_index`). With
     a ``composition`` the indexing is checked against it as in the solve (see :func:`_index`).
     """
     tried: dict[str, Any] = {}
@@ -475,51 +488,63 @@ def _index_with_unindexed(
 ) -> list[Any]:
     """``cells`` merged with solutions that leave a few lines unindexed, re-ranked
     (:func:`xrdsolve.refine.indexing.indexer.rank_solutions`): cubic/tetragonal/hexagonal with up to 3 (≤ 1 in
-    4) in at most half of ``time_limit`` seconds; then orthorhombic indexing every line (the first search
-    skips the lower symmetries once a higher-symmetry cell reaches M20 20, which a wrong hexagonal cell does
-    on 9 lines) in at most half, and with one line left in the time left (each extra free cell parameter makes
-    a wrong cell that skips lines easier to find, so the lower the symmetry, the fewer lines may be left),
-    unless a cell already reaches IMPURITY_RETRY_M20. An orthorhombic cell is kept only when it beats every
-    cell found before on M20: a lower symmetry has to earn its place."""
+    4) in at most RETRY_HIGH_SYMMETRY_SHARE of ``time_limit`` seconds; then orthorhombic cells up to
+    RETRY_ORTHORHOMBIC_VOLUME Å³ with one line left unindexed in at most RETRY_ORTHORHOMBIC_SHARE, and larger
+    ones indexing every line in the time left (each extra free cell parameter makes a wrong cell that skips
+    lines easier to find, so the lower the symmetry, the fewer lines may be left), unless a cell already
+    reaches IMPURITY_RETRY_M20. The first search skips the lower symmetries once a higher-symmetry cell reaches
+    M20 20, which a wrong hexagonal cell does on 9 lines. An orthorhombic cell is kept only when it beats
+    every cell found before on M20: a lower symmetry has to earn its place.
+
+    The small orthorhombic cells come before the large ones because a shell-by-shell search that must index
+    every line spends its time in the large shells when one line is off (two overlapped peaks fitted as one):
+    the one-line search of the small cells found PrSnRu's and F2's cells in 1 and 6 s."""
     from xrdsolve.refine.indexing.indexer import IndexingOptions, index_peaks, rank_solutions
     from xrdsolve.refine.indexing.observations import IndexingError
     from xrdsolve.refine.indexing.solution import same_lattice
     from xrdsolve.refine.indexing.systems import CrystalSystem
 
     deadline = time.perf_counter() + time_limit
-    passes: tuple[tuple[tuple[CrystalSystem, ...], int, float], ...] = (
-        (("cubic", "tetragonal", "hexagonal"), min(3, len(peaks) // 4), 0.5),
-        (("orthorhombic",), 0, 0.5),
-        (("orthorhombic",), 1, 1.0),
+    full = IndexingOptions().max_volume
+    passes: tuple[tuple[tuple[CrystalSystem, ...], int, float, tuple[float, float]], ...] = (
+        (
+            ("cubic", "tetragonal", "hexagonal"),
+            min(3, len(peaks) // 4),
+            RETRY_HIGH_SYMMETRY_SHARE,
+            (0.0, full),
+        ),
+        (("orthorhombic",), 1, RETRY_ORTHORHOMBIC_SHARE, (0.0, RETRY_ORTHORHOMBIC_VOLUME)),
+        (("orthorhombic",), 0, 1.0, (RETRY_ORTHORHOMBIC_VOLUME, full)),
     )
     extra: list[Any] = []
     best_of_pass: list[Any] = []
     record = tried.setdefault("indexing_unindexed_lines", {"passes": []})
-    for systems, allowed, share in passes:
+    for systems, allowed, share, (v_lo, v_hi) in passes:
         left = min(deadline - time.perf_counter(), share * time_limit)
         best = max((c.m20 for c in (*cells, *extra)), default=0.0)
+        entry: dict[str, Any] = {"systems": list(systems), "allowed": allowed, "volume": [v_lo, v_hi]}
         if systems == ("orthorhombic",) and best >= IMPURITY_RETRY_M20:
-            record["passes"].append(
-                {"systems": list(systems), "allowed": allowed, "skipped": f"M20 {best:.0f}"}
-            )
+            record["passes"].append(entry | {"skipped": f"M20 {best:.0f}"})
             continue
         if left < 1.0:
-            record["passes"].append({"systems": list(systems), "allowed": allowed, "skipped": "no time left"})
+            record["passes"].append(entry | {"skipped": "no time left"})
             continue
         t0 = time.perf_counter()
         try:
             found = index_peaks(
                 peaks,
-                IndexingOptions(systems=systems, max_unindexed=allowed, time_limit=left, max_solutions=10),
+                IndexingOptions(
+                    systems=systems,
+                    max_unindexed=allowed,
+                    time_limit=left,
+                    max_solutions=10,
+                    min_volume=v_lo,
+                    max_volume=v_hi,
+                ),
             )
         except IndexingError:
             found = []
-        entry = {
-            "systems": list(systems),
-            "allowed": allowed,
-            "found": len(found),
-            "seconds": round(time.perf_counter() - t0, 2),
-        }
+        entry |= {"found": len(found), "seconds": round(time.perf_counter() - t0, 2)}
         if systems == ("orthorhombic",) and found and max(c.m20 for c in found) <= best:
             entry["kept"] = 0  # no better than the higher-symmetry cells
             found = []

@@ -44,7 +44,8 @@ class IndexingOptions:
 
     ``tolerance`` is the allowed |2θ_obs − zero − 2θ_calc| of an indexed line and ``max_zero_shift`` the
     largest zero shift searched (a box dimension of the dichotomy, refined afterwards); their defaults,
-    0.03° and 0.1° at Cu Kα1, scale with the wavelength so that they mean the same d resolution. ``shell_volume`` sets the volume
+    0.03° and 0.1° at Cu Kα1, scale with the wavelength so that they mean the same d resolution. Cells are
+    searched from ``min_volume`` to ``max_volume`` (Å³). ``shell_volume`` sets the volume
     shells of the orthorhombic and monoclinic searches (DICVOL uses 400 Å³). The search of lower
     symmetries stops once a solution reaches ``stop_m20`` unless ``exhaustive``; cubic cells are searched
     over the whole volume range at once (:data:`WHOLE_RANGE_SYSTEMS`).
@@ -54,6 +55,7 @@ class IndexingOptions:
     n_lines: int = 20
     tolerance: float | None = None
     max_zero_shift: float | None = None
+    min_volume: float = 0.0
     max_volume: float = 2000.0
     a_min: float = 2.0
     a_max: float = 25.0
@@ -163,10 +165,14 @@ def index_peaks(
 
 
 def _shells(opts: IndexingOptions) -> list[tuple[float, float]]:
-    """Volume shells (Å³) of the primitive search cell, searched in increasing order."""
-    if opts.shell_volume <= 0 or opts.shell_volume >= opts.max_volume:
-        return [(0.0, opts.max_volume)]
-    edges = [*np.arange(0.0, opts.max_volume, opts.shell_volume).tolist(), opts.max_volume]
+    """Volume shells (Å³) of the primitive search cell from ``min_volume`` to ``max_volume``, searched in
+    increasing order."""
+    lo, hi = opts.min_volume, opts.max_volume
+    if hi <= lo:
+        raise IndexingError(f"max_volume {hi} Å³ must exceed min_volume {lo} Å³")
+    if opts.shell_volume <= 0 or opts.shell_volume >= hi - lo:
+        return [(lo, hi)]
+    edges = [*np.arange(lo, hi, opts.shell_volume).tolist(), hi]
     return [(float(a), float(b)) for a, b in itertools.pairwise(edges) if b > a]
 
 
@@ -254,9 +260,18 @@ def _best_centring(
         sol = _make_solution(
             model, centring, ref.params[0], float(ref.zero[0]), ref.hkl[0], resid, lines, allowed, opts
         )
-        if sol is not None and (best is None or sol.m20 > best.m20 * 1.05):
+        if sol is not None and (best is None or _better_centring(sol, best)):
             best = sol
     return best
+
+
+def _better_centring(sol: CellSolution, best: CellSolution) -> bool:
+    """Whether centring ``sol`` beats ``best`` (the same cell, another centring): it indexes more lines, or as
+    many with an M20 5 % higher. A centring that leaves a line unindexed which the primitive cell indexes is
+    not chosen for predicting fewer lines (HoGeRh, Pnma: its weak P-only lines are real)."""
+    if sol.n_unindexed != best.n_unindexed:
+        return sol.n_unindexed < best.n_unindexed
+    return sol.m20 > best.m20 * 1.05
 
 
 def _make_solution(

@@ -91,12 +91,17 @@ class SystemModel:
         return ok
 
     def volume_range(self, lo: FloatArray, hi: FloatArray) -> tuple[FloatArray, FloatArray]:
-        """Lower and upper bounds of the cell volume (Å³) over boxes (M, P); upper may be inf."""
-        return self.volume(hi, upper=False), self.volume(lo, upper=True)
+        """Lower and upper bounds of the cell volume (Å³) over boxes (M, P); upper may be inf.
 
-    def volume(self, p: FloatArray, upper: bool = False) -> FloatArray:
-        """Cell volume (Å³) for parameters (M, P). For monoclinic boxes, ``upper`` selects the E
-        extreme giving the largest volume (used with the lower corner)."""
+        V = 1/√det. For monoclinic, det = B (A C − E²/4) with E ≥ 0 in the searched domain: it is largest at
+        the upper corner of A, B, C with the *smallest* E, and smallest at the lower corner with the largest E.
+        """
+        if self.name != "monoclinic":
+            return self.volume(hi), self.volume(lo)
+        return self.volume(_with_column(hi, 3, lo[:, 3])), self.volume(_with_column(lo, 3, hi[:, 3]))
+
+    def volume(self, p: FloatArray) -> FloatArray:
+        """Cell volume (Å³) for parameters (M, P); inf where they describe no lattice."""
         p = np.atleast_2d(p)
         with np.errstate(divide="ignore", invalid="ignore"):
             if self.name == "cubic":
@@ -175,6 +180,12 @@ class SystemModel:
         a, b, c = 1.0 / (astar * sin_bs), 1.0 / bstar, 1.0 / (cstar * sin_bs)
         beta = 180.0 - math.degrees(math.acos(max(-1.0, min(1.0, cos_bs))))
         return (a, b, c, 90.0, beta, 90.0)
+
+
+def _with_column(p: FloatArray, column: int, values: FloatArray) -> FloatArray:
+    out = np.array(p, dtype=np.float64, copy=True)
+    out[:, column] = values
+    return out
 
 
 def _grid(h: IntArray, k: IntArray, l_: IntArray) -> IntArray:
