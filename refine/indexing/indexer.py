@@ -45,7 +45,9 @@ class IndexingOptions:
     ``tolerance`` is the allowed |2θ_obs − zero − 2θ_calc| of an indexed line and ``max_zero_shift`` the
     largest zero shift searched (a box dimension of the dichotomy, refined afterwards); their defaults,
     0.03° and 0.1° at Cu Kα1, scale with the wavelength so that they mean the same d resolution. Cells are
-    searched from ``min_volume`` to ``max_volume`` (Å³). ``shell_volume`` sets the volume
+    searched from ``min_volume`` to ``max_volume`` (Å³), with edges from ``a_min`` to ``a_max`` (Å), or to
+    ``monoclinic_a_max`` for monoclinic cells (at least the first line's d): with every edge up to 25 Å the
+    four-parameter search of a 400 Å³ shell takes 11 s for 20 lines, against 1.5 s up to 12 Å. ``shell_volume`` sets the volume
     shells of the orthorhombic and monoclinic searches (DICVOL uses 400 Å³). The search of lower
     symmetries stops once a solution reaches ``stop_m20`` unless ``exhaustive``; cubic cells are searched
     over the whole volume range at once (:data:`WHOLE_RANGE_SYSTEMS`).
@@ -59,6 +61,7 @@ class IndexingOptions:
     max_volume: float = 2000.0
     a_min: float = 2.0
     a_max: float = 25.0
+    monoclinic_a_max: float = 12.0
     max_unindexed: int = 0
     shell_volume: float = 400.0
     max_solutions: int = 10
@@ -126,7 +129,12 @@ def index_peaks(
             if expensive and not opts.exhaustive and any(s.m20 >= opts.stop_m20 for s in found):
                 break
             scale = _CENTRED_VOLUME.get(name, 1.0)
-            space = SearchSpace(opts.a_min, a_max, lo * scale, hi * scale)
+            edge = (
+                a_max
+                if name != "monoclinic"
+                else min(a_max, max(opts.monoclinic_a_max, 1.05 * float(lines.d[0])))
+            )
+            space = SearchSpace(opts.a_min, edge, lo * scale, hi * scale)
             t0 = time.monotonic()
             try:
                 centres, zeros = dichotomy(
