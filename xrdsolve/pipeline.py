@@ -92,10 +92,9 @@ IMPURITY_SUBCELL_LINES_PER = 8
 #: that holds the composition, the strict search of the strong-line list gets CONFIDENT_STRICT_SECONDS.
 WEAK_LINES_CONFIDENT_M20 = 20.0
 CONFIDENT_STRICT_SECONDS = 4.0
-#: Otherwise the strict search gets this share of the indexing time limit, and the impurity retry up to
-#: IMPURITY_RETRY_SHARE of it (≤ IMPURITY_RETRY_SECONDS). Measured on the 100 benchmark patterns: a strict
-#: search cut to 0.6 with a retry of 1.0 lost Eu(BIr)2's F cell (600 Å³, found after 11 s) and gained none.
-STRICT_SHARE = 1.0
+#: The impurity retry gets up to IMPURITY_RETRY_SHARE of the indexing time limit (≤ IMPURITY_RETRY_SECONDS).
+#: Measured on the 100 benchmark patterns: a strict search cut to 0.6 of the limit, with a retry of 1.0,
+#: lost Eu(BIr)2's F cell (600 Å³, found after 11 s) and gained no match.
 IMPURITY_RETRY_SHARE = 0.7
 IMPURITY_RETRY_SECONDS = 20.0
 #: The cubic seat (:func:`_with_cubic_seat`): a cubic-only search of at most CUBIC_SEAT_SECONDS, which may
@@ -211,8 +210,8 @@ def _index(
     ``max_spacegroups`` are tried first, the others by the widening round (:func:`_widen`).
 
     The significant peaks, weak lines included (:func:`_index_weak_lines`), are indexed first, in up to 0.3 of
-    ``time_limit`` (≤ 10 s). ``time_limit`` (s; default: 60 s without a budget, else 0.3 of what is left) times
-    STRICT_SHARE bounds the strict search of the strong-line list, or CONFIDENT_STRICT_SECONDS when the
+    ``time_limit`` (≤ 10 s). ``time_limit`` (s; default: 60 s without a budget, else 0.3 of what is left)
+    bounds the strict search of the strong-line list, or CONFIDENT_STRICT_SECONDS when the
     significant peaks gave a cell of M20 ≥ WEAK_LINES_CONFIDENT_M20 that holds the composition; the cells of
     both are ranked together. When the best has M20 below IMPURITY_RETRY_M20, an impurity retry (on the
     significant peaks when there are IMPURITY_RETRY_LINES of them) may add up to IMPURITY_RETRY_SHARE of the
@@ -253,7 +252,7 @@ def _index(
     v_min = _min_cell_volume(composition) if composition is not None else 0.0
     confident = bool(weak_cells) and weak_cells[0].m20 >= WEAK_LINES_CONFIDENT_M20
     confident = confident and weak_cells[0].volume >= v_min
-    strict_limit = min(time_limit, CONFIDENT_STRICT_SECONDS) if confident else STRICT_SHARE * time_limit
+    strict_limit = min(time_limit, CONFIDENT_STRICT_SECONDS) if confident else time_limit
     try:
         cells = index_peaks(peaks, IndexingOptions(time_limit=strict_limit, max_solutions=10))
     except IndexingError as exc:

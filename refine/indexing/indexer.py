@@ -44,11 +44,12 @@ class IndexingOptions:
 
     ``tolerance`` is the allowed |2θ_obs − zero − 2θ_calc| of an indexed line and ``max_zero_shift`` the
     largest zero shift searched (a box dimension of the dichotomy, refined afterwards); their defaults,
-    0.03° and 0.1° at Cu Kα1, scale with the wavelength so that they mean the same d resolution. Cells are
-    searched from ``min_volume`` to ``max_volume`` (Å³), with edges from ``a_min`` to ``a_max`` (Å), or to
-    ``monoclinic_a_max`` for monoclinic cells (at least the first line's d): with every edge up to 25 Å the
-    four-parameter search of a 400 Å³ shell takes 11 s for 20 lines, against 1.5 s up to 12 Å. ``shell_volume`` sets the volume
-    shells of the orthorhombic and monoclinic searches (DICVOL uses 400 Å³). The search of lower
+    0.03° and 0.1° at Cu Kα1, scale with the wavelength so that they mean the same d resolution.
+
+    Cells are searched from ``min_volume`` to ``max_volume`` (Å³), with edges from ``a_min`` to ``a_max`` (Å),
+    or to ``monoclinic_a_max`` for monoclinic cells (at least the first line's d): with every edge up to 25 Å
+    the four-parameter search of a 400 Å³ shell takes 11 s for 20 lines, against 1.5 s up to 12 Å.
+    ``shell_volume`` sets the volume shells of the orthorhombic and monoclinic searches (DICVOL uses 400 Å³). The search of lower
     symmetries stops once a solution reaches ``stop_m20`` unless ``exhaustive``; cubic cells are searched
     over the whole volume range at once (:data:`WHOLE_RANGE_SYSTEMS`).
     """
