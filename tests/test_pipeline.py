@@ -147,9 +147,9 @@ def test_indexing_survives_weak_impurity_lines() -> None:
 def test_indexing_orthorhombic_cell_with_one_impurity_line() -> None:
     """An orthorhombic cell whose pattern carries one weak line of no lattice (2θ 19.3°): the search that must
     index every line only finds a supercell (c ≈ 21.7 Å, M20 63) that indexes it, the high-symmetry retry
-    cannot explain the pattern, nor can an orthorhombic search indexing every line (it finds the supercell again,
-    no better), the orthorhombic pass allowing one unindexed line finds the cell (a 3.62, b 4.71, c 5.53 Å,
-    M20 ≈ 400) and it ranks first."""
+    cannot explain the pattern, the retry's orthorhombic pass over cells up to 800 Å³ allowing one unindexed
+    line finds the cell (a 3.62, b 4.71, c 5.53 Å, M20 ≈ 400) and it ranks first; the last pass, larger
+    cells indexing every line, finds nothing better."""
     from pymatgen.core import Lattice
 
     from xrdsolve.pipeline import SolveOptions, _Clock, _index
@@ -168,8 +168,9 @@ def test_indexing_orthorhombic_cell_with_one_impurity_line() -> None:
     passes = tried["indexing_unindexed_lines"]["passes"]
     systems = [["cubic", "tetragonal", "hexagonal"], ["orthorhombic"], ["orthorhombic"]]
     assert [p["systems"] for p in passes] == systems
-    assert passes[1]["allowed"] == 0 and passes[1].get("kept", passes[1].get("found")) == 0
-    assert passes[2]["allowed"] == 1 and passes[2]["found"] >= 1
+    assert passes[1]["allowed"] == 1 and passes[1]["volume"] == [0.0, 800.0] and passes[1]["found"] >= 1
+    assert passes[2]["allowed"] == 0 and passes[2]["volume"] == [800.0, 2000.0]
+    assert passes[2].get("kept", passes[2].get("found", 0)) == 0
 
 
 def test_a_cubic_cell_indexing_as_many_lines_keeps_a_seat_among_the_cells_used() -> None:
