@@ -309,7 +309,7 @@ def prescreened_structures(
                 scores[j][sel[better]] = ms[better]
             drawn += len(which)
     out: list[tuple[Structure, CandidateSpec]] = []
-    for j, i in _round_robin(points, scores, samplers, n):
+    for j, i, frac in _round_robin(points, scores, samplers, n):
         sg, combo, perm = plan[j]
         extra: dict[str, object] = {
             "wyckoff": ["+".join(sites) for sites in combo],
@@ -317,8 +317,7 @@ def prescreened_structures(
             "prescreen_misfit": round(float(scores[j][i]), 4),
             "drawn": drawn,
         }
-        own = points[j][i : i + 1, : samplers[j].n_sites]
-        structure = samplers[j].structures(samplers[j].coordinates(own))[0]
+        structure = samplers[j].structures(frac)[0]
         out.append((structure, CandidateSpec(sg, z, seed, True, source="enumerated", extra=extra)))
     return out
 
@@ -339,11 +338,11 @@ def _lattice_positions(lattice: Any, wavelengths: Sequence[float], two_theta_max
 
 def _round_robin(
     points: dict[int, np.ndarray], scores: dict[int, np.ndarray], samplers: Sequence[WyckoffSampler], n: int
-) -> list[tuple[int, int]]:
-    """Up to ``n`` (assignment, trial) pairs whose atoms keep apart: each assignment's best distinct trial
-    (assignments ordered by it), then each one's second best… Trials of one assignment whose scores agree
-    to :data:`DISTINCT_MISFIT` (relative) count as one (local descents from many draws end in one
-    minimum). Atoms are checked in that order, only until ``n`` pairs are found."""
+) -> list[tuple[int, int, np.ndarray]]:
+    """Up to ``n`` (assignment, trial, fractional coordinates (1, atoms, 3)) whose atoms keep apart: each
+    assignment's best distinct trial (assignments ordered by it), then each one's second best… Trials of
+    one assignment whose scores agree to :data:`DISTINCT_MISFIT` (relative) count as one (local descents
+    from many draws end in one minimum). Atoms are checked in that order, only until ``n`` are found."""
     ranked: list[tuple[int, float, int, int]] = []
     for j, sc in scores.items():
         kept: list[float] = []
@@ -356,10 +355,11 @@ def _round_robin(
             if len(kept) >= n:
                 break
     ranked.sort(key=lambda r: (r[0], r[1]))
-    out: list[tuple[int, int]] = []
+    out: list[tuple[int, int, np.ndarray]] = []
     for _, _, j, i in ranked:
-        if samplers[j].apart(samplers[j].coordinates(points[j][i : i + 1, : samplers[j].n_sites]))[0]:
-            out.append((j, i))
+        frac = samplers[j].coordinates(points[j][i : i + 1, : samplers[j].n_sites])
+        if samplers[j].apart(frac)[0]:
+            out.append((j, i, frac))
             if len(out) == n:
                 break
     return out
