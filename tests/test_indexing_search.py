@@ -113,3 +113,24 @@ def test_the_retry_finds_a_small_orthorhombic_cell_with_one_line_off() -> None:
     assert found and found[0] is cells[0] and found[0].n_unindexed == 1
     passes = tried["indexing_unindexed_lines"]["passes"]  # type: ignore[index]
     assert passes[1]["allowed"] == 1 and passes[1]["volume"] == [0.0, 800.0] and passes[1]["found"] >= 1
+
+
+def test_ranking_puts_a_centring_after_the_cell_that_indexes_more_of_the_same_lines() -> None:
+    """Two searches return the same orthorhombic axes, one as an I cell leaving a weak line unindexed (higher
+    M20: it predicts fewer lines), the other as the P cell indexing every line: the P cell ranks first. On
+    other lines the two are not comparable and M20 decides."""
+    from dataclasses import replace
+
+    from xrdsolve.refine.indexing.indexer import rank_solutions
+
+    a, b, c = 4.33, 6.92, 7.58
+    tt = orthorhombic_lines(a, b, c, lambda h: sum(h) % 2 == 0, 14, extra=((0, 1, 2),))
+    sols = index_peaks(
+        Peaks.from_two_theta(tt, CU), systems=("orthorhombic",), max_unindexed=1, max_volume=400.0
+    )
+    primitive = next(s for s in sols if abs(s.volume - a * b * c) < 1.0 and s.centring == "P")
+    centred = replace(primitive, centring="I", m20=primitive.m20 * 3, n_unindexed=1)
+    ranked = rank_solutions([centred, primitive], 5)
+    assert ranked[0] is primitive and ranked[1] is centred
+    elsewhere = replace(primitive, two_theta=primitive.two_theta + 0.1)
+    assert rank_solutions([centred, elsewhere], 5)[0] is centred

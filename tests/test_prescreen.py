@@ -94,3 +94,29 @@ def test_prescreened_draws_put_the_free_coordinate_near_the_truth() -> None:
     assert StructureMatcher(stol=0.15).fit(best, truth)  # O x within ≈ 0.02 of 0.3048
     misfits = [s.extra["prescreen_misfit"] for _, s in out]
     assert misfits[0] == pytest.approx(min(misfits))
+
+
+def test_time_left_after_the_first_draws_goes_to_fresh_draws_and_descents() -> None:
+    """With a time limit, a plan of few assignments keeps drawing and descending (fresh starts, in turn)
+    until the limit or RESTART_ROUNDS: more trials, a best misfit no worse (the first pass is the same), and
+    the limit is kept."""
+    import time
+
+    from xrdsolve.prescreen import DRAWS_PER_ASSIGNMENT, RESTART_ROUNDS
+
+    truth = rutile()
+    instrument = Instrument.lab("CuKa", anomalous=False)
+    pattern = _measured(truth, instrument, 5)
+    common = {"lattice": RUTILE_CELL, "zero_shift": 0.0, "instrument": instrument, "seed": 3}
+    plain = prescreened_structures(pattern, Composition("TiO2"), 2, [136], 4, **common)
+    t0 = time.perf_counter()
+    limited = prescreened_structures(pattern, Composition("TiO2"), 2, [136], 4, stop_at=t0 + 60.0, **common)
+    seconds = time.perf_counter() - t0
+    drawn_plain, drawn_limited = plain[0][1].extra["drawn"], limited[0][1].extra["drawn"]
+    assert drawn_limited >= drawn_plain + RESTART_ROUNDS * DRAWS_PER_ASSIGNMENT  # every round ran
+    assert seconds < 60.0  # the rounds, not the limit, ended it
+    best = min(s.extra["prescreen_misfit"] for _, s in limited)
+    assert best <= min(s.extra["prescreen_misfit"] for _, s in plain) + 1e-4
+    t0 = time.perf_counter()
+    short = prescreened_structures(pattern, Composition("TiO2"), 2, [136], 4, stop_at=t0 + 0.3, **common)
+    assert short and time.perf_counter() - t0 < 0.3 + 2.0  # one round past the limit at most

@@ -29,6 +29,12 @@ from xrdsolve.random_candidates import CandidateSpec, WyckoffSampler, permuted_c
 GROUP_HALF_WIDTH_FWHM = 2.5
 #: Width (degrees 2θ of background points) of the running median and mean that smooth the background.
 BACKGROUND_WINDOW_DEG = 1.0
+#: Groups wider than this (degrees 2θ) are left out of the misfit: where broad peaks overlap over tens of
+#: degrees, no background point lies under the group, its background is extrapolated and its intensity is
+#: mostly background error. Measured on the 100 benchmark patterns (true structure, screening-refined cell):
+#: the true structure's median misfit falls from 0.17 to 0.07 (34 → 9 patterns above 0.3), and its misfit
+#: against the same structure with atoms moved by 0.06 (fractional, rms) rises from 3.8 to 9.5 times.
+MAX_GROUP_WIDTH_DEG = 3.0
 #: Lorentzian share of the pseudo-Voigt assumed when sharing a reflection's intensity between groups.
 PROFILE_ETA = 0.5
 #: Groups on either side of its own that a reflection's profile tails may reach.
@@ -52,6 +58,9 @@ DESCENT_BATCH = 16
 MINIMISE_STARTS = 8
 #: Relative score difference below which two trials of one assignment count as one minimum.
 DISTINCT_MISFIT = 1e-3
+#: Rounds of fresh draws and descents (DESCENT_BATCH assignments each, taken in turn best first) while a
+#: time limit leaves time after the first draws and descents.
+RESTART_ROUNDS = 40
 #: Assignments considered per cell and Z (groups in hint order, each's assignments simplest first).
 MAX_ASSIGNMENTS = 400
 
@@ -202,8 +211,11 @@ def _pseudo_voigt_cdf(x: np.ndarray, fwhm: np.ndarray) -> np.ndarray:
 
 
 def misfit_weights(groups: PeakGroups) -> np.ndarray:
-    """(G,) weight of each group in :func:`misfit`: 1 / (variance + (RELATIVE_ERROR_FLOOR · I_obs)²)."""
-    return 1.0 / (groups.variance + (RELATIVE_ERROR_FLOOR * np.abs(groups.observed)) ** 2 + 1e-300)
+    """(G,) weight of each group in :func:`misfit`: 1 / (variance + (RELATIVE_ERROR_FLOOR · I_obs)²), and 0 for
+    groups wider than :data:`MAX_GROUP_WIDTH_DEG` (unless every group is)."""
+    weights = 1.0 / (groups.variance + (RELATIVE_ERROR_FLOOR * np.abs(groups.observed)) ** 2 + 1e-300)
+    wide = groups.upper - groups.lower > MAX_GROUP_WIDTH_DEG
+    return weights if wide.all() else np.where(wide, 0.0, weights)
 
 
 def misfit(calculated: np.ndarray, groups: PeakGroups) -> np.ndarray:
@@ -247,7 +259,8 @@ def prescreened_structures(
     ``n`` candidates cover ``n`` assignments when there are that many. Each spec records
     ``prescreen_misfit`` and ``drawn`` (how many trials were scored). With ``stop_at`` (a
     ``time.perf_counter()`` value) the draws stop at :data:`DRAW_SHARE` of the time left and the descents
-    at ``stop_at`` (the first assignment is always drawn).
+    at ``stop_at`` (the first assignment is always drawn); time left after them goes to up to
+    :data:`RESTART_ROUNDS` rounds of fresh draws and descents of the same assignments, taken in turn.
     """
     from xrdsolve.trial_scorer import TrialScorer, reflections_for
 
@@ -293,21 +306,29 @@ def prescreened_structures(
     for start in range(0, len(free), DESCENT_BATCH):
         if stop_at is not None and time.perf_counter() > stop_at:
             break
-        for key in {slot[j][0] for j in free[start : start + DESCENT_BATCH]}:
-            batch = [j for j in free[start : start + DESCENT_BATCH] if slot[j][0] == key]
-            starts = {j: np.argsort(scores[j], kind="stable")[:MINIMISE_STARTS] for j in batch}
-            trial_points = np.concatenate([points[j][starts[j]] for j in batch])
-            which = np.concatenate([np.full(len(starts[j]), slot[j][1]) for j in batch])
-            moved, moved_scores = scorers[key].minimise(trial_points, which)
-            offset = 0
-            for j in batch:
-                sel = starts[j]
-                m, ms = moved[offset : offset + len(sel)], moved_scores[offset : offset + len(sel)]
-                offset += len(sel)
-                better = ms < scores[j][sel]
-                points[j][sel[better]] = m[better]
-                scores[j][sel[better]] = ms[better]
-            drawn += len(which)
+        batch = free[start : start + DESCENT_BATCH]
+        rows = {j: np.argsort(scores[j], kind="stable")[:MINIMISE_STARTS] for j in batch}
+        drawn += _descend(scorers, slot, points, scores, rows)
+    # time left: fresh draws and descents for the same assignments, in turn (best first) — a plan of few
+    # assignments would otherwise stop after 24 draws each, however much time it was given
+    cursor = 0
+    for _ in range(RESTART_ROUNDS if stop_at is not None else 0):
+        if not free or (stop_at is not None and time.perf_counter() > stop_at):
+            break
+        if cursor >= len(free):
+            free.sort(key=lambda j: float(scores[j].min()))
+            cursor = 0
+        rows = {}
+        for j in free[cursor : cursor + DESCENT_BATCH]:
+            key, k = slot[j]
+            new = rng.random((DRAWS_PER_ASSIGNMENT, scorers[key].n_sites, 3))
+            new_scores = scorers[key].score(new, np.full(len(new), k), penalised=True)
+            rows[j] = len(scores[j]) + np.argsort(new_scores, kind="stable")[:MINIMISE_STARTS]
+            points[j] = np.concatenate([points[j], new])
+            scores[j] = np.concatenate([scores[j], new_scores])
+            drawn += len(new)
+        cursor += DESCENT_BATCH
+        drawn += _descend(scorers, slot, points, scores, rows)
     out: list[tuple[Structure, CandidateSpec]] = []
     for j, i, frac in _round_robin(points, scores, samplers, n):
         sg, combo, perm = plan[j]
@@ -320,6 +341,34 @@ def prescreened_structures(
         structure = samplers[j].structures(frac)[0]
         out.append((structure, CandidateSpec(sg, z, seed, True, source="enumerated", extra=extra)))
     return out
+
+
+def _descend(
+    scorers: dict[tuple[int, tuple[int, ...]], Any],
+    slot: dict[int, tuple[tuple[int, tuple[int, ...]], int]],
+    points: dict[int, np.ndarray],
+    scores: dict[int, np.ndarray],
+    rows: dict[int, np.ndarray],
+) -> int:
+    """Local descents (:meth:`~xrdsolve.trial_scorer.TrialScorer.minimise`) of the trials ``rows[j]`` of each
+    assignment j, batched per scorer; a trial is replaced (in ``points`` and ``scores``) where its descent
+    ends lower. Returns the number of descents."""
+    run = 0
+    for key in {slot[j][0] for j in rows}:
+        batch = [j for j in rows if slot[j][0] == key]
+        trial_points = np.concatenate([points[j][rows[j]] for j in batch])
+        which = np.concatenate([np.full(len(rows[j]), slot[j][1]) for j in batch])
+        moved, moved_scores = scorers[key].minimise(trial_points, which)
+        offset = 0
+        for j in batch:
+            sel = rows[j]
+            m, ms = moved[offset : offset + len(sel)], moved_scores[offset : offset + len(sel)]
+            offset += len(sel)
+            better = ms < scores[j][sel]
+            points[j][sel[better]] = m[better]
+            scores[j][sel[better]] = ms[better]
+        run += len(which)
+    return run
 
 
 def _lattice_positions(lattice: Any, wavelengths: Sequence[float], two_theta_max: float) -> np.ndarray:

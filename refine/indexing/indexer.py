@@ -357,7 +357,8 @@ def rank_solutions(
     found: Sequence[CellSolution], max_solutions: int, precision: float = 0.01
 ) -> list[CellSolution]:
     """Deduplicate by reduced primitive lattice (keeping the highest symmetry, found first) and sort by
-    :func:`ranking_merit`."""
+    :func:`ranking_merit`; a centred cell goes after the same conventional cell with another centring that
+    leaves fewer of the same lines unindexed."""
     sym_rank: dict[str, int] = {name: i for i, name in enumerate(SYSTEMS)}
     by_sym = sorted(found, key=lambda s: (sym_rank[s.crystal_system], -s.m20))
     kept: list[tuple[CellSolution, object]] = []
@@ -366,5 +367,25 @@ def rank_solutions(
         if any(same_lattice(red, other) for _, other in kept):  # type: ignore[arg-type]
             continue
         kept.append((sol, red))
-    ranked = sorted((s for s, _ in kept), key=lambda s: -ranking_merit(s, precision))
-    return ranked[:max_solutions]
+    cells = [s for s, _ in kept]
+    merit = [ranking_merit(s, precision) for s in cells]
+    # a centring ranks after the same conventional cell that indexes more of the same lines (HoGeRh, Pnma:
+    # its I cell from one search predicts fewer lines, so a higher M20, but misses the weak P-only lines)
+    for i, sol in enumerate(cells):
+        for j, other in enumerate(cells):
+            if _indexes_more_of_the_same_lines(other, sol):
+                merit[i] = min(merit[i], merit[j] * (1.0 - 1e-9))
+    order = sorted(range(len(cells)), key=lambda i: -merit[i])
+    return [cells[i] for i in order[:max_solutions]]
+
+
+def _indexes_more_of_the_same_lines(sol: CellSolution, other: CellSolution) -> bool:
+    """Whether ``sol`` is ``other``'s conventional cell with another centring, judged on the same lines, and
+    leaves fewer of them unindexed."""
+    return (
+        sol.centring != other.centring
+        and sol.n_unindexed < other.n_unindexed
+        and sol.two_theta.shape == other.two_theta.shape
+        and bool(np.allclose(sol.two_theta, other.two_theta))
+        and same_lattice(sol.lattice(), other.lattice())
+    )
