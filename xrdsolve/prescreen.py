@@ -58,9 +58,6 @@ DESCENT_BATCH = 16
 MINIMISE_STARTS = 8
 #: Relative score difference below which two trials of one assignment count as one minimum.
 DISTINCT_MISFIT = 1e-3
-#: Rounds of fresh draws and descents (DESCENT_BATCH assignments each, taken in turn best first) while a
-#: time limit leaves time after the first draws and descents.
-RESTART_ROUNDS = 40
 #: Assignments considered per cell and Z (groups in hint order, each's assignments simplest first).
 MAX_ASSIGNMENTS = 400
 
@@ -259,8 +256,7 @@ def prescreened_structures(
     ``n`` candidates cover ``n`` assignments when there are that many. Each spec records
     ``prescreen_misfit`` and ``drawn`` (how many trials were scored). With ``stop_at`` (a
     ``time.perf_counter()`` value) the draws stop at :data:`DRAW_SHARE` of the time left and the descents
-    at ``stop_at`` (the first assignment is always drawn); time left after them goes to up to
-    :data:`RESTART_ROUNDS` rounds of fresh draws and descents of the same assignments, taken in turn.
+    at ``stop_at`` (the first assignment is always drawn).
     """
     from xrdsolve.trial_scorer import TrialScorer, reflections_for
 
@@ -308,26 +304,6 @@ def prescreened_structures(
             break
         batch = free[start : start + DESCENT_BATCH]
         rows = {j: np.argsort(scores[j], kind="stable")[:MINIMISE_STARTS] for j in batch}
-        drawn += _descend(scorers, slot, points, scores, rows)
-    # time left: fresh draws and descents for the same assignments, in turn (best first) — a plan of few
-    # assignments would otherwise stop after 24 draws each, however much time it was given
-    cursor = 0
-    for _ in range(RESTART_ROUNDS if stop_at is not None else 0):
-        if not free or (stop_at is not None and time.perf_counter() > stop_at):
-            break
-        if cursor >= len(free):
-            free.sort(key=lambda j: float(scores[j].min()))
-            cursor = 0
-        rows = {}
-        for j in free[cursor : cursor + DESCENT_BATCH]:
-            key, k = slot[j]
-            new = rng.random((DRAWS_PER_ASSIGNMENT, scorers[key].n_sites, 3))
-            new_scores = scorers[key].score(new, np.full(len(new), k), penalised=True)
-            rows[j] = len(scores[j]) + np.argsort(new_scores, kind="stable")[:MINIMISE_STARTS]
-            points[j] = np.concatenate([points[j], new])
-            scores[j] = np.concatenate([scores[j], new_scores])
-            drawn += len(new)
-        cursor += DESCENT_BATCH
         drawn += _descend(scorers, slot, points, scores, rows)
     out: list[tuple[Structure, CandidateSpec]] = []
     for j, i, frac in _round_robin(points, scores, samplers, n):
