@@ -316,3 +316,46 @@ def test_deduplicate_keeps_the_best_ranked_of_each_structure() -> None:
     ranked = [(result(s), {"rank_in": i}) for i, s in enumerate([nudged, anatase, rutile, doubled])]
     kept = _deduplicate(ranked)
     assert [prov["rank_in"] for _, prov in kept] == [0, 1]
+
+
+def test_ranking_puts_the_smaller_cell_first_when_the_fits_are_equal() -> None:
+    """A supercell arrangement (primitive cell of 4 formula units, atoms moved 0.3 Å so that it is no longer
+    the small cell) that fits as well as rutile (2 formula units) ranks after it; one that fits clearly better
+    ranks first; an implausible candidate ranks last whatever its fit."""
+    from types import SimpleNamespace
+
+    from pymatgen.core import Lattice
+
+    from xrdsolve.pipeline import SUPERCELL_PENALTY, _ranked
+
+    rutile = Structure.from_spacegroup(
+        "P4_2/mnm", Lattice.tetragonal(4.594, 2.959), ["Ti", "O"], [[0, 0, 0], [0.305, 0.305, 0]]
+    )
+    doubled = rutile.copy()
+    doubled.make_supercell([1, 1, 2])
+    doubled.translate_sites([0], [0.0, 0.0, 0.3 / doubled.lattice.c], frac_coords=True)
+
+    def result(structure: Structure, rwp: float) -> SimpleNamespace:
+        return SimpleNamespace(
+            phases=[SimpleNamespace(structure=structure)], rwp=rwp, n_obs=8000, n_params=12
+        )
+
+    equal = _ranked([(result(doubled, 0.100), {"name": "super"}), (result(rutile, 0.100), {"name": "small"})])
+    assert [prov["name"] for _, prov in equal] == ["small", "super"]
+    assert [prov["formula_units"] for _, prov in equal] == [2, 4]
+    within = 1.0 + 0.5 * SUPERCELL_PENALTY
+    close = _ranked(
+        [(result(doubled, 0.100), {"name": "super"}), (result(rutile, 0.100 * within), {"name": "small"})]
+    )
+    assert [prov["name"] for _, prov in close] == ["small", "super"]
+    better = _ranked(
+        [(result(rutile, 0.100), {"name": "small"}), (result(doubled, 0.090), {"name": "super"})]
+    )
+    assert [prov["name"] for _, prov in better] == ["super", "small"]
+    flagged = _ranked(
+        [
+            (result(doubled, 0.050), {"name": "super", "implausible": "short"}),
+            (result(rutile, 0.1), {"name": "small"}),
+        ]
+    )
+    assert [prov["name"] for _, prov in flagged] == ["small", "super"]

@@ -66,6 +66,11 @@ SOURCE_PRIORITY = {
     "random": 3,
     "enumerated": 3,
 }
+#: Ranking (:func:`_ranked`): each doubling of the formula units in a candidate's primitive cell (over the
+#: fewest among the candidates) inflates its score by this fraction; PRIMITIVE_TOLERANCE (Å) is the
+#: translation tolerance of the primitive-cell search.
+SUPERCELL_PENALTY = 0.02
+PRIMITIVE_TOLERANCE = 0.25
 #: Share of the time budget left (when proposing) that prescreening may use.
 PRESCREEN_SHARE = 0.1
 #: Prescreening time (s) of a solve without a time budget (its descents would otherwise go through every
@@ -97,6 +102,8 @@ CONFIDENT_STRICT_SECONDS = 4.0
 #: lost Eu(BIr)2's F cell (600 Å³, found after 11 s) and gained no match.
 IMPURITY_RETRY_SHARE = 0.7
 IMPURITY_RETRY_SECONDS = 20.0
+#: The zero-recentred search (:func:`_with_zero_recentred`) takes at most ZERO_RECENTRE_SECONDS.
+ZERO_RECENTRE_SECONDS = 6.0
 #: The cubic seat (:func:`_with_cubic_seat`): a cubic-only search of at most CUBIC_SEAT_SECONDS, which may
 #: leave one line in CUBIC_SEAT_LINES_PER unindexed when there are at least CUBIC_SEAT_LINES lines.
 CUBIC_SEAT_SECONDS = 3.0
@@ -285,6 +292,7 @@ def _index(
         if on_weak and weak_peaks is not None:
             new_cells = [c for c in cells if not any(c is b for b in before)]
             weak_peaks = (weak_peaks[0], [*weak_peaks[1], *new_cells])  # judged on the peaks they index
+    cells = _with_zero_recentred(peaks, cells, min(ZERO_RECENTRE_SECONDS, 0.3 * time_limit), tried)
     if not cells:
         tried["indexing"] = {"error": error or "no cell found"}
         return []
@@ -329,6 +337,39 @@ def _index(
     if supercells:
         tried["indexing"]["supercells"] = supercells
     return planned
+
+
+def _with_zero_recentred(peaks: Any, cells: list[Any], time_limit: float, tried: dict[str, Any]) -> list[Any]:
+    """``cells`` with those of a search (every system, every line indexed, ``time_limit`` s) whose zero-shift
+    box is centred on the best cell's zero shift, when that lies outside the box searched (± the default
+    largest zero shift): a wrong cell with more lines to choose from can absorb a zero shift beyond the box
+    that keeps the true cell out (Ho(CuSi)2, ThCr2Si2 type: zero +0.155°; its √5 × √5 × 1 I cell, zero
+    +0.167°, was found first, and the true 3.95 × 10.02 Å cell in 0.5 s once the box was centred there)."""
+    from xrdsolve.refine.indexing.indexer import (
+        DEFAULT_MAX_ZERO_SHIFT,
+        IndexingOptions,
+        index_peaks,
+        rank_solutions,
+    )
+    from xrdsolve.refine.indexing.observations import NOTIONAL_WAVELENGTH, IndexingError
+
+    box = DEFAULT_MAX_ZERO_SHIFT * peaks.wavelength / NOTIONAL_WAVELENGTH
+    if not cells or abs(cells[0].zero_shift) <= box or time_limit < 0.5:
+        return cells
+    centre = float(cells[0].zero_shift)
+    t0 = time.perf_counter()
+    try:
+        found = index_peaks(
+            peaks, IndexingOptions(zero_centre=centre, time_limit=time_limit, max_solutions=10)
+        )
+    except IndexingError:
+        found = []
+    tried["indexing_zero_recentred"] = {
+        "zero_centre": round(centre, 4),
+        "found": len(found),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    return rank_solutions([*cells, *found], 10) if found else cells
 
 
 def _cubic_cells(
@@ -986,6 +1027,36 @@ def _score(result: Any) -> float:
     return float(result.rwp) * math.sqrt(n_obs / max(n_obs - n_par, 1))
 
 
+def _formula_units(structure: Any) -> int:
+    """Formula units in the primitive cell of ``structure`` (translations found within 0.25 Å)."""
+    try:
+        primitive = structure.get_primitive_structure(tolerance=PRIMITIVE_TOLERANCE)
+    except Exception:  # pragma: no cover - a failed search leaves the cell as given
+        primitive = structure
+    return max(1, round(len(primitive) / structure.composition.reduced_composition.num_atoms))
+
+
+def _ranked(refined: list[tuple[Any, dict[str, Any]]]) -> list[tuple[Any, dict[str, Any]]]:
+    """``refined`` in rank order: plausible first, then by score, each doubling of the formula units of the
+    primitive cell (over the fewest among them) inflating the score by SUPERCELL_PENALTY. Between two fits
+    the data cannot tell apart, the smaller cell is the simpler description (ErPaO4: a Z = 4 I4/mcm
+    arrangement refined to the GoF of the true Z = 1 structure, 0.99; PrNiSb: a Z = 3 P-62m one to GoF 1.286
+    against the true Z = 1 structure's 1.298). Each candidate's provenance records its ``formula_units``."""
+    if not refined:
+        return []
+    z = [_formula_units(r.phases[0].structure) if r is not None else 1 for r, _ in refined]
+    z_min = min(z)
+    for (_, prov), z_i in zip(refined, z, strict=True):
+        prov["formula_units"] = z_i
+
+    def key(i: int) -> tuple[bool, float]:
+        result, prov = refined[i]
+        penalty = 1.0 + SUPERCELL_PENALTY * math.log2(z[i] / z_min)
+        return ("implausible" in prov, _score(result) * penalty)
+
+    return [refined[i] for i in sorted(range(len(refined)), key=key)]
+
+
 def _deduplicate(ranked: list[tuple[Any, dict[str, Any]]]) -> list[tuple[Any, dict[str, Any]]]:
     """``ranked`` without the refined candidates that StructureMatcher (the benchmark's tolerances) finds
     equal to a better-ranked one. ``group_structures`` reduces each structure once rather than once per pair
@@ -1104,7 +1175,7 @@ def solve(
         widened = _widen(pattern, compositions[0], cells, refined, opts, inst, clock, tried, messages)
         _mark_implausible(widened)
         refined += widened
-    ranked = sorted(refined, key=lambda rp: ("implausible" in rp[1], _score(rp[0])))
+    ranked = _ranked(refined)
     unique = _deduplicate(ranked)
     candidates = [
         Candidate.from_result(

@@ -38,13 +38,19 @@ _CENTRED_VOLUME = {"cubic": 4.0, "tetragonal": 2.0, "hexagonal": 3.0}
 WHOLE_RANGE_SYSTEMS = ("cubic",)
 
 
+#: The largest zero shift searched by default (degrees 2θ at Cu Kα1, scaled with the wavelength).
+DEFAULT_MAX_ZERO_SHIFT = 0.1
+
+
 @dataclass(frozen=True)
 class IndexingOptions:
     """Search settings. Lengths Å, volumes Å³, angles degrees 2θ, ``time_limit`` seconds.
 
     ``tolerance`` is the allowed |2θ_obs − zero − 2θ_calc| of an indexed line and ``max_zero_shift`` the
     largest zero shift searched (a box dimension of the dichotomy, refined afterwards); their defaults,
-    0.03° and 0.1° at Cu Kα1, scale with the wavelength so that they mean the same d resolution.
+    0.03° and 0.1° at Cu Kα1, scale with the wavelength so that they mean the same d resolution. The zero
+    shifts searched are ``zero_centre`` ± ``max_zero_shift``: a larger box admits more wrong cells and slows
+    the search more than a second search of a box centred where a first one's best cell put the zero.
 
     Cells are searched from ``min_volume`` to ``max_volume`` (Å³), with edges from ``a_min`` to ``a_max`` (Å),
     or to ``monoclinic_a_max`` for monoclinic cells (at least the first line's d): with every edge up to 25 Å
@@ -58,6 +64,7 @@ class IndexingOptions:
     n_lines: int = 20
     tolerance: float | None = None
     max_zero_shift: float | None = None
+    zero_centre: float = 0.0
     min_volume: float = 0.0
     max_volume: float = 2000.0
     a_min: float = 2.0
@@ -81,7 +88,7 @@ class IndexingOptions:
     @property
     def zero_max(self) -> float:
         """The largest zero shift (degrees 2θ) once resolved (Cu Kα1 default when unset)."""
-        return 0.1 if self.max_zero_shift is None else self.max_zero_shift
+        return DEFAULT_MAX_ZERO_SHIFT if self.max_zero_shift is None else self.max_zero_shift
 
 
 def index_peaks(
@@ -99,11 +106,16 @@ def index_peaks(
     if unknown:
         raise IndexingError(f"unknown crystal system(s) {unknown}; expected some of {list(SYSTEMS)}")
     lines = peaks.first(opts.n_lines)
+    centre = opts.zero_centre if lines.zero_allowed else 0.0
+    if centre:
+        lines = dataclasses.replace(lines, two_theta=lines.two_theta - centre)
     scale = lines.wavelength / NOTIONAL_WAVELENGTH
     opts = dataclasses.replace(
         opts,
         tolerance=opts.tolerance if opts.tolerance is not None else 0.03 * scale,
-        max_zero_shift=opts.max_zero_shift if opts.max_zero_shift is not None else 0.1 * scale,
+        max_zero_shift=opts.max_zero_shift
+        if opts.max_zero_shift is not None
+        else DEFAULT_MAX_ZERO_SHIFT * scale,
     )
     if len(lines) < 4:
         raise IndexingError(f"at least 4 peaks are needed to index, got {len(lines)}")
@@ -170,7 +182,14 @@ def index_peaks(
             break
         if not opts.exhaustive and any(s.m20 >= opts.stop_m20 for s in found):
             break
-    return rank_solutions(found, opts.max_solutions, precision=opts.tol / 3.0)
+    ranked = rank_solutions(found, opts.max_solutions, precision=opts.tol / 3.0)
+    if centre:
+        # back to the peaks as measured: 2θ_obs − zero − 2θ_calc (the residuals) and the merits are unchanged
+        ranked = [
+            dataclasses.replace(s, zero_shift=s.zero_shift + centre, two_theta=s.two_theta + centre)
+            for s in ranked
+        ]
+    return ranked
 
 
 def _shells(opts: IndexingOptions) -> list[tuple[float, float]]:
