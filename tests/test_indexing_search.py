@@ -134,3 +134,52 @@ def test_ranking_puts_a_centring_after_the_cell_that_indexes_more_of_the_same_li
     assert ranked[0] is primitive and ranked[1] is centred
     elsewhere = replace(primitive, two_theta=primitive.two_theta + 0.1)
     assert rank_solutions([centred, elsewhere], 5)[0] is centred
+
+
+def tetragonal_i_lines(a: float, c: float, n: int) -> np.ndarray:
+    """The first ``n`` distinct 2θ (degrees, Cu Kα1) of a body-centred tetragonal cell (Å)."""
+    hkl = np.array([h for h in itertools.product(range(8), repeat=3) if any(h) and sum(h) % 2 == 0])
+    q = ((hkl[:, 0] ** 2 + hkl[:, 1] ** 2) / a**2) + hkl[:, 2] ** 2 / c**2
+    tt = np.unique(np.round(two_theta_from_inv_d2(q, CU), 4))
+    return tt[tt < 150.0][:n]
+
+
+def test_a_zero_shift_beyond_the_box_is_found_by_a_box_centred_near_it() -> None:
+    """Thirteen lines of a ThCr2Si2-type I cell (3.95 × 10.02 Å) measured with a zero shift of +0.155°: the
+    default box (±0.1°) cannot index them in that cell; the box centred at +0.15° finds it, with its zero
+    shift and 2θ given for the peaks as measured."""
+    measured = tetragonal_i_lines(3.95, 10.02, 13) + 0.155
+    peaks = Peaks.from_two_theta(measured, CU)
+    opts = IndexingOptions(systems=("tetragonal",), time_limit=10.0, max_volume=400.0)
+
+    def true_cell(sol: object) -> bool:
+        return bool(np.allclose([sol.a, sol.c], [3.95, 10.02], atol=2e-3))  # type: ignore[attr-defined]
+
+    assert not any(true_cell(s) for s in index_peaks(peaks, opts))
+    found = index_peaks(peaks, opts, zero_centre=0.15)
+    assert true_cell(found[0])
+    assert found[0].zero_shift == pytest.approx(0.155, abs=2e-3)
+    assert np.allclose(found[0].two_theta, measured)
+    assert np.abs(found[0].residual[found[0].indexed]).max() < 2e-3
+
+
+def test_the_solve_searches_again_around_a_zero_shift_outside_the_box() -> None:
+    """When the best cell refined its zero shift outside the box searched, the solve's indexing searches a
+    box centred there and ranks what it finds with the other cells; a zero shift inside the box does not."""
+    import dataclasses
+
+    from xrdsolve.pipeline import _with_zero_recentred
+
+    measured = tetragonal_i_lines(3.95, 10.02, 13) + 0.155
+    peaks = Peaks.from_two_theta(measured, CU)
+    true = index_peaks(peaks, time_limit=10.0, zero_centre=0.15)[0]
+    # a stand-in for the wrong cell the default box finds (√5 × √5 × 1, its zero refined to +0.167°)
+    wrong = dataclasses.replace(true, a=8.8384, b=8.8384, volume=782.7, zero_shift=0.167, m20=57.9)
+    tried: dict[str, object] = {}
+    cells = _with_zero_recentred(peaks, [wrong], 10.0, tried)
+    assert any(np.allclose([c.a, c.c], [3.95, 10.02], atol=2e-3) for c in cells)
+    assert tried["indexing_zero_recentred"]["zero_centre"] == pytest.approx(0.167)  # type: ignore[index]
+    inside: dict[str, object] = {}
+    kept = _with_zero_recentred(peaks, [dataclasses.replace(wrong, zero_shift=0.08)], 10.0, inside)
+    assert len(kept) == 1 and kept[0].a == wrong.a
+    assert not inside

@@ -67,8 +67,11 @@ SOURCE_PRIORITY = {
     "enumerated": 3,
 }
 #: Ranking (:func:`_ranked`): each doubling of the formula units in a candidate's primitive cell (over the
-#: fewest among the candidates) inflates its score by this fraction; PRIMITIVE_TOLERANCE (Å) is the
-#: translation tolerance of the primitive-cell search.
+#: fewest among the candidates) inflates its score by SUPERCELL_PENALTY_AT_NOISE when the best fit reaches
+#: the counting noise (GoF 1), plus SUPERCELL_PENALTY_PER_GOF per unit of GoF above 1, at most
+#: SUPERCELL_PENALTY; PRIMITIVE_TOLERANCE (Å) is the translation tolerance of the primitive-cell search.
+SUPERCELL_PENALTY_AT_NOISE = 0.0025
+SUPERCELL_PENALTY_PER_GOF = 0.02
 SUPERCELL_PENALTY = 0.02
 PRIMITIVE_TOLERANCE = 0.25
 #: Share of the time budget left (when proposing) that prescreening may use.
@@ -105,9 +108,10 @@ IMPURITY_RETRY_SECONDS = 20.0
 #: The zero-recentred search (:func:`_with_zero_recentred`) takes at most ZERO_RECENTRE_SECONDS.
 ZERO_RECENTRE_SECONDS = 6.0
 #: The cubic seat (:func:`_with_cubic_seat`): a cubic-only search of at most CUBIC_SEAT_SECONDS, which may
-#: leave one line in CUBIC_SEAT_LINES_PER unindexed when there are at least CUBIC_SEAT_LINES lines.
+#: leave one line in CUBIC_SEAT_LINES_PER unindexed (at least one) when there are at least CUBIC_SEAT_LINES
+#: lines (:func:`_cubic_seat_allowance`).
 CUBIC_SEAT_SECONDS = 3.0
-CUBIC_SEAT_LINES = 6
+CUBIC_SEAT_LINES = 5
 CUBIC_SEAT_LINES_PER = 6
 #: A cubic cell is seated only when its M20 is at least the best cell's over CUBIC_SEAT_M20_RATIO (a 19 Å cubic
 #: cell of M20 24 indexes rutile's lines, whose tetragonal cell has M20 2085).
@@ -376,16 +380,15 @@ def _cubic_cells(
     peaks: Any, n_lines: int, seated: list[Any], time_limit: float, tried: dict[str, Any]
 ) -> list[Any]:
     """Cubic cells of a search of its own (whole volume range, a few seconds) when none is among the cells
-    ``seated``: of the ``n_lines`` lines searched, one in CUBIC_SEAT_LINES_PER may be left unindexed (at
-    least CUBIC_SEAT_LINES lines), none with fewer. The general search keeps its ten best cells, and with few lines lower-symmetry cells fill
-    them; one noise maximum taken for a line keeps the true cubic cell out altogether (CaAcZn2: a bump of an
+    ``seated``: of the ``n_lines`` lines searched, :func:`_cubic_seat_allowance` may be left unindexed. The
+    general search keeps its ten best cells, and with few lines lower-symmetry cells fill them; one noise maximum taken for a line keeps the true cubic cell out altogether (CaAcZn2: a bump of an
     amorphous background at 30.6° beside six fcc lines made an orthorhombic I cell the best, M7 118)."""
     from xrdsolve.refine.indexing.indexer import IndexingOptions, index_peaks
     from xrdsolve.refine.indexing.observations import IndexingError
 
     if any(c.crystal_system == "cubic" for c in seated) or time_limit < 0.5:
         return []
-    allowed = n_lines // CUBIC_SEAT_LINES_PER if n_lines >= CUBIC_SEAT_LINES else 0
+    allowed = _cubic_seat_allowance(n_lines)
     t0 = time.perf_counter()
     try:
         found = index_peaks(
@@ -404,6 +407,14 @@ def _cubic_cells(
     return found
 
 
+def _cubic_seat_allowance(n_lines: int) -> int:
+    """Lines a seated cubic cell may leave unindexed of the ``n_lines`` searched: one in CUBIC_SEAT_LINES_PER,
+    at least one, when there are at least CUBIC_SEAT_LINES lines; none with fewer. ErPt3 (Cu3Au type, its
+    superstructure lines too weak to see) gave four fcc-like lines and one impurity line: the strict search
+    kept hexagonal cells of 274–734 Å³ indexing all five, and the 4.10 Å cubic cell was never tried."""
+    return max(1, n_lines // CUBIC_SEAT_LINES_PER) if n_lines >= CUBIC_SEAT_LINES else 0
+
+
 def _with_cubic_seat(
     cells: list[Any],
     max_cells: int,
@@ -413,8 +424,8 @@ def _with_cubic_seat(
 ) -> list[Any]:
     """The best ``max_cells`` of ``cells`` (ranked), with a cubic cell put second when none is among them
     (DICVOL's preference for the highest symmetry): the first of the cubic cells ranked below them, then of
-    ``cubic`` (a cubic-only search), that leaves no more lines unindexed than the best cell — or one more when
-    ``n_lines`` ≥ CUBIC_SEAT_LINES, at most one in CUBIC_SEAT_LINES_PER — with an M20 no less than the best
+    ``cubic`` (a cubic-only search), that leaves no more lines unindexed than the best cell — or one more, within
+    :func:`_cubic_seat_allowance` of ``n_lines`` — with an M20 no less than the best
     cell's over CUBIC_SEAT_M20_RATIO. With a ``composition``, cells that hold a whole number of formula units
     (:func:`xrdsolve.composition.z_candidates`' tolerance) come first, then cells too small for one (their
     supercells are tried); other cells are not seated.
@@ -433,7 +444,7 @@ def _with_cubic_seat(
     def may_sit(c: Any) -> bool:
         if c.crystal_system != "cubic":
             return False
-        one_more = n_lines >= CUBIC_SEAT_LINES and c.n_unindexed * CUBIC_SEAT_LINES_PER <= n_lines
+        one_more = c.n_unindexed <= _cubic_seat_allowance(n_lines)
         return bool(c.n_unindexed <= best or (c.n_unindexed == best + 1 and one_more))
 
     pool = [
@@ -1038,23 +1049,35 @@ def _formula_units(structure: Any) -> int:
 
 def _ranked(refined: list[tuple[Any, dict[str, Any]]]) -> list[tuple[Any, dict[str, Any]]]:
     """``refined`` in rank order: plausible first, then by score, each doubling of the formula units of the
-    primitive cell (over the fewest among them) inflating the score by SUPERCELL_PENALTY. Between two fits
-    the data cannot tell apart, the smaller cell is the simpler description (ErPaO4: a Z = 4 I4/mcm
-    arrangement refined to the GoF of the true Z = 1 structure, 0.99; PrNiSb: a Z = 3 P-62m one to GoF 1.286
-    against the true Z = 1 structure's 1.298). Each candidate's provenance records its ``formula_units``."""
+    primitive cell (over the fewest among them) inflating the score by :func:`supercell_penalty` of the best
+    fit's GoF. Between two fits the data cannot tell apart, the smaller cell is the simpler description
+    (ErPaO4: a Z = 4 I4/mcm arrangement refined to the GoF of the true Z = 1 structure, 0.99; PrNiSb: a
+    Z = 3 P-62m one to GoF 1.286 against the true Z = 1 structure's 1.298). When the best fit reaches the
+    counting noise, a small difference is real (RuO2: pyrite-type Pa-3, Z = 4, GoF 0.991 against fluorite-type
+    Fm-3m, Z = 1 in its primitive cell, 1.001); above it, part of a better fit can be the larger cell's
+    extra freedom fitting what no candidate models. Each provenance records its ``formula_units``."""
     if not refined:
         return []
     z = [_formula_units(r.phases[0].structure) if r is not None else 1 for r, _ in refined]
     z_min = min(z)
     for (_, prov), z_i in zip(refined, z, strict=True):
         prov["formula_units"] = z_i
+    scores = [_score(r) for r, _ in refined]
+    best = min(range(len(refined)), key=lambda i: scores[i])
+    per_doubling = supercell_penalty(float(refined[best][0].gof)) if math.isfinite(scores[best]) else 0.0
 
     def key(i: int) -> tuple[bool, float]:
-        result, prov = refined[i]
-        penalty = 1.0 + SUPERCELL_PENALTY * math.log2(z[i] / z_min)
-        return ("implausible" in prov, _score(result) * penalty)
+        return ("implausible" in refined[i][1], scores[i] * (1.0 + per_doubling * math.log2(z[i] / z_min)))
 
     return [refined[i] for i in sorted(range(len(refined)), key=key)]
+
+
+def supercell_penalty(best_gof: float) -> float:
+    """Score inflation per doubling of the formula units in the primitive cell, given the best fit's GoF:
+    SUPERCELL_PENALTY_AT_NOISE at GoF ≤ 1, growing by SUPERCELL_PENALTY_PER_GOF per unit above, at most
+    SUPERCELL_PENALTY."""
+    excess = max(best_gof - 1.0, 0.0) if math.isfinite(best_gof) else 0.0
+    return min(SUPERCELL_PENALTY, SUPERCELL_PENALTY_AT_NOISE + SUPERCELL_PENALTY_PER_GOF * excess)
 
 
 def _deduplicate(ranked: list[tuple[Any, dict[str, Any]]]) -> list[tuple[Any, dict[str, Any]]]:
