@@ -331,7 +331,7 @@ def test_ranking_puts_the_smaller_cell_first_when_the_fits_are_equal() -> None:
 
     from pymatgen.core import Lattice
 
-    from xrdsolve.pipeline import _ranked, supercell_penalty
+    from xrdsolve.pipeline import _ranked, _supercell_penalty
 
     rutile = Structure.from_spacegroup(
         "P4_2/mnm", Lattice.tetragonal(4.594, 2.959), ["Ti", "O"], [[0, 0, 0], [0.305, 0.305, 0]]
@@ -351,8 +351,8 @@ def test_ranking_puts_the_smaller_cell_first_when_the_fits_are_equal() -> None:
     equal = _ranked([(result(doubled, 0.100), {"name": "super"}), (result(rutile, 0.100), {"name": "small"})])
     assert names(equal) == ["small", "super"]
     assert [prov["formula_units"] for _, prov in equal] == [2, 4]
-    assert supercell_penalty(1.3) > 2 * supercell_penalty(1.0) > 0
-    within = 1.0 + 0.5 * supercell_penalty(1.3)
+    assert _supercell_penalty(1.3) > 2 * _supercell_penalty(1.0) > 0
+    within = 1.0 + 0.5 * _supercell_penalty(1.3)
     close = [(result(doubled, 0.100), {"name": "super"}), (result(rutile, 0.100 * within), {"name": "small"})]
     assert names(_ranked(close)) == ["small", "super"]
     at_noise = [

@@ -381,8 +381,9 @@ def _cubic_cells(
 ) -> list[Any]:
     """Cubic cells of a search of its own (whole volume range, a few seconds) when none is among the cells
     ``seated``: of the ``n_lines`` lines searched, :func:`_cubic_seat_allowance` may be left unindexed. The
-    general search keeps its ten best cells, and with few lines lower-symmetry cells fill them; one noise maximum taken for a line keeps the true cubic cell out altogether (CaAcZn2: a bump of an
-    amorphous background at 30.6° beside six fcc lines made an orthorhombic I cell the best, M7 118)."""
+    general search keeps its ten best cells, and with few lines lower-symmetry cells fill them; one noise
+    maximum taken for a line keeps the true cubic cell out altogether (CaAcZn2: a bump of an amorphous
+    background at 30.6° beside six fcc lines made an orthorhombic I cell the best, M7 118)."""
     from xrdsolve.refine.indexing.indexer import IndexingOptions, index_peaks
     from xrdsolve.refine.indexing.observations import IndexingError
 
@@ -424,9 +425,9 @@ def _with_cubic_seat(
 ) -> list[Any]:
     """The best ``max_cells`` of ``cells`` (ranked), with a cubic cell put second when none is among them
     (DICVOL's preference for the highest symmetry): the first of the cubic cells ranked below them, then of
-    ``cubic`` (a cubic-only search), that leaves no more lines unindexed than the best cell — or one more, within
-    :func:`_cubic_seat_allowance` of ``n_lines`` — with an M20 no less than the best
-    cell's over CUBIC_SEAT_M20_RATIO. With a ``composition``, cells that hold a whole number of formula units
+    ``cubic`` (a cubic-only search), that leaves no more lines unindexed than the best cell — or one more,
+    within :func:`_cubic_seat_allowance` of ``n_lines`` — with an M20 no less than the best cell's over
+    CUBIC_SEAT_M20_RATIO. With a ``composition``, cells that hold a whole number of formula units
     (:func:`xrdsolve.composition.z_candidates`' tolerance) come first, then cells too small for one (their
     supercells are tried); other cells are not seated.
 
@@ -1049,8 +1050,8 @@ def _formula_units(structure: Any) -> int:
 
 def _ranked(refined: list[tuple[Any, dict[str, Any]]]) -> list[tuple[Any, dict[str, Any]]]:
     """``refined`` in rank order: plausible first, then by score, each doubling of the formula units of the
-    primitive cell (over the fewest among them) inflating the score by :func:`supercell_penalty` of the best
-    fit's GoF. Between two fits the data cannot tell apart, the smaller cell is the simpler description
+    primitive cell (over the fewest among them) inflating the score by :func:`_supercell_penalty` of the best
+    plausible fit's GoF. Between two fits the data cannot tell apart, the smaller cell is the simpler description
     (ErPaO4: a Z = 4 I4/mcm arrangement refined to the GoF of the true Z = 1 structure, 0.99; PrNiSb: a
     Z = 3 P-62m one to GoF 1.286 against the true Z = 1 structure's 1.298). When the best fit reaches the
     counting noise, a small difference is real (RuO2: pyrite-type Pa-3, Z = 4, GoF 0.991 against fluorite-type
@@ -1063,8 +1064,9 @@ def _ranked(refined: list[tuple[Any, dict[str, Any]]]) -> list[tuple[Any, dict[s
     for (_, prov), z_i in zip(refined, z, strict=True):
         prov["formula_units"] = z_i
     scores = [_score(r) for r, _ in refined]
-    best = min(range(len(refined)), key=lambda i: scores[i])
-    per_doubling = supercell_penalty(float(refined[best][0].gof)) if math.isfinite(scores[best]) else 0.0
+    plausible = [i for i, (_, prov) in enumerate(refined) if "implausible" not in prov] or list(range(len(z)))
+    best = min(plausible, key=lambda i: scores[i])
+    per_doubling = _supercell_penalty(float(refined[best][0].gof)) if math.isfinite(scores[best]) else 0.0
 
     def key(i: int) -> tuple[bool, float]:
         return ("implausible" in refined[i][1], scores[i] * (1.0 + per_doubling * math.log2(z[i] / z_min)))
@@ -1072,7 +1074,7 @@ def _ranked(refined: list[tuple[Any, dict[str, Any]]]) -> list[tuple[Any, dict[s
     return [refined[i] for i in sorted(range(len(refined)), key=key)]
 
 
-def supercell_penalty(best_gof: float) -> float:
+def _supercell_penalty(best_gof: float) -> float:
     """Score inflation per doubling of the formula units in the primitive cell, given the best fit's GoF:
     SUPERCELL_PENALTY_AT_NOISE at GoF ≤ 1, growing by SUPERCELL_PENALTY_PER_GOF per unit above, at most
     SUPERCELL_PENALTY."""
