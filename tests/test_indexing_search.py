@@ -136,19 +136,15 @@ def test_ranking_puts_a_centring_after_the_cell_that_indexes_more_of_the_same_li
     assert rank_solutions([centred, elsewhere], 5)[0] is centred
 
 
-def tetragonal_i_lines(a: float, c: float, n: int) -> np.ndarray:
-    """The first ``n`` distinct 2θ (degrees, Cu Kα1) of a body-centred tetragonal cell (Å)."""
-    hkl = np.array([h for h in itertools.product(range(8), repeat=3) if any(h) and sum(h) % 2 == 0])
-    q = ((hkl[:, 0] ** 2 + hkl[:, 1] ** 2) / a**2) + hkl[:, 2] ** 2 / c**2
-    tt = np.unique(np.round(two_theta_from_inv_d2(q, CU), 4))
-    return tt[tt < 150.0][:n]
+def body_centred(h: tuple[int, ...]) -> bool:
+    return sum(h) % 2 == 0
 
 
 def test_a_zero_shift_beyond_the_box_is_found_by_a_box_centred_near_it() -> None:
     """Thirteen lines of a ThCr2Si2-type I cell (3.95 × 10.02 Å) measured with a zero shift of +0.155°: the
     default box (±0.1°) cannot index them in that cell; the box centred at +0.15° finds it, with its zero
     shift and 2θ given for the peaks as measured."""
-    measured = tetragonal_i_lines(3.95, 10.02, 13) + 0.155
+    measured = orthorhombic_lines(3.95, 3.95, 10.02, body_centred, 13) + 0.155
     peaks = Peaks.from_two_theta(measured, CU)
     opts = IndexingOptions(systems=("tetragonal",), time_limit=10.0, max_volume=400.0)
 
@@ -170,7 +166,7 @@ def test_the_solve_searches_again_around_a_zero_shift_outside_the_box() -> None:
 
     from xrdsolve.pipeline import _with_zero_recentred
 
-    measured = tetragonal_i_lines(3.95, 10.02, 13) + 0.155
+    measured = orthorhombic_lines(3.95, 3.95, 10.02, body_centred, 13) + 0.155
     peaks = Peaks.from_two_theta(measured, CU)
     true = index_peaks(peaks, time_limit=10.0, zero_centre=0.15)[0]
     # a stand-in for the wrong cell the default box finds (√5 × √5 × 1, its zero refined to +0.167°)

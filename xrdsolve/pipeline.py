@@ -350,14 +350,14 @@ def _with_zero_recentred(peaks: Any, cells: list[Any], time_limit: float, tried:
     that keeps the true cell out (Ho(CuSi)2, ThCr2Si2 type: zero +0.155°; its √5 × √5 × 1 I cell, zero
     +0.167°, was found first, and the true 3.95 × 10.02 Å cell in 0.5 s once the box was centred there)."""
     from xrdsolve.refine.indexing.indexer import (
-        DEFAULT_MAX_ZERO_SHIFT,
         IndexingOptions,
+        default_max_zero_shift,
         index_peaks,
         rank_solutions,
     )
-    from xrdsolve.refine.indexing.observations import NOTIONAL_WAVELENGTH, IndexingError
+    from xrdsolve.refine.indexing.observations import IndexingError
 
-    box = DEFAULT_MAX_ZERO_SHIFT * peaks.wavelength / NOTIONAL_WAVELENGTH
+    box = default_max_zero_shift(peaks.wavelength)
     if not cells or abs(cells[0].zero_shift) <= box or time_limit < 0.5:
         return cells
     centre = float(cells[0].zero_shift)

@@ -42,6 +42,12 @@ WHOLE_RANGE_SYSTEMS = ("cubic",)
 DEFAULT_MAX_ZERO_SHIFT = 0.1
 
 
+def default_max_zero_shift(wavelength: float) -> float:
+    """The largest zero shift (degrees 2θ) searched by default at ``wavelength`` (Å): DEFAULT_MAX_ZERO_SHIFT
+    at Cu Kα1, scaled so that it means the same d resolution."""
+    return DEFAULT_MAX_ZERO_SHIFT * wavelength / NOTIONAL_WAVELENGTH
+
+
 @dataclass(frozen=True)
 class IndexingOptions:
     """Search settings. Lengths Å, volumes Å³, angles degrees 2θ, ``time_limit`` seconds.
@@ -115,7 +121,7 @@ def index_peaks(
         tolerance=opts.tolerance if opts.tolerance is not None else 0.03 * scale,
         max_zero_shift=opts.max_zero_shift
         if opts.max_zero_shift is not None
-        else DEFAULT_MAX_ZERO_SHIFT * scale,
+        else default_max_zero_shift(lines.wavelength),
     )
     if len(lines) < 4:
         raise IndexingError(f"at least 4 peaks are needed to index, got {len(lines)}")
