@@ -43,3 +43,25 @@ def test_index_cli_weak_lines_lab6(real_data: Path, capsys: pytest.CaptureFixtur
     assert (best["crystal_system"], best["centring"]) == ("cubic", "P")
     assert best["a"] == pytest.approx(4.1551, abs=0.005)
     assert best["M20"] > 100 and best["n_unindexed"] == 2
+
+
+@pytest.mark.parametrize("case", ["lab6_srm660c_lab", "fluorapatite_xray_lab"])
+def test_index_cli_fitted_lines_on_asymmetric_lab_lines(
+    real_data: Path, real_manifest: list, case: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--fit-peaks`` on real lab lines (axial-divergence asymmetry, which the split pseudo-Voigt's skew
+    takes up): no line is split off an asymmetric one, and the cell of the maxima comes back with M20 of the
+    same order (measured 3294 against 2474 for LaB6, 404 against 649 for fluorapatite)."""
+    entry = next(c for c in real_manifest if c["case"] == case)
+    ref = next(iter(entry["val"]["G2_validation.json"]["cells"].values()))
+    path = real_data / case / entry["cfg"]["pattern"]
+    systems = "cubic" if case.startswith("lab6") else "hexagonal"
+    m20 = {}
+    for flag in ("--no-fit-peaks", "--fit-peaks"):
+        args = ["index", str(path), "-r", "CuKa", "--json", "--systems", systems, flag]
+        assert main(args) == 0
+        best = json.loads(capsys.readouterr().out)["cells"][0]
+        assert best["a"] == pytest.approx(ref["length_a"], rel=2e-3)
+        assert best["c"] == pytest.approx(ref["length_c"], rel=2e-3)
+        m20[flag] = best["M20"]
+    assert m20["--fit-peaks"] > 0.5 * m20["--no-fit-peaks"], m20

@@ -45,6 +45,12 @@ def index_cmd(
         "--weak-lines",
         help="Pick peaks by their significance over the counting noise, weak lines included (noisy patterns).",
     ),
+    fit_peaks: bool = typer.Option(
+        False,
+        "--fit-peaks/--no-fit-peaks",
+        help="Fit each peak's position (Kα1/Kα2 doublet, unresolved pairs split) instead of taking the "
+        "smoothed maximum.",
+    ),
     top: int = typer.Option(5, "--top", help="Number of cells printed."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
@@ -53,6 +59,7 @@ def index_cmd(
     from rich.table import Table
 
     from xrdsolve.conditioning import read_pattern
+    from xrdsolve.conditioning.peakfit import indexing_lines
     from xrdsolve.errors import UsageError
     from xrdsolve.refine.indexing import IndexingOptions, Peaks, index_peaks
     from xrdsolve.refine.indexing.extinctions import spacegroup_hints
@@ -60,7 +67,7 @@ def index_cmd(
     pattern = read_pattern(file, radiation=radiation)
     if pattern.radiation is None:
         raise UsageError(f"{file}: no wavelength in the file; give --radiation")
-    lines = _pick_peaks(pattern, max(peaks * 2, 40), weak_lines).without_kalpha2(pattern.radiation)
+    lines = indexing_lines(pattern, _pick_peaks(pattern, max(peaks * 2, 40), weak_lines), fit=fit_peaks)
     tt, height = lines.two_theta, lines.height
     wavelengths = list(pattern.radiation.wavelengths)
     if tt.size < 4:
