@@ -1,5 +1,5 @@
-"""Peak positions by profile fitting: each cluster of picked peaks is fitted with pseudo-Voigt lines (a Kα1/Kα2
-doublet per line for tube radiation) on a linear local background, weighted by the pattern's σ.
+"""Peak positions by profile fitting: each cluster of picked peaks is fitted with split pseudo-Voigt lines (a
+Kα1/Kα2 doublet per line for tube radiation) on a linear local background, weighted by the pattern's σ.
 
 The maximum of a smoothed Kα1 + Kα2 blend lies between the two lines: by up to a third of their separation
 (0.03° at 2θ = 35° on Cu Kα, the indexing tolerance) when the peaks are broader than the doublet splitting,
@@ -205,10 +205,12 @@ def fit_peak_positions(pattern: Pattern, peaks: PeakList) -> PeakList:
     least-squares profile fit of the raw intensities around them.
 
     ``peaks`` should hold Kα1 lines only (:meth:`PeakList.without_kalpha2`): the Kα2 partner of each is part
-    of its model. Lines whose fit fails, or moves them by more than ``MAX_MOVE_FWHM`` of their width, keep
-    their picked values. A line fitted more than SPLIT_WIDTH times broader than the pattern's width trend is
-    an unresolved pair when two lines of the trend's width fit its window better by at least SPLIT_CHI2: both
-    are returned (a pair's fitted centre lies between two calculated lines, where indexing finds neither).
+    of its model. Lines whose fit fails, moves them by more than ``MAX_MOVE_FWHM`` of their width, or needs
+    the whole ``MAX_SKEW`` keep their picked values. A line fitted more than SPLIT_WIDTH times broader than
+    the pattern's width trend is an unresolved pair when two lines of the trend's width fit its window better
+    by at least SPLIT_CHI2 (scaled by the median reduced χ² of the one-line windows): both are returned;
+    otherwise it keeps its picked maximum (a blend's fitted centre lies between its lines, where indexing
+    finds none, while the maximum sits on the strongest).
     """
     if len(peaks) == 0:
         return peaks
@@ -275,8 +277,9 @@ def _split_pairs(
     doublet: _Doublet | None,
     sigma: np.ndarray,
 ) -> _Lines:
-    """Split over-broad fitted lines into pairs (in place for the first line of each pair); returns the
-    second lines."""
+    """Split over-broad fitted lines into pairs: ``pos``, ``height`` and ``fwhm`` are updated in place (the
+    first line of a pair, or the picked maximum ``seed_pos`` of a broad line that does not split); returns
+    the second lines of the pairs. ``fit_pos``: the fitted positions."""
     none = _Lines(np.empty(0), np.empty(0), np.empty(0))
     trend = _width_trend(fit_pos[fitted], fwhm[fitted], height[fitted])
     if trend is None:

@@ -108,8 +108,9 @@ IMPURITY_RETRY_SECONDS = 20.0
 #: The zero-recentred search (:func:`_with_zero_recentred`) takes at most ZERO_RECENTRE_SECONDS.
 ZERO_RECENTRE_SECONDS = 6.0
 #: Index on profile-fitted line positions (:func:`xrdsolve.conditioning.peakfit.fit_peak_positions`) instead
-#: of the maxima of the smoothed pattern. Off: on the 100 benchmark patterns the fitted lines found other
-#: cells (GdWC2, HfSiRu, NaCaTaTiO6 gained; F2, Li3P2WO8 lost) but not more of them, and solved fewer.
+#: of the maxima of the smoothed pattern. Off: on the 100 benchmark patterns the fitted lines find other
+#: cells (GdWC2, HfSiRu, NaCaTaTiO6 gained; F2, Li3P2WO8 lost), not more of them; a variant without the
+#: skew found more (64 first against 60) and solved fewer (match@20 0.62 against 0.64).
 FIT_PEAK_POSITIONS = False
 #: The cubic seat (:func:`_with_cubic_seat`): a cubic-only search of at most CUBIC_SEAT_SECONDS, which may
 #: leave one line in CUBIC_SEAT_LINES_PER unindexed (at least one) when there are at least CUBIC_SEAT_LINES
