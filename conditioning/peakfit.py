@@ -17,7 +17,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from .pattern import Pattern
-from .peaks import PeakList
+from .peaks import PeakList, d_spacings
 
 _FOUR_LN2 = 4.0 * math.log(2.0)
 #: Half-width of the window fitted around each line, in FWHM (beyond the Kα2 partner on the high side).
@@ -133,14 +133,13 @@ class _Lines:
 
 @dataclass
 class _WindowFit:
-    """The fit of one window: its lines, a mask of lines not pinned at their position bound, χ², the
-    parameter vector of :func:`_model` and the window's centre (degrees)."""
+    """The fit of one window: its lines, a mask of lines not pinned at their position bound, χ² and the
+    lines' shared skew."""
 
     lines: _Lines
     free: np.ndarray
     chi2: float
-    params: np.ndarray
-    x_mid: float
+    skew: float
 
 
 def _fit_window(
@@ -178,7 +177,7 @@ def _fit_window(
     lines = _Lines(p[4 : 4 + n], p[4 + n : 4 + 2 * n], p[4 + 2 * n : 4 + 3 * n])
     # a line pinned at its bound moved as far as it was allowed: not a fitted position
     free = (np.abs(lines.pos - start.pos) < 0.99 * move) & (lines.height > 0)
-    return _WindowFit(lines, free, float(np.sum(fit.fun**2)), p, x_mid)
+    return _WindowFit(lines, free, float(np.sum(fit.fun**2)), float(p[3]))
 
 
 def _width_trend(pos: np.ndarray, fwhm: np.ndarray, height: np.ndarray) -> np.ndarray | None:
@@ -246,7 +245,7 @@ def fit_peak_positions(pattern: Pattern, peaks: PeakList) -> PeakList:
         if out is None:
             continue
         lines, free = out.lines, out.free
-        if abs(out.params[3]) >= 0.99 * MAX_SKEW:  # the skew bound holds a blend together: no line shape
+        if abs(out.skew) >= 0.99 * MAX_SKEW:  # the skew bound holds a blend together: no line shape
             free = np.zeros_like(free)
         pos[g[free]], height[g[free]], fwhm[g[free]] = lines.pos[free], lines.height[free], lines.fwhm[free]
         fit_pos[g[free]] = lines.pos[free]
@@ -257,12 +256,8 @@ def fit_peak_positions(pattern: Pattern, peaks: PeakList) -> PeakList:
     height = np.concatenate([height, extra.height])
     fwhm = np.concatenate([fwhm, extra.fwhm])
     keep = np.argsort(pos)
-    pos, height, fwhm = pos[keep], height[keep], fwhm[keep]
-    if pattern.radiation is not None:
-        d = pattern.radiation.primary_wavelength / (2.0 * np.sin(np.radians(pos) / 2.0))
-    else:
-        d = np.full(pos.shape, np.nan)
-    return PeakList(pos, d, height, fwhm)
+    pos = pos[keep]
+    return PeakList(pos, d_spacings(pattern, pos), height[keep], fwhm[keep])
 
 
 def _split_pairs(
@@ -308,16 +303,14 @@ def _split_pairs(
         )
         start.pos[j] -= half
         start.height[j] *= 0.6
-        move = np.concatenate([MAX_MOVE_FWHM * w, [MAX_MOVE_FWHM * expected[i]]])
-        move[j] = MAX_MOVE_FWHM * expected[i]
-        ww = np.concatenate([w, [expected[i]]])
+        # the pair's widths stay near the trend (start.fwhm), and each line moves by at most a fraction of it
         out = _fit_window(
             pattern.two_theta[sel],
             pattern.intensity[sel],
             sigma[sel],
             start,
-            move,
-            (0.7 * ww, 1.3 * ww),
+            MAX_MOVE_FWHM * start.fwhm,
+            (0.7 * start.fwhm, 1.3 * start.fwhm),
             doublet,
         )
         if out is None:

@@ -87,11 +87,15 @@ def _peak_list(pattern: Pattern, ys: np.ndarray, idx: np.ndarray, height: np.nda
     denom = a - 2 * b + c
     shift = np.where(denom != 0, 0.5 * (a - c) / np.where(denom != 0, denom, 1.0), 0.0)
     pos = np.interp(i0 + np.clip(shift, -1, 1), np.arange(n), tt)
-    if pattern.radiation is not None:
-        d = pattern.radiation.primary_wavelength / (2.0 * np.sin(np.deg2rad(pos) / 2.0))
-    else:
-        d = np.full(pos.shape, np.nan)
-    return PeakList(pos, d, height, widths * np.gradient(tt)[idx])
+    return PeakList(pos, d_spacings(pattern, pos), height, widths * np.gradient(tt)[idx])
+
+
+def d_spacings(pattern: Pattern, two_theta: np.ndarray) -> np.ndarray:
+    """d-spacings (Å) of lines at ``two_theta`` (degrees) at the pattern's primary wavelength; NaN when the
+    pattern has no wavelength."""
+    if pattern.radiation is None:
+        return np.full(np.shape(two_theta), np.nan)
+    return np.asarray(pattern.radiation.primary_wavelength / (2.0 * np.sin(np.deg2rad(two_theta) / 2.0)))
 
 
 #: Significance (in σ of the counting noise) a peak of the smoothed pattern needs: maxima of Poisson noise

@@ -14,19 +14,32 @@ TT = np.linspace(5.0, 90.0, 3000)  # the step of the solve benchmark's patterns 
 CENTRES = [18.31, 27.45, 36.08, 44.77, 57.12, 68.93, 81.40]
 
 
-def _doublets(fwhm: float, radiation: Radiation, eta: float = 0.4, seed: int = 0) -> Pattern:
-    """Pseudo-Voigt lines at CENTRES (Kα1, degrees) and their partners at every other wavelength of
-    ``radiation``, heights 4000 × weight, on 100 counts of background, Poisson noise."""
+def _lines(
+    centres: list[float],
+    heights: list[float],
+    fwhm: float,
+    radiation: Radiation,
+    eta: float = 0.4,
+    background: float = 100.0,
+    seed: int = 0,
+) -> Pattern:
+    """Pseudo-Voigt lines at ``centres`` (Kα1, degrees) with ``heights`` (counts) and their partners at every
+    other wavelength of ``radiation`` (height × relative weight), on flat background, Poisson noise."""
     lam1 = radiation.primary_wavelength
     w = np.asarray(radiation.weights) / max(radiation.weights)
-    y = np.full_like(TT, 100.0)
-    for c in CENTRES:
+    y = np.full_like(TT, background)
+    for c, h in zip(centres, heights, strict=True):
         for lam, weight in zip(radiation.wavelengths, w, strict=True):
             pos = 2.0 * np.degrees(np.arcsin(np.sin(np.radians(c) / 2.0) * lam / lam1))
             z = ((TT - pos) / fwhm) ** 2
-            y += 4000.0 * weight * (eta / (1 + 4 * z) + (1 - eta) * np.exp(-4 * np.log(2) * z))
+            y += h * weight * (eta / (1 + 4 * z) + (1 - eta) * np.exp(-4 * np.log(2) * z))
     counts = np.random.default_rng(seed).poisson(y).astype(float)
     return Pattern.from_arrays(TT, counts, radiation=radiation, counts=True)
+
+
+def _doublets(fwhm: float, radiation: Radiation) -> Pattern:
+    """Lines of 4000 counts at CENTRES on 100 counts of background."""
+    return _lines(CENTRES, [4000.0] * len(CENTRES), fwhm, radiation)
 
 
 @pytest.mark.parametrize("fwhm", [0.06, 0.15, 0.3])
@@ -56,13 +69,7 @@ def test_an_overlapping_pair_is_fitted_together() -> None:
     """Two lines 0.25° apart (1.7 FWHM), with their Kα2 partners between: both come back within 0.005°."""
     radiation = Radiation.preset("CuKa")
     centres = [40.0, 40.25]
-    y = np.full_like(TT, 50.0)
-    for c, h in zip(centres, [3000.0, 1500.0], strict=True):
-        for lam, weight in zip(radiation.wavelengths, (1.0, 0.5), strict=True):
-            pos = 2.0 * np.degrees(np.arcsin(np.sin(np.radians(c) / 2.0) * lam / radiation.wavelengths[0]))
-            y += h * weight * np.exp(-4 * np.log(2) * ((TT - pos) / 0.15) ** 2)
-    counts = np.random.default_rng(3).poisson(y).astype(float)
-    pattern = Pattern.from_arrays(TT, counts, radiation=radiation, counts=True)
+    pattern = _lines(centres, [3000.0, 1500.0], 0.15, radiation, eta=0.0, background=50.0, seed=3)
     picked = find_peaks(pattern).without_kalpha2(radiation)
     assert len(picked) == 2, picked.two_theta
     np.testing.assert_allclose(fit_peak_positions(pattern, picked).two_theta, centres, atol=0.005)
@@ -82,15 +89,9 @@ def test_an_unresolved_pair_is_split_into_its_two_lines() -> None:
     """Two lines 0.08° apart (0.7 FWHM: one maximum) among isolated lines that set the width trend: the
     one picked peak comes back as both lines, within 0.01°; the isolated lines are not split."""
     radiation = Radiation.preset("CuKa")
-    fwhm, lam1 = 0.11, radiation.wavelengths[0]
     pair = [50.00, 50.08]
-    y = np.full_like(TT, 80.0)
-    for c, h in zip([*CENTRES, *pair], [3000.0] * len(CENTRES) + [2500.0, 1800.0], strict=True):
-        for lam, weight in zip(radiation.wavelengths, (1.0, 0.5), strict=True):
-            pos = 2.0 * np.degrees(np.arcsin(np.sin(np.radians(c) / 2.0) * lam / lam1))
-            y += h * weight * np.exp(-4 * np.log(2) * ((TT - pos) / fwhm) ** 2)
-    counts = np.random.default_rng(5).poisson(y).astype(float)
-    pattern = Pattern.from_arrays(TT, counts, radiation=radiation, counts=True)
+    heights = [3000.0] * len(CENTRES) + [2500.0, 1800.0]
+    pattern = _lines([*CENTRES, *pair], heights, 0.11, radiation, eta=0.0, background=80.0, seed=5)
     picked = find_peaks(pattern).without_kalpha2(radiation)
     assert len(picked) == len(CENTRES) + 1, picked.two_theta
     fitted = fit_peak_positions(pattern, picked)
