@@ -237,6 +237,34 @@ def test_the_cubic_cell_holding_whole_formula_units_gets_a_seat(
         assert _with_cubic_seat(cells, 3, cubic, Composition(formula), 4) == cells[:3]
 
 
+@pytest.mark.parametrize(
+    ("formula", "volume", "groups", "expected", "by_volume"),
+    [
+        # NaCO3 in its R-3c cell (hexagonal axes, 399 Å³): the volume says 7 or 8 formula units; R-3c and
+        # R3c sites (6-, 12-, 18-, 36-fold) hold 6 only
+        ("NaCO3", 399.0, [167, 161], [6], [7, 8]),
+        # Ba2In, Pnma (552 Å³): Z 5 and 6 by volume; Pnma's sites (4-, 8-fold) hold 4; Pmmn's 2-fold sites
+        # also hold 6, which fewer of the groups hold than 4
+        ("Ba2In", 552.0, [62, 59, 57], [4, 6], [5, 6]),
+        # no hinted group: the volume decides
+        ("Ba2In", 552.0, [], [5, 6], [5, 6]),
+        # no group holds any plausible Z: the volume decides
+        ("NaCO3", 399.0, [227], [7, 8], [7, 8]),
+    ],
+)
+def test_formula_units_tried_in_a_cell_are_those_its_groups_hold(
+    formula: str, volume: float, groups: list[int], expected: list[int], by_volume: list[int]
+) -> None:
+    from pymatgen.core import Composition
+
+    from xrdsolve.composition import z_candidates
+    from xrdsolve.pipeline import _cell_zs
+
+    comp = Composition(formula)
+    assert z_candidates(comp, volume)[:2] == by_volume
+    assert _cell_zs(comp, volume, groups, 2) == expected
+
+
 def test_widening_round_draws_where_the_best_fit_says(monkeypatch: pytest.MonkeyPatch) -> None:
     """With time left, a second round draws candidates, screens and refines them, and ranks them with the first
     round's: rutile's good fit (GoF 1.05) sends it to fresh seeds in the same space groups; with the threshold
