@@ -151,7 +151,8 @@ def spacegroup_hints(
     reflection too weak to see is that likely; an absent one is surely unseen): one line that only a
     forbidden reflection indexes (an impurity or noise line) then costs as much as ``violation_cost /
     ln(1/p)`` absences. SrIn4Pd's Cmcm explains 139 unobserved positions against the best
-    violation-free group's 49, with one violating line among 31.
+    violation-free group's 49, with one violating line among 31. The solve does not use it yet (see
+    ``xrdsolve.pipeline._hinted_groups``).
     """
     floor = 0.02 * peaks.wavelength / 1.540593
     tol = tolerance if tolerance is not None else max(floor, 4.0 * float(solution.f_delta or 0.0))
