@@ -662,11 +662,11 @@ def _hinted_groups(
     that explains the absences best but cannot hold the atoms (Fm-3m for one ErPt3 in a 4.1 Å cell) would
     take the place of one that can. Which of those Z are tried is for :func:`_cell_zs` to say.
 
-    The likelihood ranking that lets a group forbid an observed line or two
-    (``spacegroup_hints(..., violation_cost=...)``) is not used: at 5 nats per line it put SrIn4Pd's Cmcm first
-    (one violating line among 31) without solving it, changed no rank on the 16 benchmark patterns whose
-    first six groups it changes, and seated groups 134, 104 and 128, which forbid observed lines, among
-    the demo rutile's first six."""
+    Measured and not kept: ranking the groups by likelihood (absences explained × ln(1 / unobserved
+    fraction of positions), less 5 nats per observed line only a forbidden reflection indexes, up to two
+    such lines). It put SrIn4Pd's Cmcm first (one violating line among 31) without solving it, changed no
+    rank on the 16 benchmark patterns whose first six groups it changes, and seated groups 134, 104 and 128,
+    which forbid observed lines, among the demo rutile's first six."""
     from xrdsolve.refine.indexing.extinctions import spacegroup_hints
 
     n = options.max_spacegroups if limit is None else limit

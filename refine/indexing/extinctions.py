@@ -101,12 +101,6 @@ _COMMON = (
 )
 
 
-#: Bounds of the unobserved fraction of calculated positions in the likelihood ranking of
-#: :func:`spacegroup_hints` (every position seen, or none, would make one absence worth infinitely much
-#: or nothing).
-UNSEEN_FRACTION_BOUNDS = (0.05, 0.95)
-
-
 @dataclass(frozen=True)
 class SpaceGroupHint:
     """One space-group setting compatible with the observed extinctions.
@@ -136,7 +130,6 @@ def spacegroup_hints(
     tolerance: float | None = None,
     max_violations: int = 0,
     max_hints: int = 10,
-    violation_cost: float | None = None,
 ) -> list[SpaceGroupHint]:
     """Rank space groups of ``solution``'s crystal system by agreement with the extinctions in ``peaks``.
 
@@ -144,15 +137,6 @@ def spacegroup_hints(
     compared through 1/d²); ``tolerance`` is the 2θ window (degrees, default 4× the solution's mean
     |Δ2θ|, at least 0.02° at Cu Kα1 and scaled with the wavelength) within which a reflection indexes a line. Settings with more than
     ``max_violations`` unexplained observed lines are dropped.
-
-    By default settings are ranked by fewest violations, then most absences explained. With
-    ``violation_cost`` (nats) they are ranked by the log-likelihood ``explained · ln(1/p) − violation_cost ·
-    violations``, where p is the fraction of the cell's calculated positions not observed (an allowed
-    reflection too weak to see is that likely; an absent one is surely unseen): one line that only a
-    forbidden reflection indexes (an impurity or noise line) then costs as much as ``violation_cost /
-    ln(1/p)`` absences. SrIn4Pd's Cmcm explains 139 unobserved positions against the best
-    violation-free group's 49, with one violating line among 31. The solve does not use it yet (see
-    ``xrdsolve.pipeline._hinted_groups``).
     """
     floor = 0.02 * peaks.wavelength / 1.540593
     tol = tolerance if tolerance is not None else max(floor, 4.0 * float(solution.f_delta or 0.0))
@@ -201,19 +185,7 @@ def spacegroup_hints(
             )
         )
     common = {n: i for i, n in enumerate(_COMMON)}
-    if violation_cost is None:
-        hints.sort(key=lambda h: (h.violations, -h.explained, common.get(h.number, len(common)), h.number))
-    else:
-        n_positions = int(positions.max()) + 1
-        unseen = min(
-            max(unobserved_pos.size / n_positions, UNSEEN_FRACTION_BOUNDS[0]), UNSEEN_FRACTION_BOUNDS[1]
-        )
-        per_absence = math.log(1.0 / unseen)
-
-        def loglik(h: SpaceGroupHint) -> float:
-            return h.explained * per_absence - violation_cost * h.violations
-
-        hints.sort(key=lambda h: (-loglik(h), common.get(h.number, len(common)), h.number))
+    hints.sort(key=lambda h: (h.violations, -h.explained, common.get(h.number, len(common)), h.number))
     return hints[:max_hints]
 
 
