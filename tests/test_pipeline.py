@@ -187,9 +187,8 @@ def test_indexing_orthorhombic_cell_with_two_impurity_lines(shared_data: Path) -
 
     truth = load_split("mp20", "val")[74].structure
     assert truth.composition.reduced_formula == "Sr2CaWO6"
-    pattern = simulate_patterns([truth] * 75, seed=0)[
-        74
-    ]  # pattern i depends only on the seed, i and its structure
+    # pattern i depends only on the seed, i and its structure
+    pattern = simulate_patterns([truth] * 75, seed=0)[74]
     tried: dict = {}
     cells = _index(pattern, tried, _Clock(60.0), SolveOptions(), composition=truth.composition)
     best = cells[0][0]

@@ -557,14 +557,14 @@ def _index_with_unindexed(
     cell reaches M20 20, as one search over them would. The weak impurity lines of the benchmark (up to three,
     0.5–5 % of the strongest) put two lines of no lattice among DyMnFe's and Sr2CaWO6's first 20: leaving two
     found their cells in 5.3 and 0.2 s, leaving one found none; searched over both shells at once, leaving two
-    instead of one lost Np2S3's, SrIn4Pd's and F2's cells (found leaving one in 3–7 s) to the time limit. The first search skips the lower symmetries once a higher-symmetry cell reaches
-    M20 20, which a wrong hexagonal cell does on 9 lines. An orthorhombic cell is kept only when it beats
+    instead of one lost Np2S3's, SrIn4Pd's and F2's cells (found leaving one in 3–7 s) to the time limit. The
+    first search skips the lower symmetries once a higher-symmetry cell reaches M20 20, which a wrong hexagonal cell does on 9 lines. An orthorhombic cell is kept only when it beats
     every cell found before on M20: a lower symmetry has to earn its place.
 
     The small orthorhombic cells come before the large ones because a shell-by-shell search that must index
     every line spends its time in the large shells when one line is off (two overlapped peaks fitted as one):
     the one-line search of the small cells found PrSnRu's and F2's cells in 1 and 6 s."""
-    from xrdsolve.refine.indexing.indexer import IndexingOptions, index_peaks, rank_solutions
+    from xrdsolve.refine.indexing.indexer import IndexingOptions, _shells, index_peaks, rank_solutions
     from xrdsolve.refine.indexing.observations import IndexingError
     from xrdsolve.refine.indexing.solution import same_lattice
     from xrdsolve.refine.indexing.systems import CrystalSystem
@@ -583,9 +583,7 @@ def _index_with_unindexed(
         )
     ]
     two_allowed = len(peaks) >= 2 * RETRY_TWO_UNINDEXED_LINES_PER
-    step = defaults.shell_volume
-    for i in range(math.ceil(RETRY_ORTHORHOMBIC_VOLUME / step)):
-        shell = (i * step, min((i + 1) * step, RETRY_ORTHORHOMBIC_VOLUME))
+    for shell in _shells(IndexingOptions(max_volume=RETRY_ORTHORHOMBIC_VOLUME)):  # the search's own shells
         passes += [(("orthorhombic",), n, RETRY_ORTHORHOMBIC_SHARE, shell) for n in (1, 2)[: 1 + two_allowed]]
     passes.append((("orthorhombic",), 0, 1.0, (RETRY_ORTHORHOMBIC_VOLUME, full)))
     extra: list[Any] = []
@@ -594,10 +592,11 @@ def _index_with_unindexed(
     small_deadline: float | None = None
     for systems, allowed, share, (v_lo, v_hi) in passes:
         small = systems == ("orthorhombic",) and v_hi <= RETRY_ORTHORHOMBIC_VOLUME
-        if small and small_deadline is None:
-            small_deadline = time.perf_counter() + share * time_limit
-        end = min(deadline, small_deadline) if small and small_deadline is not None else deadline
-        left = min(end - time.perf_counter(), share * time_limit)
+        left = min(deadline - time.perf_counter(), share * time_limit)
+        if small:  # the small shells share one RETRY_ORTHORHOMBIC_SHARE, from the first one's start
+            if small_deadline is None:
+                small_deadline = time.perf_counter() + share * time_limit
+            left = min(left, small_deadline - time.perf_counter())
         best = max((c.m20 for c in (*cells, *extra)), default=0.0)
         entry: dict[str, Any] = {"systems": list(systems), "allowed": allowed, "volume": [v_lo, v_hi]}
         if systems == ("orthorhombic",) and best >= IMPURITY_RETRY_M20:
