@@ -160,3 +160,57 @@ def test_enumeration_puts_one_of_each_distinct_fixed_structure_first_most_open_f
     # no two of the fixed assignments built are the same crystal
     fixed = [s for s, _ in enumerated_symmetric_structures(Composition("LaNbO3"), 1, [123], 8, lattice=cell)]
     assert not any(matcher.fit(a, b) for i, a in enumerate(fixed[:4]) for b in fixed[i + 1 : 4])
+
+
+@pytest.mark.parametrize(
+    "spacegroup, n_settings",
+    [(47, 1), (71, 1), (73, 1), (17, 3), (25, 3), (65, 3), (61, 2), (62, 6), (63, 6)],
+)
+def test_one_axis_order_per_distinct_orthorhombic_setting(spacegroup: int, n_settings: int) -> None:
+    """The axis orders tried in an orthorhombic cell are one per distinct setting of the group (International
+    Tables A, table 4.3.2.1, settings equal up to an origin shift counted once): Pmmm, Immm and Ibca (whose
+    Icab is Ibca shifted by ¼ along a) look the same along every edge, P222₁, Pmm2 and Cmmm have three
+    (which edge is special), Pbca two (Pbca, Pcab) and Pnma, Cmcm six."""
+    from xrdsolve.random_candidates import distinct_axis_orders
+
+    orders = distinct_axis_orders(spacegroup)
+    assert len(orders) == n_settings
+    assert orders[0] == (0, 1, 2) and len(set(orders)) == len(orders)
+
+
+@pytest.mark.parametrize("spacegroup", [47, 65, 61])
+def test_axis_orders_left_out_build_no_new_structure(spacegroup: int) -> None:
+    """Every fixed-site structure of NaCl (Z 1 in Pmmm, 2 in Cmmm, 4 in Pbca) in a cell of three different
+    edges that is built along an axis order left out is one built along a kept order: leaving the order out
+    removes only repeats. (Over-pruned orders would build fewer distinct structures.)"""
+    import itertools
+
+    import numpy as np
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    from xrdsolve.random_candidates import (
+        _ORTHO_PERMUTATIONS,
+        distinct_axis_orders,
+        permuted_cell,
+        place_on_wyckoff_sites,
+    )
+
+    z = {47: 1, 65: 2, 61: 4}[spacegroup]
+    cell = (3.1, 3.7, 4.3, 90.0, 90.0, 90.0) if z < 4 else (5.1, 5.9, 6.7, 90.0, 90.0, 90.0)
+    combos = wyckoff_combinations(spacegroup, [z, z], 64)
+    assert combos
+
+    def built(orders: tuple[tuple[int, int, int], ...]) -> list:
+        rng = np.random.default_rng(0)
+        out = []
+        for combo, perm in itertools.product(combos, orders):
+            s = place_on_wyckoff_sites(spacegroup, ["Na", "Cl"], combo, permuted_cell(cell, perm), rng)
+            if s is not None:
+                out.append(s)
+        return out
+
+    matcher = StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3)
+    kept = [group[0] for group in matcher.group_structures(built(distinct_axis_orders(spacegroup)))]
+    everything = [group[0] for group in matcher.group_structures(built(_ORTHO_PERMUTATIONS))]
+    assert len(kept) == len(everything)
+    assert all(any(matcher.fit(s, k) for k in kept) for s in everything)

@@ -201,6 +201,50 @@ def test_indexing_orthorhombic_cell_with_two_impurity_lines(shared_data: Path) -
     assert two["allowed"] == 2 and two["volume"] == [0.0, 400.0] and two["kept"] >= 1
 
 
+def test_impurity_subcell_groups_hold_the_composition(shared_data: Path) -> None:
+    """Sr3Nb2ZnO9 (P-3m1, one formula unit in 201 Å³), validation pattern 82 of ``xrdsolve bench solve``: the
+    impurity retry indexes it on a cell with c tripled, whose c/3 sub-cell is the true cell. The sub-cell's
+    space groups are those whose Wyckoff sites hold 15 atoms, as for every other cell, and as many as the
+    widening round may try. Before, the sub-cell got the first six extinction-compatible groups whether or not
+    they hold the composition (R-3m, R-3, R3m … on these lines; P6₃/mmc … on the benchmark pattern's), and
+    P-3m1 was not among them."""
+    from pymatgen.analysis.diffraction.xrd import XRDCalculator
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    from xrdsolve.composition import z_candidates
+    from xrdsolve.generate.data import load_split
+    from xrdsolve.pipeline import WIDEN_GROUPS_FACTOR, SolveOptions, _with_impurity_subcells
+    from xrdsolve.random_candidates import fits_spacegroup
+    from xrdsolve.refine.indexing.observations import Peaks
+    from xrdsolve.refine.indexing.solution import CellSolution
+
+    truth = load_split("mp20", "val")[82].structure
+    comp = truth.composition
+    assert comp.reduced_formula == "Sr3Nb2ZnO9"
+    lattice = SpacegroupAnalyzer(truth, symprec=0.1).get_conventional_standard_structure().lattice
+    a, c = lattice.a, lattice.c
+    sticks = XRDCalculator(wavelength=1.540593).get_pattern(truth, two_theta_range=(5.0, 90.0))
+    strong = np.asarray(sticks.y) >= 2.0
+    tt, height = np.asarray(sticks.x)[strong][:25], np.asarray(sticks.y)[strong][:25]
+    empty = np.zeros(0)
+    parent = CellSolution(
+        "hexagonal", "P", a, a, 3 * c, 90.0, 90.0, 120.0, 3 * lattice.volume, 0.0, 100.0, 20, 80.0, 20,
+        0.01, 40, tt.size, 0, np.zeros((0, 3), dtype=int), empty.astype(bool), empty, empty,
+        wavelength=1.540593,
+    )  # fmt: skip
+    options = SolveOptions()
+    record: list[dict] = []
+    planned = _with_impurity_subcells(
+        [(parent, [191])], Peaks.from_two_theta(tt, 1.540593), height, options, record, comp
+    )
+    sub, groups = planned[0]
+    assert planned[1][0] is parent and sub.c == pytest.approx(c) and len(record) == 1
+    assert 164 in groups[: options.max_spacegroups]
+    assert options.max_spacegroups < len(groups) <= WIDEN_GROUPS_FACTOR * options.max_spacegroups
+    zs = z_candidates(comp, float(sub.volume))
+    assert all(any(fits_spacegroup(comp, z, g) for z in zs) for g in groups)
+
+
 def test_a_cubic_cell_indexing_as_many_lines_keeps_a_seat_among_the_cells_used() -> None:
     """ErPt3's six lines (Cu3Au type, superstructure lines too weak to see, one impurity line): tetragonal
     sub-cells outranked the cubic 4.10 Å cell by M6 and filled the three seats; the cubic cell, leaving no more

@@ -332,7 +332,7 @@ def _index(
     if subcells_for is not None and options.supercells >= 2:
         planned = _with_subcells(planned, peaks, height, subcells_for, options, subcells)
     elif retried:
-        planned = _with_impurity_subcells(planned, peaks, height, options, subcells)
+        planned = _with_impurity_subcells(planned, peaks, height, options, subcells, composition)
     supercells: list[dict[str, Any]] = []
     if composition is not None:
         planned = _with_supercells(planned, peaks, composition, options, supercells)
@@ -755,7 +755,14 @@ def _with_supercells(
             reduced = sup.reduced_lattice()
             if any(same_lattice(reduced, c.reduced_lattice()) for c, _ in (*out, *planned)):
                 continue
-            out.append((sup, _hinted_groups(sup, peaks, options, comp)))
+            out.append(
+                (
+                    sup,
+                    _hinted_groups(
+                        sup, peaks, options, comp, limit=WIDEN_GROUPS_FACTOR * options.max_spacegroups
+                    ),
+                )
+            )
             record.append({"of": cell.summary(), "cell": sup.summary()})
         out.append((cell, groups))
     return out
@@ -767,6 +774,7 @@ def _with_impurity_subcells(
     height: Any,
     options: SolveOptions,
     record: list[dict[str, Any]],
+    composition: Composition | None = None,
 ) -> list[tuple[Any, list[int]]]:
     """``planned`` with, before each cell, its best sub-cell (axes divided, index ≤ 3, the cell's metric kept)
     that indexes at least IMPURITY_SUBCELL_FRACTION of the measured peak height and leaves at most one line
@@ -793,7 +801,8 @@ def _with_impurity_subcells(
                 same_lattice(reduced, c.reduced_lattice()) for c, _ in (*out, *planned)
             ):
                 continue
-            out.append((sub.cell, _hinted_groups(sub.cell, peaks, options)))
+            groups_limit = WIDEN_GROUPS_FACTOR * options.max_spacegroups
+            out.append((sub.cell, _hinted_groups(sub.cell, peaks, options, composition, limit=groups_limit)))
             record.append(sub.as_dict())
             break  # the best sub-cell of each cell
         out.append((cell, groups))
