@@ -321,9 +321,7 @@ def _index(
             hint_peaks = peaks
             if weak_peaks is not None and any(cell is w for w in weak_peaks[1]):
                 hint_peaks = weak_peaks[0]  # a cell found from the weak lines is judged on them
-            groups = _hinted_groups(
-                cell, hint_peaks, options, composition, limit=WIDEN_GROUPS_FACTOR * options.max_spacegroups
-            )
+            groups = _hinted_groups(cell, hint_peaks, options, composition, limit=_groups_kept(options))
         except Exception as exc:  # hints are advisory
             log.info("space-group hints failed: %s", exc)
             groups = []
@@ -679,6 +677,12 @@ def _with_subcells(
     return out
 
 
+def _groups_kept(options: SolveOptions) -> int:
+    """How many hinted space groups an indexed cell keeps: its first ``max_spacegroups`` are tried first,
+    the rest by the widening round (:func:`_widen`)."""
+    return WIDEN_GROUPS_FACTOR * options.max_spacegroups
+
+
 def _hinted_groups(
     cell: Any, peaks: Any, options: SolveOptions, comp: Composition | None = None, limit: int | None = None
 ) -> list[int]:
@@ -755,14 +759,7 @@ def _with_supercells(
             reduced = sup.reduced_lattice()
             if any(same_lattice(reduced, c.reduced_lattice()) for c, _ in (*out, *planned)):
                 continue
-            out.append(
-                (
-                    sup,
-                    _hinted_groups(
-                        sup, peaks, options, comp, limit=WIDEN_GROUPS_FACTOR * options.max_spacegroups
-                    ),
-                )
-            )
+            out.append((sup, _hinted_groups(sup, peaks, options, comp, limit=_groups_kept(options))))
             record.append({"of": cell.summary(), "cell": sup.summary()})
         out.append((cell, groups))
     return out
@@ -801,8 +798,8 @@ def _with_impurity_subcells(
                 same_lattice(reduced, c.reduced_lattice()) for c, _ in (*out, *planned)
             ):
                 continue
-            groups_limit = WIDEN_GROUPS_FACTOR * options.max_spacegroups
-            out.append((sub.cell, _hinted_groups(sub.cell, peaks, options, composition, limit=groups_limit)))
+            groups = _hinted_groups(sub.cell, peaks, options, composition, limit=_groups_kept(options))
+            out.append((sub.cell, groups))
             record.append(sub.as_dict())
             break  # the best sub-cell of each cell
         out.append((cell, groups))

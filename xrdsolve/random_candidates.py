@@ -476,9 +476,9 @@ def wyckoff_plan(
     ``lattice`` (a, b, c Å, α, β, γ °) that gives a distinct setting (:func:`distinct_axis_orders`). Empty
     when the atoms do not fit the groups' sites.
 
-    Measured: AlVF5 (Immm, benchmark pattern 98) had 2280 assignments in its indexed cell's six groups with
-    every axis order, 380 with the distinct ones; its true assignment, beyond the prescreen's 400 before, is
-    now prescreened first."""
+    Measured: AlVF5 (benchmark pattern 98) has 380 assignments in Immm in its indexed cell; in every axis
+    order they were 2280, and its true assignment lay beyond the prescreen's first 400. It is now
+    prescreened first."""
     sc = _species_counts(composition.reduced_composition, z)
     if sc is None:
         return [], []
