@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from xrdsolve.refine.indexing import IndexingError, Peaks, index_peaks
-from xrdsolve.refine.indexing.indexer import IndexingOptions, _shells
+from xrdsolve.refine.indexing.indexer import IndexingOptions, volume_shells
 from xrdsolve.refine.indexing.observations import two_theta_from_inv_d2
 from xrdsolve.refine.indexing.systems import MODELS
 
@@ -51,10 +51,10 @@ def test_monoclinic_volume_bounds_contain_every_cell_of_the_box() -> None:
 
 
 def test_volume_shells_start_at_the_minimum_volume() -> None:
-    shells = _shells(IndexingOptions(min_volume=800.0, max_volume=2000.0, shell_volume=400.0))
+    shells = volume_shells(IndexingOptions(min_volume=800.0, max_volume=2000.0, shell_volume=400.0))
     assert shells == [(800.0, 1200.0), (1200.0, 1600.0), (1600.0, 2000.0)]
     with pytest.raises(IndexingError, match="must exceed min_volume"):
-        _shells(IndexingOptions(min_volume=900.0, max_volume=800.0))
+        volume_shells(IndexingOptions(min_volume=900.0, max_volume=800.0))
 
 
 def test_a_large_monoclinic_cell_is_found_in_its_volume_shell() -> None:

@@ -239,6 +239,7 @@ def test_impurity_subcell_groups_hold_the_composition(shared_data: Path) -> None
     )
     sub, groups = planned[0]
     assert planned[1][0] is parent and sub.c == pytest.approx(c) and len(record) == 1
+    assert planned[1][1] == [191]  # the parent keeps its own groups
     assert 164 in groups[: options.max_spacegroups]
     assert options.max_spacegroups < len(groups) <= WIDEN_GROUPS_FACTOR * options.max_spacegroups
     zs = z_candidates(comp, float(sub.volume))

@@ -556,13 +556,14 @@ def _index_with_unindexed(
     0.5–5 % of the strongest) put two lines of no lattice among DyMnFe's and Sr2CaWO6's first 20: leaving two
     found their cells in 5.3 and 0.2 s, leaving one found none; searched over both shells at once, leaving two
     instead of one lost Np2S3's, SrIn4Pd's and F2's cells (found leaving one in 3–7 s) to the time limit. The
-    first search skips the lower symmetries once a higher-symmetry cell reaches M20 20, which a wrong hexagonal cell does on 9 lines. An orthorhombic cell is kept only when it beats
-    every cell found before on M20: a lower symmetry has to earn its place.
+    first search skips the lower symmetries once a higher-symmetry cell reaches M20 20, which a wrong
+    hexagonal cell does on 9 lines. An orthorhombic cell is kept only when it beats every cell found before on
+    M20: a lower symmetry has to earn its place.
 
     The small orthorhombic cells come before the large ones because a shell-by-shell search that must index
     every line spends its time in the large shells when one line is off (two overlapped peaks fitted as one):
     the one-line search of the small cells found PrSnRu's and F2's cells in 1 and 6 s."""
-    from xrdsolve.refine.indexing.indexer import IndexingOptions, _shells, index_peaks, rank_solutions
+    from xrdsolve.refine.indexing.indexer import IndexingOptions, index_peaks, rank_solutions, volume_shells
     from xrdsolve.refine.indexing.observations import IndexingError
     from xrdsolve.refine.indexing.solution import same_lattice
     from xrdsolve.refine.indexing.systems import CrystalSystem
@@ -581,7 +582,9 @@ def _index_with_unindexed(
         )
     ]
     two_allowed = len(peaks) >= 2 * RETRY_TWO_UNINDEXED_LINES_PER
-    for shell in _shells(IndexingOptions(max_volume=RETRY_ORTHORHOMBIC_VOLUME)):  # the search's own shells
+    for shell in volume_shells(
+        IndexingOptions(max_volume=RETRY_ORTHORHOMBIC_VOLUME)
+    ):  # the search's own shells
         passes += [(("orthorhombic",), n, RETRY_ORTHORHOMBIC_SHARE, shell) for n in (1, 2)[: 1 + two_allowed]]
     passes.append((("orthorhombic",), 0, 1.0, (RETRY_ORTHORHOMBIC_VOLUME, full)))
     extra: list[Any] = []
@@ -798,8 +801,8 @@ def _with_impurity_subcells(
                 same_lattice(reduced, c.reduced_lattice()) for c, _ in (*out, *planned)
             ):
                 continue
-            groups = _hinted_groups(sub.cell, peaks, options, composition, limit=_groups_kept(options))
-            out.append((sub.cell, groups))
+            sub_groups = _hinted_groups(sub.cell, peaks, options, composition, limit=_groups_kept(options))
+            out.append((sub.cell, sub_groups))
             record.append(sub.as_dict())
             break  # the best sub-cell of each cell
         out.append((cell, groups))

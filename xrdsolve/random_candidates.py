@@ -444,11 +444,10 @@ def _standard_operations(spacegroup: int) -> tuple[np.ndarray, np.ndarray]:
     Hall setting of the number), centring translations included."""
     import spglib
 
+    from xrdsolve.refine.indexing.extinctions import hall_operations
+
     hall = next(h for h in range(1, 531) if getattr(spglib.get_spacegroup_type(h), "number", 0) == spacegroup)
-    sym = spglib.get_symmetry_from_database(hall)
-    if sym is None:
-        raise ValueError(f"spglib has no Hall setting {hall} (space group {spacegroup})")
-    return np.asarray(sym["rotations"], dtype=np.int64), np.asarray(sym["translations"], dtype=float)
+    return hall_operations(hall)
 
 
 def _operation_set(rotations: np.ndarray, translations: np.ndarray) -> frozenset[tuple[int, ...]]:

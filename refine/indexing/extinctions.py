@@ -223,7 +223,9 @@ def _pos_observed(positions: IntArray, observed: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=600)
-def _operations(hall: int) -> tuple[IntArray, FloatArray]:
+def hall_operations(hall: int) -> tuple[IntArray, FloatArray]:
+    """Rotations (n, 3, 3) and translations (n, 3, fractional) of spglib's Hall setting ``hall``, centring
+    translations included (cached)."""
     sym = spglib.get_symmetry_from_database(hall)
     if sym is None:
         raise ValueError(f"spglib has no Hall setting {hall}")
@@ -232,7 +234,7 @@ def _operations(hall: int) -> tuple[IntArray, FloatArray]:
 
 def _allowed(hall: int, hkl: IntArray) -> np.ndarray:
     """Reflections (H,) not systematically absent in Hall setting ``hall``."""
-    rot, trans = _operations(hall)
+    rot, trans = hall_operations(hall)
     fixed = np.all(np.einsum("hi,oij->ohj", hkl, rot) == hkl[None, :, :], axis=2)  # (ops, H)
     phase = hkl @ trans.T  # (H, ops)
     shifted = np.abs(phase - np.round(phase)) > 1e-6

@@ -133,7 +133,7 @@ def index_peaks(
     a_max = max(opts.a_max, 1.05 * float(lines.d[0]))
     deadline = time.monotonic() + opts.time_limit
     found: list[CellSolution] = []
-    shells = _shells(opts)
+    shells = volume_shells(opts)
     for v_lo, v_hi in shells:
         for name in opts.systems:
             lo, hi = v_lo, v_hi
@@ -198,7 +198,7 @@ def index_peaks(
     return ranked
 
 
-def _shells(opts: IndexingOptions) -> list[tuple[float, float]]:
+def volume_shells(opts: IndexingOptions) -> list[tuple[float, float]]:
     """Volume shells (Å³) of the primitive search cell from ``min_volume`` to ``max_volume``, searched in
     increasing order."""
     lo, hi = opts.min_volume, opts.max_volume
