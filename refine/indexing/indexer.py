@@ -16,8 +16,9 @@ from .dichotomy import BoxLimitExceeded, SearchSpace, dichotomy
 from .merit import de_wolff_m, smith_snyder_f
 from .observations import NOTIONAL_WAVELENGTH, IndexingError, Peaks, d_inv_d2, inv_d2, two_theta_from_inv_d2
 from .refinement import refine_trials
-from .solution import CellSolution, centring_allows, same_lattice
+from .solution import CellSolution, centring_allows, metric_system, same_lattice
 from .systems import MODELS, SYSTEMS, CrystalSystem, FloatArray, IntArray, SystemModel
+from .trials import monoclinic_trials
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,10 @@ class IndexingOptions:
     the four-parameter search of a 400 Å³ shell takes 11 s for 20 lines, against 1.5 s up to 12 Å.
     ``shell_volume`` sets the volume shells of the orthorhombic and monoclinic searches (DICVOL uses 400 Å³). The search of lower
     symmetries stops once a solution reaches ``stop_m20`` unless ``exhaustive``; cubic cells are searched
-    over the whole volume range at once (:data:`WHOLE_RANGE_SYSTEMS`).
+    over the whole volume range at once (:data:`WHOLE_RANGE_SYSTEMS`). With ``monoclinic_trials`` each
+    monoclinic shell is given the TREOR-style trial cells of :mod:`.trials` (every edge up to ``a_max``) that
+    fall in it, and the monoclinic dichotomy, which outgrows its box limit on many patterns, runs over the
+    shells after every shell's cheaper searches, while no solution reaches ``stop_m20``.
     """
 
     systems: tuple[CrystalSystem, ...] = SYSTEMS
@@ -85,6 +89,7 @@ class IndexingOptions:
     min_m20: float = 3.0
     max_candidates: int = 40
     max_trials: int = 2000
+    monoclinic_trials: bool = True
 
     @property
     def tol(self) -> float:
@@ -134,6 +139,56 @@ def index_peaks(
     deadline = time.monotonic() + opts.time_limit
     found: list[CellSolution] = []
     shells = volume_shells(opts)
+    trials: FloatArray | None = None  # the monoclinic trial cells, made at the first monoclinic shell
+    deferred: list[
+        tuple[float, float]
+    ] = []  # monoclinic shells whose dichotomy waits for every shell's trials
+
+    def stopped() -> bool:
+        return not opts.exhaustive and any(s.m20 >= opts.stop_m20 for s in found)
+
+    def search(name: CrystalSystem, lo: float, hi: float) -> bool:
+        """Dichotomy of one system over primitive volumes ``lo``–``hi`` (Å³); False once out of time."""
+        model = MODELS[name]
+        edge = (
+            a_max
+            if name != "monoclinic"
+            else min(a_max, max(opts.monoclinic_a_max, 1.05 * float(lines.d[0])))
+        )
+        scale = _CENTRED_VOLUME.get(name, 1.0)
+        space = SearchSpace(opts.a_min, edge, lo * scale, hi * scale)
+        t0 = time.monotonic()
+        try:
+            centres, zeros = dichotomy(
+                model,
+                q_obs,
+                q_tol,
+                space,
+                max_unindexed=opts.max_unindexed,
+                deadline=deadline,
+                grad=grad,
+                zero_max=zero_max,
+                zero_width=opts.tol,
+            )
+        except BoxLimitExceeded as exc:
+            log.warning("indexing: %s; shell %.0f–%.0f Å³ skipped", exc, lo, hi)
+            return True
+        except TimeoutError:
+            log.warning("indexing: time limit reached during the %s search", name)
+            return False
+        sols = _solutions(model, centres, zeros, lines, opts)
+        log.info(
+            "indexing %s V %.0f–%.0f Å³: %d boxes -> %d cells in %.2f s",
+            name,
+            space.v_min,
+            space.v_max,
+            len(centres),
+            len(sols),
+            time.monotonic() - t0,
+        )
+        found.extend(sols)
+        return True
+
     for v_lo, v_hi in shells:
         for name in opts.systems:
             lo, hi = v_lo, v_hi
@@ -143,50 +198,31 @@ def index_peaks(
                 if (v_lo, v_hi) != shells[0]:
                     continue
                 lo, hi = shells[0][0], shells[-1][1]
-            model = MODELS[name]
-            expensive = name in ("orthorhombic", "monoclinic")
-            if expensive and not opts.exhaustive and any(s.m20 >= opts.stop_m20 for s in found):
+            if name in ("orthorhombic", "monoclinic") and stopped():
                 break
-            scale = _CENTRED_VOLUME.get(name, 1.0)
-            edge = (
-                a_max
-                if name != "monoclinic"
-                else min(a_max, max(opts.monoclinic_a_max, 1.05 * float(lines.d[0])))
-            )
-            space = SearchSpace(opts.a_min, edge, lo * scale, hi * scale)
-            t0 = time.monotonic()
-            try:
-                centres, zeros = dichotomy(
-                    model,
-                    q_obs,
-                    q_tol,
-                    space,
-                    max_unindexed=opts.max_unindexed,
-                    deadline=deadline,
-                    grad=grad,
-                    zero_max=zero_max,
-                    zero_width=opts.tol,
-                )
-            except BoxLimitExceeded as exc:
-                log.warning("indexing: %s; shell %.0f–%.0f Å³ skipped", exc, lo, hi)
+            if name == "monoclinic" and opts.monoclinic_trials:
+                if trials is None:
+                    trials = monoclinic_trials(
+                        q_obs,
+                        q_tol,
+                        v_min=shells[0][0],
+                        v_max=shells[-1][1],
+                        a_max=a_max,
+                        max_missed=max(1, opts.max_unindexed),
+                        max_trials=opts.max_trials,
+                        deadline=deadline,
+                    )
+                found.extend(_trial_solutions(trials, lo, hi, lines, opts))
+                deferred.append((lo, hi))
                 continue
-            except TimeoutError:
-                log.warning("indexing: time limit reached during the %s search", name)
+            if not search(name, lo, hi):
                 break
-            sols = _solutions(model, centres, zeros, lines, opts)
-            log.info(
-                "indexing %s V %.0f–%.0f Å³: %d boxes -> %d cells in %.2f s",
-                name,
-                space.v_min,
-                space.v_max,
-                len(centres),
-                len(sols),
-                time.monotonic() - t0,
-            )
-            found.extend(sols)
-        if time.monotonic() > deadline:
+        if time.monotonic() > deadline or stopped():
             break
-        if not opts.exhaustive and any(s.m20 >= opts.stop_m20 for s in found):
+    # the monoclinic dichotomy, which can outgrow its box limit shell after shell, once the cheaper searches
+    # of every shell are done
+    for lo, hi in deferred:
+        if stopped() or time.monotonic() > deadline or not search("monoclinic", lo, hi):
             break
     ranked = rank_solutions(found, opts.max_solutions, precision=opts.tol / 3.0)
     if centre:
@@ -208,6 +244,33 @@ def volume_shells(opts: IndexingOptions) -> list[tuple[float, float]]:
         return [(lo, hi)]
     edges = [*np.arange(lo, hi, opts.shell_volume).tolist(), hi]
     return [(float(a), float(b)) for a, b in itertools.pairwise(edges) if b > a]
+
+
+def _trial_solutions(
+    trials: FloatArray, lo: float, hi: float, lines: Peaks, opts: IndexingOptions
+) -> list[CellSolution]:
+    """The cells of the monoclinic ``trials`` (:func:`.trials.monoclinic_trials`) with volume ``lo``–``hi``
+    (Å³), refined against every line; lattices of higher metric symmetry are left to their own system's
+    search: a trial can describe one in a shell smaller than that of its centred conventional cell
+    (Eu(BIr)2: its F orthorhombic 609 Å³ cell as an A monoclinic 305 Å³ one) and stop the search before it."""
+    t0 = time.monotonic()
+    model = MODELS["monoclinic"]
+    vol = model.volume(trials)
+    in_shell = trials[(vol >= lo) & (vol < hi)]
+    sols = [
+        s
+        for s in _solutions(model, in_shell, np.zeros(len(in_shell)), lines, opts)
+        if metric_system(s.reduced_lattice()) in ("monoclinic", "triclinic")
+    ]
+    log.info(
+        "indexing monoclinic trials V %.0f–%.0f Å³: %d trials -> %d cells in %.2f s",
+        lo,
+        hi,
+        len(in_shell),
+        len(sols),
+        time.monotonic() - t0,
+    )
+    return sols
 
 
 def _solutions(

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import spglib
 from pymatgen.core import Lattice, Structure
 
 from .systems import FloatArray, IntArray
@@ -145,6 +146,23 @@ def primitive_lattice(lattice: Lattice, centring: str) -> Lattice:
     frac = [(0.0, 0.0, 0.0), *CENTRING_TRANSLATIONS[centring]]
     s = Structure(lattice, ["H"] * len(frac), frac)
     return s.get_primitive_structure(tolerance=0.01 * min(lattice.abc)).lattice
+
+
+#: Largest space-group number of each crystal system (hexagonal includes trigonal).
+_SYSTEM_OF_NUMBER = ((2, "triclinic"), (15, "monoclinic"), (74, "orthorhombic"), (142, "tetragonal"))
+
+
+def metric_system(lattice: Lattice, rel_tol: float = 2e-3) -> str:
+    """Crystal system of the lattice's metric (holohedry), lengths and angles matching within about ``rel_tol``
+    (relative; spglib's distance tolerance is ``rel_tol`` × V^⅓): "triclinic" … "cubic", "hexagonal" for
+    trigonal and hexagonal lattices."""
+    symprec = rel_tol * lattice.volume ** (1.0 / 3.0)
+    data = spglib.get_symmetry_dataset((lattice.matrix.tolist(), [[0.0, 0.0, 0.0]], [1]), symprec=symprec)
+    number = 1 if data is None else int(data.number)
+    for top, name in _SYSTEM_OF_NUMBER:
+        if number <= top:
+            return name
+    return "hexagonal" if number <= 194 else "cubic"
 
 
 def same_lattice(a: Lattice, b: Lattice, ltol: float = 0.005, atol: float = 0.5) -> bool:
