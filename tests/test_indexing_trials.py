@@ -11,6 +11,7 @@ from test_indexing import CU, matches, stick_peaks
 
 from xrdsolve.refine.indexing import index_peaks
 from xrdsolve.refine.indexing.observations import Peaks, d_inv_d2, inv_d2
+from xrdsolve.refine.indexing.solution import same_lattice
 from xrdsolve.refine.indexing.systems import MODELS
 from xrdsolve.refine.indexing.trials import BASE_INDEX, _forms, base_inverses, monoclinic_trials
 
@@ -121,3 +122,53 @@ def test_benchmark_monoclinic_cells_beyond_the_dichotomy(shared_data: Path, row:
     sols = index_peaks(peaks, time_limit=30)
     assert sols and sols[0].crystal_system == "monoclinic" and sols[0].centring == centring
     assert matches(sols[0], truth)
+
+
+@pytest.mark.parametrize("symbol", ["C2/m", "P2_1/c", "C2/c"])
+@pytest.mark.parametrize("choice", [2, 3])
+def test_monoclinic_cells_come_in_the_standard_setting(symbol: str, choice: int) -> None:
+    """A structure built in its group's standard setting, indexed from its sticks; the same cell described in
+    cell choice 2 or 3 (A or I centred; glide along a + c or a) comes back in the choice where its best
+    extinction hint is the standard setting (C centred, glide along c), with the same lattice."""
+    from xrdsolve.refine.indexing.extinctions import spacegroup_hints
+    from xrdsolve.refine.indexing.settings import _CHOICE_CHANGES, standard_monoclinic_setting, transformed
+
+    lattice = Lattice.monoclinic(9.1, 3.9, 6.7, 107.0)
+    s = Structure.from_spacegroup(
+        symbol, lattice, ["Zn", "O", "Cl"], [[0.21, 0.0, 0.31], [0.62, 0.0, 0.12], [0.12, 0.27, 0.41]]
+    )
+    peaks, _ = stick_peaks(s, n=20, seed=1)
+    found = standard_monoclinic_setting(index_peaks(peaks, systems=("monoclinic",), time_limit=60)[0], peaks)
+    assert matches(found, s)
+    assert spacegroup_hints(found, peaks, max_hints=1)[0].choice in ("b1", "-b2")
+    # the inverse of the change from ``choice`` to choice 1 describes the cell in cell choice ``choice``
+    other = transformed(found, np.rint(np.linalg.inv(_CHOICE_CHANGES[choice - 2])).astype(np.int64))
+    assert spacegroup_hints(other, peaks, max_hints=1)[0].choice not in ("b1", "-b2")
+    standard = standard_monoclinic_setting(other, peaks)
+    assert spacegroup_hints(standard, peaks, max_hints=1)[0].choice in ("b1", "-b2")
+    assert standard.centring == symbol[0]
+    assert same_lattice(standard.reduced_lattice(), found.reduced_lattice())
+    assert np.allclose(standard.volume, found.volume)
+
+
+def test_an_oblique_monoclinic_cell_is_brought_near_90_degrees() -> None:
+    """Trial cells can come with β ≈ 160° (Li2Mn4N3's 12.27 × 4.64 × 8.62 Å, 158.5° cell is its
+    7.36 × 4.64 × 5.29 Å, 95.7° one): a → a + 2c is undone, the glide stays along c."""
+    from xrdsolve.refine.indexing.extinctions import spacegroup_hints
+    from xrdsolve.refine.indexing.settings import standard_monoclinic_setting, transformed
+
+    s = Structure.from_spacegroup(
+        "P2_1/c",
+        Lattice.monoclinic(9.1, 3.9, 6.7, 107.0),
+        ["Zn", "O"],
+        [[0.21, 0.1, 0.31], [0.62, 0.3, 0.12]],
+    )
+    peaks, _ = stick_peaks(s, n=20, seed=1)
+    found = standard_monoclinic_setting(index_peaks(peaks, systems=("monoclinic",), time_limit=60)[0], peaks)
+    oblique = transformed(found, np.array([[1, 0, 2], [0, 1, 0], [0, 0, 1]]))
+    assert abs(oblique.beta - 90.0) > 50.0
+    back = standard_monoclinic_setting(oblique, peaks)
+    assert np.allclose(
+        [back.a, back.b, back.c, back.beta], [found.a, found.b, found.c, found.beta], atol=1e-6
+    )
+    assert spacegroup_hints(back, peaks, max_hints=1)[0].symbol == "P2_1/c"

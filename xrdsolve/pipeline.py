@@ -249,6 +249,7 @@ def _index(
     from xrdsolve.conditioning.peaks import find_peaks
     from xrdsolve.refine.indexing.indexer import IndexingOptions, index_peaks, rank_solutions
     from xrdsolve.refine.indexing.observations import IndexingError, Peaks
+    from xrdsolve.refine.indexing.settings import standard_monoclinic_setting
 
     found = find_peaks(pattern, max_peaks=40)
     lines = indexing_lines(pattern, found, fit=FIT_PEAK_POSITIONS)
@@ -321,6 +322,9 @@ def _index(
             hint_peaks = peaks
             if weak_peaks is not None and any(cell is w for w in weak_peaks[1]):
                 hint_peaks = weak_peaks[0]  # a cell found from the weak lines is judged on them
+            # candidates are built in each group's standard setting: an I or A monoclinic cell, or one whose
+            # glide runs along a or a + c, is first described in the cell choice where it is C and along c
+            cell = standard_monoclinic_setting(cell, hint_peaks)
             groups = _hinted_groups(cell, hint_peaks, options, composition, limit=_groups_kept(options))
         except Exception as exc:  # hints are advisory
             log.info("space-group hints failed: %s", exc)

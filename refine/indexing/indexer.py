@@ -140,9 +140,8 @@ def index_peaks(
     found: list[CellSolution] = []
     shells = volume_shells(opts)
     trials: FloatArray | None = None  # the monoclinic trial cells, made at the first monoclinic shell
-    deferred: list[
-        tuple[float, float]
-    ] = []  # monoclinic shells whose dichotomy waits for every shell's trials
+    # the monoclinic shells whose dichotomy waits for the cheaper searches of every shell
+    deferred: list[tuple[float, float]] = []
 
     def stopped() -> bool:
         return not opts.exhaustive and any(s.m20 >= opts.stop_m20 for s in found)
