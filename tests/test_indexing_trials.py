@@ -172,3 +172,20 @@ def test_an_oblique_monoclinic_cell_is_brought_near_90_degrees() -> None:
         [back.a, back.b, back.c, back.beta], [found.a, found.b, found.c, found.beta], atol=1e-6
     )
     assert spacegroup_hints(back, peaks, max_hints=1)[0].symbol == "P2_1/c"
+
+
+def test_metric_system_of_lattices() -> None:
+    from xrdsolve.refine.indexing.solution import metric_system
+
+    cases = [
+        (Lattice.cubic(4.0), "cubic"),
+        (Lattice.hexagonal(3.0, 5.0), "hexagonal"),
+        (Lattice.tetragonal(5.0, 5.004), "cubic"),  # c within 0.1 % of a: metrically cubic
+        (Lattice.tetragonal(5.0, 5.05), "tetragonal"),
+        (Lattice.monoclinic(5.0, 6.0, 7.0, 90.05), "orthorhombic"),
+        (Lattice.monoclinic(5.0, 6.0, 7.0, 90.5), "monoclinic"),
+        (Lattice.from_parameters(3.0, 4.0, 5.0, 80.0, 85.0, 95.0), "triclinic"),
+    ]
+    for lattice, system in cases:
+        assert metric_system(lattice) == system
+        assert metric_system(lattice.get_niggli_reduced_lattice()) == system

@@ -17,6 +17,13 @@ from typing import Any
 import numpy as np
 from pymatgen.core import Composition, Structure
 
+from xrdsolve.refine.indexing.extinctions import (
+    hall_operations,
+    operation_set,
+    same_up_to_origin,
+    standard_hall,
+)
+
 logger = logging.getLogger(__name__)
 
 #: Space-group counts among the MP-20 training rows (../shared/data/structures/mp20_subset/train.csv).
@@ -422,15 +429,12 @@ def distinct_axis_orders(spacegroup: int) -> tuple[tuple[int, int, int], ...]:
     tries every assignment, would try each structure again.
     """
     rotations, translations = _standard_operations(spacegroup)
-    reference = _operation_set(rotations, translations)
-    shifts = np.stack(np.meshgrid(*[np.arange(8) / 8.0] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
+    reference = operation_set(rotations, translations)
     unchanged = []
     for sigma in _ORTHO_PERMUTATIONS:
         m = np.eye(3, dtype=np.int64)[list(sigma)]  # row i picks axis sigma[i]
         rot = np.einsum("ij,ojk,lk->oil", m, rotations, m)
-        trans = translations @ m.T
-        # an origin shift s turns t into t + (1 − R) s
-        if any(_operation_set(rot, trans + s - np.einsum("oij,j->oi", rot, s)) == reference for s in shifts):
+        if same_up_to_origin(rot, translations @ m.T, reference):
             unchanged.append(sigma)
     kept: list[tuple[int, int, int]] = []
     for p in _ORTHO_PERMUTATIONS:
@@ -442,18 +446,7 @@ def distinct_axis_orders(spacegroup: int) -> tuple[tuple[int, int, int], ...]:
 def _standard_operations(spacegroup: int) -> tuple[np.ndarray, np.ndarray]:
     """Rotations (n, 3, 3) and translations (n, 3) of ``spacegroup``'s standard setting (spglib's first
     Hall setting of the number), centring translations included."""
-    import spglib
-
-    from xrdsolve.refine.indexing.extinctions import hall_operations
-
-    hall = next(h for h in range(1, 531) if getattr(spglib.get_spacegroup_type(h), "number", 0) == spacegroup)
-    return hall_operations(hall)
-
-
-def _operation_set(rotations: np.ndarray, translations: np.ndarray) -> frozenset[tuple[int, ...]]:
-    """Operations as a set of integer tuples: the rotation and the translation in 1/24 (mod 1)."""
-    t = np.round(np.mod(translations, 1.0) * 24).astype(np.int64) % 24
-    return frozenset(tuple(r.ravel()) + tuple(x) for r, x in zip(rotations, t, strict=True))
+    return hall_operations(standard_hall(spacegroup))
 
 
 def permuted_cell(lattice: Sequence[float], perm: Sequence[int]) -> tuple[float, ...]:

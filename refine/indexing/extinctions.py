@@ -222,6 +222,32 @@ def _pos_observed(positions: IntArray, observed: np.ndarray) -> np.ndarray:
     return seen[positions]
 
 
+@functools.cache
+def standard_hall(number: int) -> int:
+    """spglib's first Hall setting of space group ``number``: its standard setting."""
+    return next(h for h in range(1, 531) if getattr(spglib.get_spacegroup_type(h), "number", 0) == number)
+
+
+def operation_set(rotations: IntArray, translations: FloatArray) -> frozenset[tuple[int, ...]]:
+    """Operations as a set of integer tuples: the rotation and the translation in 1/24 (mod 1)."""
+    t = np.round(np.mod(translations, 1.0) * 24).astype(np.int64) % 24
+    return frozenset(tuple(r.ravel()) + tuple(x) for r, x in zip(rotations, t, strict=True))
+
+
+_ORIGIN_SHIFTS = np.stack(np.meshgrid(*[np.arange(8) / 8.0] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
+
+
+def same_up_to_origin(
+    rotations: IntArray, translations: FloatArray, reference: frozenset[tuple[int, ...]]
+) -> bool:
+    """Whether the operations equal the :func:`operation_set` ``reference`` after some origin shift in 1/8 of
+    the cell edges (a shift s turns t into t + (1 − R) s)."""
+    return any(
+        operation_set(rotations, translations + s - np.einsum("oij,j->oi", rotations, s)) == reference
+        for s in _ORIGIN_SHIFTS
+    )
+
+
 @functools.lru_cache(maxsize=600)
 def hall_operations(hall: int) -> tuple[IntArray, FloatArray]:
     """Rotations (n, 3, 3) and translations (n, 3, fractional) of spglib's Hall setting ``hall``, centring

@@ -17,7 +17,7 @@ import numpy as np
 import spglib
 from pymatgen.core import Lattice
 
-from .extinctions import hall_operations, spacegroup_hints
+from .extinctions import hall_operations, operation_set, same_up_to_origin, spacegroup_hints, standard_hall
 from .observations import Peaks
 from .solution import CENTRING_TRANSLATIONS, CellSolution
 from .systems import IntArray
@@ -29,18 +29,6 @@ _CHOICE_CHANGES = (
     np.array([[-1, 0, -1], [0, 1, 0], [1, 0, 0]]),
 )
 _SWAP_A_C = np.array([[0, 0, 1], [0, -1, 0], [1, 0, 0]])
-_SHIFTS = np.stack(np.meshgrid(*[np.arange(8) / 8.0] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
-
-
-def _operation_set(rotations: IntArray, translations: np.ndarray) -> frozenset[tuple[int, ...]]:
-    """Operations as integer tuples: rotation and translation in 1/24 (mod 1)."""
-    t = np.round(np.mod(translations, 1.0) * 24).astype(np.int64) % 24
-    return frozenset(tuple(r.ravel()) + tuple(x) for r, x in zip(rotations, t, strict=True))
-
-
-def _standard_hall(number: int) -> int:
-    """spglib's first Hall setting of space group ``number`` (its standard setting)."""
-    return next(h for h in range(1, 531) if getattr(spglib.get_spacegroup_type(h), "number", 0) == number)
 
 
 @functools.lru_cache(maxsize=128)
@@ -50,18 +38,15 @@ def to_standard_setting(hall: int) -> IntArray | None:
     info = spglib.get_spacegroup_type(hall)
     if info is None:
         return None
-    reference = _operation_set(*hall_operations(_standard_hall(info.number)))
+    reference = operation_set(*hall_operations(standard_hall(info.number)))
     rotations, translations = hall_operations(hall)
     changes = [np.eye(3, dtype=np.int64), *_CHOICE_CHANGES]
     for m in [*changes, *(c @ _SWAP_A_C for c in changes)]:
         # new fractional coordinates x' = M⁻ᵀ x: R' = M⁻ᵀ R Mᵀ, t' = M⁻ᵀ t
         inv_t = np.linalg.inv(m.T.astype(np.float64))
         rot = np.rint(np.einsum("ij,ojk,kl->oil", inv_t, rotations, m.T)).astype(np.int64)
-        trans = translations @ inv_t.T
-        # an origin shift s turns t into t + (1 − R) s
-        for s in _SHIFTS:
-            if _operation_set(rot, trans + s - np.einsum("oij,j->oi", rot, s)) == reference:
-                return m.astype(np.int64)
+        if same_up_to_origin(rot, translations @ inv_t.T, reference):
+            return m.astype(np.int64)
     return None
 
 
