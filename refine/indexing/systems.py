@@ -73,9 +73,7 @@ class SystemModel:
             # with 0 ≤ E ≤ A ≤ C: A h² + C l² + E hl ≥ A (h² + l²) / 2
             n = math.floor(math.sqrt(2.0 * inv_d2_max / lo[0])) + 1
             m = math.floor(math.sqrt(inv_d2_max / lo[1])) + 1
-            hkl = _grid(np.arange(-n, n + 1), np.arange(m + 1), np.arange(n + 1))
-            # Friedel pairs: keep l > 0, or l == 0 with h ≥ 0
-            hkl = hkl[(hkl[:, 2] > 0) | (hkl[:, 0] >= 0)]
+            hkl = monoclinic_half(n, m, n)
         hkl = hkl[np.any(hkl != 0, axis=1)]
         x = self.design(hkl)
         qmin = x @ lo if self.name != "monoclinic" else _mono_lower(x, lo)
@@ -191,6 +189,13 @@ def _with_column(p: FloatArray, column: int, values: FloatArray) -> FloatArray:
 def _grid(h: IntArray, k: IntArray, l_: IntArray) -> IntArray:
     g = np.stack(np.meshgrid(h, k, l_, indexing="ij"), axis=-1).reshape(-1, 3)
     return g.astype(np.int64)
+
+
+def monoclinic_half(h_max: int, k_max: int, l_max: int) -> IntArray:
+    """hkl with |h| ≤ ``h_max``, 0 ≤ k ≤ ``k_max``, 0 ≤ l ≤ ``l_max``, one of each Friedel pair (l > 0, or
+    l = 0 with h ≥ 0): one per distinct monoclinic 1/d² (k's sign does not enter it); 000 included."""
+    hkl = _grid(np.arange(-h_max, h_max + 1), np.arange(k_max + 1), np.arange(l_max + 1))
+    return hkl[(hkl[:, 2] > 0) | (hkl[:, 0] >= 0)]
 
 
 def _mono_lower(x: FloatArray, lo: FloatArray) -> FloatArray:

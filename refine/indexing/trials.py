@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .systems import MODELS, FloatArray, IntArray
+from .systems import MODELS, FloatArray, IntArray, monoclinic_half
 
 #: Largest |h|, k and l of the reflections given to the base lines.
 BASE_INDEX = 2
@@ -30,10 +30,8 @@ _CHUNK = 100_000
 
 def _forms(n: int) -> IntArray:
     """Non-zero hkl with |h|, k, l ≤ ``n`` (Å⁻² metric rows distinct): k ≥ 0, l > 0 or l = 0 with h ≥ 0."""
-    r = np.arange(-n, n + 1)
-    g = np.stack(np.meshgrid(r, np.arange(n + 1), np.arange(n + 1), indexing="ij"), axis=-1).reshape(-1, 3)
-    g = g[(g[:, 2] > 0) | (g[:, 0] >= 0)]
-    return g[np.any(g != 0, axis=1)].astype(np.int64)
+    g = monoclinic_half(n, n, n)
+    return g[np.any(g != 0, axis=1)]
 
 
 def _image(forms: IntArray, transform: Callable[[IntArray], IntArray]) -> IntArray:
