@@ -189,3 +189,84 @@ def test_metric_system_of_lattices() -> None:
     for lattice, system in cases:
         assert metric_system(lattice) == system
         assert metric_system(lattice.get_niggli_reduced_lattice()) == system
+
+
+def _c2m_peaks_with_line(height: float) -> tuple[object, Peaks, Peaks]:
+    """The cell of a C2/m structure indexed from its sticks (with intensities), the sticks, and the sticks with
+    one more line, ``height`` × the strongest, where only a C-forbidden reflection of the cell lies."""
+    from pymatgen.analysis.diffraction.xrd import XRDCalculator
+
+    s = Structure.from_spacegroup(
+        "C2/m",
+        Lattice.monoclinic(9.1, 3.9, 6.7, 107.0),
+        ["Zn", "O", "Cl"],
+        [[0.21, 0.0, 0.31], [0.62, 0.0, 0.12], [0.12, 0.27, 0.41]],
+    )
+    pat = XRDCalculator("CuKa1").get_pattern(s, two_theta_range=(5, 70))
+    tt, inten = np.asarray(pat.x), np.asarray(pat.y)
+    keep = inten > 1.0
+    tt, inten = tt[keep], inten[keep]
+    peaks = Peaks.from_two_theta(tt, CU, inten)
+    cell = index_peaks(peaks, systems=("monoclinic",), time_limit=60)[0]
+    from xrdsolve.refine.indexing.settings import standard_monoclinic_setting
+
+    cell = standard_monoclinic_setting(cell, peaks)
+    assert cell.centring == "C"
+    recip = cell.lattice().reciprocal_lattice_crystallographic.matrix
+    grid = np.stack(np.meshgrid(*[np.arange(-4, 5)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    q = np.sum((grid @ recip) ** 2, axis=1)
+    allowed_q = q[(grid[:, 0] + grid[:, 1]) % 2 == 0]
+    for hkl, qq in sorted(zip(grid.tolist(), q, strict=True), key=lambda x: x[1]):
+        two_theta = float(np.degrees(2 * np.arcsin(CU * np.sqrt(qq) / 2))) if 0 < qq else 0.0
+        clear = np.min(
+            np.abs(np.degrees(2 * np.arcsin(np.clip(CU * np.sqrt(allowed_q) / 2, 0, 1))) - two_theta)
+        )
+        if (
+            (hkl[0] + hkl[1]) % 2
+            and 20.0 < two_theta < 60.0
+            and clear > 0.3
+            and np.min(np.abs(tt - two_theta)) > 0.3
+        ):
+            break
+    extra = Peaks.from_two_theta(np.append(tt, two_theta), CU, np.append(inten, height * inten.max()))
+    return cell, peaks, extra
+
+
+def test_a_weak_line_forbidden_by_the_centring_does_not_hide_it() -> None:
+    """A C2/m cell's hints with one more line that only a C-forbidden reflection indexes: at 3 % of the
+    strongest line (an impurity) the C groups, which explain far more absences, still come first among the
+    admissible hints though they forbid it; at 30 % (a reflection of the phase) only groups that allow it."""
+    from xrdsolve.refine.indexing.extinctions import admissible_hints, spacegroup_hints
+
+    cell, peaks, weak = _c2m_peaks_with_line(0.03)
+    assert admissible_hints(cell, peaks)[0].number == 12
+    clean = [h for h in spacegroup_hints(cell, weak, max_hints=230) if h.violations == 0]
+    assert clean and all(h.centring != "C" for h in clean)
+    first = admissible_hints(cell, weak)[0]
+    assert first.number == 12 and first.violations == 1 and first.violating_height == pytest.approx(0.03)
+    _, _, strong = _c2m_peaks_with_line(0.3)
+    assert all(h.violations == 0 for h in admissible_hints(cell, strong))
+
+
+def test_benchmark_c2m_hint_despite_weak_lines(shared_data: Path) -> None:
+    """Ho2Cr2C3 (val row 77, C2/m): two weak lines (3.7 % and 2.9 %) that its A-centred trial cell indexes
+    only by forbidden reflections dropped C2/m from the hints, and P2₁/c (37 absences explained, against 83)
+    came first; the admissible hints put C2/m first, and the cell comes C-centred."""
+    from xrdsolve.conditioning.peakfit import indexing_lines
+    from xrdsolve.conditioning.peaks import significant_peaks
+    from xrdsolve.generate.bench import simulate_patterns
+    from xrdsolve.generate.data import load_split
+    from xrdsolve.pipeline import FIT_PEAK_POSITIONS
+    from xrdsolve.refine.indexing.extinctions import admissible_hints, spacegroup_hints
+    from xrdsolve.refine.indexing.settings import standard_monoclinic_setting
+
+    row = 77
+    truth = load_split("mp20", "val")[row].structure
+    pattern = simulate_patterns([truth] * (row + 1), seed=0)[row]
+    lines = indexing_lines(pattern, significant_peaks(pattern, max_peaks=40), fit=FIT_PEAK_POSITIONS)
+    peaks = Peaks.from_two_theta(lines.two_theta, CU, lines.height)
+    cell = index_peaks(peaks, time_limit=30)[0]
+    assert next(h for h in spacegroup_hints(cell, peaks, max_hints=230) if h.violations == 0).number != 12
+    assert admissible_hints(cell, peaks)[0].number == 12
+    standard = standard_monoclinic_setting(cell, peaks)
+    assert standard.centring == "C" and matches(standard, truth)

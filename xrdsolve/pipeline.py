@@ -662,7 +662,7 @@ def _with_subcells(
 ) -> list[tuple[Any, list[int]]]:
     """``planned`` with each cell followed by its strong-line sub-cells (see :func:`_index`); ``record``
     receives their JSON summaries."""
-    from xrdsolve.refine.indexing.extinctions import spacegroup_hints
+    from xrdsolve.refine.indexing.extinctions import admissible_hints
     from xrdsolve.refine.indexing.solution import same_lattice
     from xrdsolve.refine.indexing.subcells import HOLOHEDRAL_P, strong_subcells
 
@@ -674,9 +674,7 @@ def _with_subcells(
             reduced = sub.cell.reduced_lattice()
             if sub.cell.volume < v_min or any(same_lattice(reduced, c.reduced_lattice()) for c, _ in out):
                 continue
-            allowed = [
-                h.number for h in spacegroup_hints(sub.cell, peaks, max_hints=230) if h.violations == 0
-            ]
+            allowed = list(dict.fromkeys(h.number for h in admissible_hints(sub.cell, peaks)))
             first = HOLOHEDRAL_P.get(sub.cell.crystal_system)
             groups = ([first] if first in allowed else []) + [g for g in allowed if g != first]
             out.append((sub.cell, groups[: options.max_spacegroups]))
@@ -693,7 +691,9 @@ def _groups_kept(options: SolveOptions) -> int:
 def _hinted_groups(
     cell: Any, peaks: Any, options: SolveOptions, comp: Composition | None = None, limit: int | None = None
 ) -> list[int]:
-    """The extinction-compatible space groups of ``cell`` (no observed line forbidden), best first, at most
+    """The extinction-compatible space groups of ``cell`` (no observed line forbidden, or only weak lines by
+    a group that explains far more absences: :func:`~xrdsolve.refine.indexing.extinctions.admissible_hints`),
+    best first, at most
     ``limit`` (default ``options.max_spacegroups``). With ``comp`` only groups whose Wyckoff sites hold Z formula units for a Z
     the cell volume allows (:func:`xrdsolve.composition.z_candidates`) are kept, unless none does: a group
     that explains the absences best but cannot hold the atoms (Fm-3m for one ErPt3 in a 4.1 Å cell) would
@@ -704,12 +704,10 @@ def _hinted_groups(
     such lines). It put SrIn4Pd's Cmcm first (one violating line among 31) without solving it, changed no
     rank on the 16 benchmark patterns whose first six groups it changes, and seated groups 134, 104 and 128,
     which forbid observed lines, among the demo rutile's first six."""
-    from xrdsolve.refine.indexing.extinctions import spacegroup_hints
+    from xrdsolve.refine.indexing.extinctions import admissible_hints
 
     n = options.max_spacegroups if limit is None else limit
-    groups = list(
-        dict.fromkeys(h.number for h in spacegroup_hints(cell, peaks, max_hints=230) if h.violations == 0)
-    )
+    groups = list(dict.fromkeys(h.number for h in admissible_hints(cell, peaks)))
     if comp is not None:
         try:
             zs = z_candidates(comp, float(cell.volume))

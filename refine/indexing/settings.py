@@ -17,7 +17,7 @@ import numpy as np
 import spglib
 from pymatgen.core import Lattice
 
-from .extinctions import hall_operations, operation_set, same_up_to_origin, spacegroup_hints, standard_hall
+from .extinctions import admissible_hints, hall_operations, operation_set, same_up_to_origin, standard_hall
 from .observations import Peaks
 from .solution import CENTRING_TRANSLATIONS, CellSolution
 from .systems import IntArray
@@ -86,7 +86,7 @@ def standard_monoclinic_setting(solution: CellSolution, peaks: Peaks) -> CellSol
     unchanged. ``peaks`` are the observed lines the hints judge."""
     if solution.crystal_system != "monoclinic":
         return solution
-    hints = spacegroup_hints(solution, peaks, max_hints=1)
+    hints = admissible_hints(solution, peaks, max_hints=1)
     change = to_standard_setting(hints[0].hall_number) if hints else None
     standard = solution if change is None else transformed(solution, change)
     less_oblique = _less_oblique(standard)

@@ -14,6 +14,7 @@ from . import app
 if TYPE_CHECKING:
     from xrdsolve.conditioning import Pattern
     from xrdsolve.conditioning.peaks import PeakList
+    from xrdsolve.refine.indexing.extinctions import SpaceGroupHint
 
 
 @app.command("index")
@@ -62,7 +63,7 @@ def index_cmd(
     from xrdsolve.conditioning.peakfit import indexing_lines
     from xrdsolve.errors import UsageError
     from xrdsolve.refine.indexing import IndexingOptions, Peaks, index_peaks
-    from xrdsolve.refine.indexing.extinctions import spacegroup_hints
+    from xrdsolve.refine.indexing.extinctions import admissible_hints
 
     pattern = read_pattern(file, radiation=radiation)
     if pattern.radiation is None:
@@ -85,7 +86,7 @@ def index_cmd(
         chosen = tuple(s.strip().lower() for s in systems.split(",") if s.strip())
         opts = dataclasses.replace(opts, systems=chosen)  # type: ignore[arg-type]  # validated by index_peaks
     sols = index_peaks(obs, opts)[:top]
-    hints = spacegroup_hints(sols[0], obs) if sols else []
+    hints = admissible_hints(sols[0], obs, max_hints=10) if sols else []
     if json_out:
         print(json.dumps({"cells": [s.as_dict() for s in sols], "spacegroups": [h.as_dict() for h in hints]}))
         return
@@ -110,7 +111,15 @@ def index_cmd(
     con.print(table)
     if hints:
         con.print("space groups compatible with the extinctions (best first): "
-                  + ", ".join(f"{h.symbol} ({h.number})" for h in hints[:6]))  # fmt: skip
+                  + ", ".join(_hint_label(h) for h in hints[:6]))  # fmt: skip
+
+
+def _hint_label(hint: SpaceGroupHint) -> str:
+    """``C2/m (12)``, with the weak lines it forbids when there are any."""
+    if not hint.violations:
+        return f"{hint.symbol} ({hint.number})"
+    lines = "line" if hint.violations == 1 else "lines"
+    return f"{hint.symbol} ({hint.number}; forbids {hint.violations} weak {lines} ≤ {100 * hint.violating_height:.0f} %)"
 
 
 def _pick_peaks(pattern: Pattern, max_peaks: int, weak_lines: bool) -> PeakList:
