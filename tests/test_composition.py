@@ -214,3 +214,49 @@ def test_axis_orders_left_out_build_no_new_structure(spacegroup: int) -> None:
     everything = [group[0] for group in matcher.group_structures(built(_ORTHO_PERMUTATIONS))]
     assert len(kept) == len(everything)
     assert all(any(matcher.fit(s, k) for k in kept) for s in everything)
+
+
+def _centred_by(structure: object, translation: tuple[float, float, float]) -> bool:
+    """Whether every atom moved by ``translation`` (fractional) lands on an atom of the same species."""
+    import numpy as np
+
+    frac = np.asarray(structure.frac_coords)  # type: ignore[attr-defined]
+    species = [str(s.specie) for s in structure]  # type: ignore[attr-defined]
+    moved = frac + np.asarray(translation)
+    for x, sp in zip(moved, species, strict=True):
+        d = frac - x
+        d -= np.round(d)
+        close = np.linalg.norm(d, axis=1) < 1e-6
+        if not any(close[j] and species[j] == sp for j in range(len(species))):
+            return False
+    return True
+
+
+@pytest.mark.parametrize("spacegroup", [63, 38])
+@pytest.mark.parametrize("centring", ["A", "B", "C"])
+def test_axis_orders_on_a_centred_cell_keep_its_centring(spacegroup: int, centring: str) -> None:
+    """In a cell indexed A, B or C centred, Cmcm and Amm2 are placed only along the axis orders that put their
+    centring on the cell's: every structure built is invariant under the cell's centring translation, and
+    the orders left out build none that is."""
+    import numpy as np
+
+    from xrdsolve.random_candidates import (
+        axis_orders_on,
+        distinct_axis_orders,
+        permuted_cell,
+        place_on_wyckoff_sites,
+    )
+    from xrdsolve.refine.indexing.solution import CENTRING_TRANSLATIONS
+
+    translation = CENTRING_TRANSLATIONS[centring][0]
+    cell = (5.3, 6.9, 8.7, 90.0, 90.0, 90.0)
+    combo = wyckoff_combinations(spacegroup, [4, 4] if spacegroup == 63 else [2, 2], 1)[0]
+    kept = axis_orders_on(spacegroup, centring)
+    assert 0 < len(kept) < len(distinct_axis_orders(spacegroup))
+    assert axis_orders_on(spacegroup, "P") == distinct_axis_orders(spacegroup)
+    rng = np.random.default_rng(0)
+    for perm in distinct_axis_orders(spacegroup):
+        s = place_on_wyckoff_sites(spacegroup, ["Na", "Cl"], combo, permuted_cell(cell, perm), rng)
+        assert s is not None
+        # the structure's axes are the cell's edges perm[0], perm[1], perm[2]
+        assert _centred_by(s, tuple(translation[p] for p in perm)) == (perm in kept)

@@ -988,7 +988,9 @@ def _prescreened(
     limit = record.get("limit_s")
     if limit is not None and record["seconds"] >= limit:
         record["skipped"] = record.get("skipped", 0) + 1
-        return enumerated_symmetric_structures(comp, z, groups, n, lattice=lattice, seed=seed)
+        return enumerated_symmetric_structures(
+            comp, z, groups, n, lattice=lattice, seed=seed, centring=cell.centring
+        )
     try:
         inst, _ = _instrument_for(pattern, instrument, None, anomalous=False)
         drawn = prescreened_structures(
@@ -1002,6 +1004,7 @@ def _prescreened(
             instrument=inst,
             seed=seed,
             stop_at=None if limit is None else t0 + time_fraction * (limit - record["seconds"]),
+            centring=cell.centring,
         )
     except Exception as exc:  # prescreening only orders candidates: never let it sink the solve
         log.warning("prescreening failed (%s); Wyckoff walk instead", exc)
@@ -1012,7 +1015,9 @@ def _prescreened(
         record["drawn"] += int(str(drawn[0][1].extra.get("drawn", 0)))
         record["kept"] += len(drawn)
         return drawn
-    return enumerated_symmetric_structures(comp, z, groups, n, lattice=lattice, seed=seed)
+    return enumerated_symmetric_structures(
+        comp, z, groups, n, lattice=lattice, seed=seed, centring=cell.centring
+    )
 
 
 def _provenance(spec: CandidateSpec, cell: Any) -> dict[str, Any]:

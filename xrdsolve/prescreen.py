@@ -241,6 +241,7 @@ def prescreened_structures(
     fwhm: tuple[float, float] | None = None,
     max_draws: int = MAX_DRAWS_PER_PLAN,
     stop_at: float | None = None,
+    centring: str = "P",
 ) -> list[tuple[Structure, CandidateSpec]]:
     """The ``n`` best of many Wyckoff trials of ``composition`` × ``z`` in an indexed cell.
 
@@ -261,7 +262,9 @@ def prescreened_structures(
     from xrdsolve.trial_scorer import TrialScorer, reflections_for
 
     started = time.perf_counter()
-    species, plan = wyckoff_plan(composition, z, spacegroups, lattice, limit=MAX_ASSIGNMENTS)
+    species, plan = wyckoff_plan(
+        composition, z, spacegroups, lattice, limit=MAX_ASSIGNMENTS, centring=centring
+    )
     plan = plan[:MAX_ASSIGNMENTS]
     if not plan or n <= 0:
         return []

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import spglib
 from pymatgen.core import Composition, Structure
 
 from xrdsolve.refine.indexing.extinctions import (
@@ -23,6 +24,7 @@ from xrdsolve.refine.indexing.extinctions import (
     same_up_to_origin,
     standard_hall,
 )
+from xrdsolve.refine.indexing.solution import CENTRING_TRANSLATIONS
 
 logger = logging.getLogger(__name__)
 
@@ -443,6 +445,33 @@ def distinct_axis_orders(spacegroup: int) -> tuple[tuple[int, int, int], ...]:
     return tuple(kept)
 
 
+def axis_orders_on(spacegroup: int, centring: str) -> tuple[tuple[int, int, int], ...]:
+    """The :func:`distinct_axis_orders` of an orthorhombic group that put its lattice centring on the
+    centring of the cell (``centring``: its indexed lattice letter, A, B, C, I or F); all of them on a
+    primitive cell (indexing may have missed a centring the extinctions allow) or when none does.
+
+    A C-centred group's centring (½, ½, 0) lies on the cell's edges p[0], p[1] in axis order p: on a B
+    cell only the orders with p[1] = 1 describe the cell's lattice; the others build structures on a lattice
+    the pattern does not have. Measured: SrIn4Pd (benchmark pattern 52, Cmcm in a B-centred 608 Å³ cell)."""
+    orders = distinct_axis_orders(spacegroup)
+    if centring not in CENTRING_TRANSLATIONS or centring == "P":
+        return orders
+    cell_translations = set(CENTRING_TRANSLATIONS[centring])
+    info = spglib.get_spacegroup_type(standard_hall(spacegroup))
+    group_translations = CENTRING_TRANSLATIONS.get(info.international_short[0], ()) if info else ()
+    kept = []
+    for p in orders:
+        moved = []
+        for t in group_translations:
+            u = [0.0, 0.0, 0.0]
+            for i in range(3):
+                u[p[i]] = t[i]
+            moved.append(tuple(u))
+        if all(u in cell_translations for u in moved):
+            kept.append(p)
+    return tuple(kept) or orders
+
+
 def _standard_operations(spacegroup: int) -> tuple[np.ndarray, np.ndarray]:
     """Rotations (n, 3, 3) and translations (n, 3) of ``spacegroup``'s standard setting (spglib's first
     Hall setting of the number), centring translations included."""
@@ -461,12 +490,13 @@ def wyckoff_plan(
     spacegroups: Sequence[int],
     lattice: Sequence[float],
     limit: int = 64,
+    centring: str = "P",
 ) -> tuple[list[str], list[WyckoffStep]]:
     """The species (element symbols) and the Wyckoff assignments of ``composition`` × ``z`` in each of
     ``spacegroups`` (in the given order; each group's ``limit`` simplest assignments, distinct fixed-site
     assignments before those with free coordinates), orthorhombic groups in each axis order of the cell
-    ``lattice`` (a, b, c Å, α, β, γ °) that gives a distinct setting (:func:`distinct_axis_orders`). Empty
-    when the atoms do not fit the groups' sites.
+    ``lattice`` (a, b, c Å, α, β, γ °) that gives a distinct setting on its lattice (``centring``: the cell's
+    lattice letter; :func:`axis_orders_on`). Empty when the atoms do not fit the groups' sites.
 
     Measured: AlVF5 (benchmark pattern 98) has 380 assignments in Immm in its indexed cell; in every axis
     order they were 2280, and its true assignment lay beyond the prescreen's first 400. It is now
@@ -478,7 +508,9 @@ def wyckoff_plan(
     plan: list[WyckoffStep] = []
     for sg in spacegroups:
         perms = (
-            distinct_axis_orders(int(sg)) if crystal_system_of(int(sg)) == "orthorhombic" else ((0, 1, 2),)
+            axis_orders_on(int(sg), centring)
+            if crystal_system_of(int(sg)) == "orthorhombic"
+            else ((0, 1, 2),)
         )
         for combo in distinct_fixed_first(
             int(sg), species, wyckoff_combinations(int(sg), counts, limit), lattice
@@ -495,6 +527,7 @@ def enumerated_symmetric_structures(
     *,
     lattice: Sequence[float],
     seed: int = 0,
+    centring: str = "P",
 ) -> list[tuple[Structure, CandidateSpec]]:
     """Up to ``n`` structures in a given cell that walk through the Wyckoff assignments of each group.
 
@@ -504,7 +537,7 @@ def enumerated_symmetric_structures(
     the few assignments small structures have. Orthorhombic cells are tried in every axis order that
     gives a distinct setting (indexing sorts a ≤ b ≤ c; the group's standard setting may not).
     """
-    species, plan = wyckoff_plan(composition, z, spacegroups, lattice)
+    species, plan = wyckoff_plan(composition, z, spacegroups, lattice, centring=centring)
     if not plan:
         return []
     rng = np.random.default_rng(seed)
