@@ -693,11 +693,12 @@ def _hinted_groups(
 ) -> list[int]:
     """The extinction-compatible space groups of ``cell`` (no observed line forbidden, or only weak lines by
     a group that explains far more absences: :func:`~xrdsolve.refine.indexing.extinctions.admissible_hints`),
-    best first, at most
-    ``limit`` (default ``options.max_spacegroups``). With ``comp`` only groups whose Wyckoff sites hold Z formula units for a Z
-    the cell volume allows (:func:`xrdsolve.composition.z_candidates`) are kept, unless none does: a group
-    that explains the absences best but cannot hold the atoms (Fm-3m for one ErPt3 in a 4.1 Å cell) would
-    take the place of one that can. Which of those Z are tried is for :func:`_cell_zs` to say.
+    best first, at most ``limit`` (default ``options.max_spacegroups``). With ``comp`` only groups whose
+    Wyckoff sites hold Z formula units for a Z the cell volume allows (:func:`xrdsolve.composition.z_candidates`)
+    are kept, unless none does: a group that explains the absences best but cannot hold the atoms (Fm-3m for
+    one ErPt3 in a 4.1 Å cell) would take the place of one that can. Which of those Z are tried is for
+    :func:`_cell_zs` to say. The weak-line admission (Ho2Cr2C3's C2/m) is a narrower form of the likelihood
+    ranking measured below: it needs twice the absences explained, and leaves the rutile's groups alone.
 
     Measured and not kept: ranking the groups by likelihood (absences explained × ln(1 / unobserved
     fraction of positions), less 5 nats per observed line only a forbidden reflection indexes, up to two
