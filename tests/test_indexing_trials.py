@@ -191,10 +191,13 @@ def test_metric_system_of_lattices() -> None:
         assert metric_system(lattice.get_niggli_reduced_lattice()) == system
 
 
-def _c2m_peaks_with_line(height: float) -> tuple[object, Peaks, Peaks]:
-    """The cell of a C2/m structure indexed from its sticks (with intensities), the sticks, and the sticks with
-    one more line, ``height`` × the strongest, where only a C-forbidden reflection of the cell lies."""
+def _c2m_cell_and_forbidden_line() -> tuple[object, np.ndarray, np.ndarray, float]:
+    """The cell of a C2/m structure indexed from its sticks (2θ degrees, intensities, also returned) and the
+    2θ (degrees) of the first C-forbidden reflection of the cell, between 20° and 60°, more than 0.3° from
+    every allowed reflection and every stick."""
     from pymatgen.analysis.diffraction.xrd import XRDCalculator
+
+    from xrdsolve.refine.indexing.settings import standard_monoclinic_setting
 
     s = Structure.from_spacegroup(
         "C2/m",
@@ -207,29 +210,17 @@ def _c2m_peaks_with_line(height: float) -> tuple[object, Peaks, Peaks]:
     keep = inten > 1.0
     tt, inten = tt[keep], inten[keep]
     peaks = Peaks.from_two_theta(tt, CU, inten)
-    cell = index_peaks(peaks, systems=("monoclinic",), time_limit=60)[0]
-    from xrdsolve.refine.indexing.settings import standard_monoclinic_setting
-
-    cell = standard_monoclinic_setting(cell, peaks)
+    cell = standard_monoclinic_setting(index_peaks(peaks, systems=("monoclinic",), time_limit=60)[0], peaks)
     assert cell.centring == "C"
     recip = cell.lattice().reciprocal_lattice_crystallographic.matrix
     grid = np.stack(np.meshgrid(*[np.arange(-4, 5)] * 3, indexing="ij"), -1).reshape(-1, 3)
     q = np.sum((grid @ recip) ** 2, axis=1)
-    allowed_q = q[(grid[:, 0] + grid[:, 1]) % 2 == 0]
-    for hkl, qq in sorted(zip(grid.tolist(), q, strict=True), key=lambda x: x[1]):
-        two_theta = float(np.degrees(2 * np.arcsin(CU * np.sqrt(qq) / 2))) if 0 < qq else 0.0
-        clear = np.min(
-            np.abs(np.degrees(2 * np.arcsin(np.clip(CU * np.sqrt(allowed_q) / 2, 0, 1))) - two_theta)
-        )
-        if (
-            (hkl[0] + hkl[1]) % 2
-            and 20.0 < two_theta < 60.0
-            and clear > 0.3
-            and np.min(np.abs(tt - two_theta)) > 0.3
-        ):
-            break
-    extra = Peaks.from_two_theta(np.append(tt, two_theta), CU, np.append(inten, height * inten.max()))
-    return cell, peaks, extra
+    two_theta = np.degrees(2 * np.arcsin(np.clip(CU * np.sqrt(q) / 2, 0, 1)))
+    forbidden = (grid[:, 0] + grid[:, 1]) % 2 == 1
+    clear = np.min(np.abs(two_theta[:, None] - two_theta[None, ~forbidden]), axis=1) > 0.3
+    clear &= np.min(np.abs(two_theta[:, None] - tt[None, :]), axis=1) > 0.3
+    pick = np.flatnonzero(forbidden & clear & (two_theta > 20.0) & (two_theta < 60.0))
+    return cell, tt, inten, float(two_theta[pick[np.argmin(q[pick])]])
 
 
 def test_a_weak_line_forbidden_by_the_centring_does_not_hide_it() -> None:
@@ -238,20 +229,24 @@ def test_a_weak_line_forbidden_by_the_centring_does_not_hide_it() -> None:
     admissible hints though they forbid it; at 30 % (a reflection of the phase) only groups that allow it."""
     from xrdsolve.refine.indexing.extinctions import admissible_hints, spacegroup_hints
 
-    cell, peaks, weak = _c2m_peaks_with_line(0.03)
-    assert admissible_hints(cell, peaks)[0].number == 12
+    cell, tt, inten, line = _c2m_cell_and_forbidden_line()
+
+    def with_line(height: float) -> Peaks:
+        return Peaks.from_two_theta(np.append(tt, line), CU, np.append(inten, height * inten.max()))
+
+    assert admissible_hints(cell, Peaks.from_two_theta(tt, CU, inten))[0].number == 12
+    weak = with_line(0.03)
     clean = [h for h in spacegroup_hints(cell, weak, max_hints=230) if h.violations == 0]
     assert clean and all(h.centring != "C" for h in clean)
     first = admissible_hints(cell, weak)[0]
     assert first.number == 12 and first.violations == 1 and first.violating_height == pytest.approx(0.03)
-    _, _, strong = _c2m_peaks_with_line(0.3)
-    assert all(h.violations == 0 for h in admissible_hints(cell, strong))
+    assert all(h.violations == 0 for h in admissible_hints(cell, with_line(0.3)))
 
 
 def test_benchmark_c2m_hint_despite_weak_lines(shared_data: Path) -> None:
-    """Ho2Cr2C3 (val row 77, C2/m): two weak lines (3.7 % and 2.9 %) that its A-centred trial cell indexes
-    only by forbidden reflections dropped C2/m from the hints, and P2₁/c (37 absences explained, against 83)
-    came first; the admissible hints put C2/m first, and the cell comes C-centred."""
+    """Ho2Cr2C3 (val row 77, C2/m): one weak line (2.8 % of the strongest) that its A-centred trial cell
+    indexes only by forbidden reflections dropped C2/m from the hints, and P2₁/c (37 absences explained,
+    against 84) came first; the admissible hints put C2/m first, and the cell comes C-centred."""
     from xrdsolve.conditioning.peakfit import indexing_lines
     from xrdsolve.conditioning.peaks import significant_peaks
     from xrdsolve.generate.bench import simulate_patterns

@@ -459,17 +459,13 @@ def axis_orders_on(spacegroup: int, centring: str) -> tuple[tuple[int, int, int]
     cell_translations = set(CENTRING_TRANSLATIONS[centring])
     info = spglib.get_spacegroup_type(standard_hall(spacegroup))
     group_translations = CENTRING_TRANSLATIONS.get(info.international_short[0], ()) if info else ()
-    kept = []
-    for p in orders:
-        moved = []
-        for t in group_translations:
-            u = [0.0, 0.0, 0.0]
-            for i in range(3):
-                u[p[i]] = t[i]
-            moved.append(tuple(u))
-        if all(u in cell_translations for u in moved):
-            kept.append(p)
-    return tuple(kept) or orders
+    # group axis i lies on the cell's edge p[i]: a group translation t is the cell translation u, u[p[i]] = t[i]
+    kept = tuple(
+        p
+        for p in orders
+        if all(tuple(t[p.index(j)] for j in range(3)) in cell_translations for t in group_translations)
+    )
+    return kept or orders
 
 
 def _standard_operations(spacegroup: int) -> tuple[np.ndarray, np.ndarray]:
