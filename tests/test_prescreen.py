@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import rutile
@@ -112,3 +114,60 @@ def test_groups_wider_than_the_limit_leave_the_misfit() -> None:
     every = PeakGroups(lower - 50.0, upper, observed, np.full(4, 4.0), (0.1, 0.0))
     assert np.all(misfit_weights(every) > 0)
     assert misfit(calculated, every)[0] > 0.1
+
+
+def test_deep_search_finds_ho2ge2os_where_the_ordinary_descents_miss(shared_data: Path) -> None:
+    """Ho2Ge2Os (val row 75 of the solve benchmark; C2/m, five 4i sites, 10 free coordinates) in its
+    indexed cell: the ordinary step (24 draws, the best 8 descended) ends in wrong minima, while two deep
+    rounds (:func:`xrdsolve.prescreen._deep_round`) put the true structure among the DEEP_DISTINCT lowest
+    distinct minima that go on as candidates."""
+    from xrdsolve.generate.bench import simulate_patterns
+    from xrdsolve.generate.data import load_split
+    from xrdsolve.pipeline import index_pattern
+    from xrdsolve.prescreen import (
+        DEEP_DISTINCT,
+        DISTINCT_MISFIT,
+        DRAWS_PER_ASSIGNMENT,
+        MINIMISE_STARTS,
+        _deep_round,
+    )
+    from xrdsolve.refine.rietveld import _instrument_for
+    from xrdsolve.trial_scorer import TrialScorer, reflections_for
+
+    row = 75
+    truth = load_split("mp20", "val")[row].structure
+    pattern = simulate_patterns([truth] * (row + 1), seed=0)[row]
+    cells, _ = index_pattern(pattern, time_limit=5.0, composition=truth.composition.reduced_formula)
+    cell = cells[0][0]
+    assert cell.centring == "C" and 12 in cells[0][1]
+    lattice = (cell.a, cell.b, cell.c, cell.alpha, cell.beta, cell.gamma)
+    instrument, _ = _instrument_for(pattern, None, None, anomalous=False)
+    sampler = WyckoffSampler(12, ["Ho", "Ge", "Os"], [["4i", "4i"], ["4i", "4i"], ["4i"]], lattice)
+    positions = _lattice_positions(sampler.lattice, instrument.radiation.wavelengths, 90.0)
+    groups = peak_groups(pattern, positions + cell.zero_shift, fwhm_model(pattern))
+    scorer = TrialScorer([sampler], groups, reflections_for(sampler, groups, instrument, cell.zero_shift))
+    matcher = StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3)
+
+    def lowest_distinct(points: np.ndarray, scores: np.ndarray, count: int) -> list[bool]:
+        kept: list[float] = []
+        found = []
+        for i in np.argsort(scores, kind="stable"):
+            if any(abs(scores[i] - k) <= DISTINCT_MISFIT * k for k in kept):
+                continue
+            kept.append(float(scores[i]))
+            structure = sampler.structures(sampler.coordinates(points[i : i + 1, : sampler.n_sites]))[0]
+            found.append(matcher.fit(structure, truth))
+            if len(kept) == count:
+                break
+        return found
+
+    rng = np.random.default_rng(0)
+    draws = rng.random((DRAWS_PER_ASSIGNMENT, scorer.n_sites, 3))
+    best = np.argsort(scorer.score(draws, np.zeros(len(draws), dtype=int), penalised=True))[:MINIMISE_STARTS]
+    moved, moved_scores = scorer.minimise(draws[best], np.zeros(len(best), dtype=int))
+    assert not any(lowest_distinct(moved, moved_scores, DEEP_DISTINCT))
+    rounds = [_deep_round(scorer, 0, rng) for _ in range(2)]
+    deep_points = np.concatenate([p for p, _ in rounds])
+    deep_scores = np.concatenate([s for _, s in rounds])
+    assert any(lowest_distinct(deep_points, deep_scores, DEEP_DISTINCT))
+    assert deep_scores.min() < moved_scores.min()
