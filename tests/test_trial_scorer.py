@@ -29,6 +29,8 @@ def rutile_groups():
         (136, [["2a"], ["4f"]], RUTILE_CELL),  # tetragonal, Laue 4/mmm merging
         (58, [["2a"], ["4g"]], RUTILE_CELL),  # orthorhombic
         (12, [["2a"], ["4i"]], (5.0, 4.0, 3.0, 90.0, 100.0, 90.0)),  # monoclinic C-centred
+        (139, [["2a"], ["4e"]], (4.59, 4.59, 5.9, 90.0, 90.0, 90.0)),  # I-centred
+        (225, [["4a"], ["24e"]], (8.0, 8.0, 8.0, 90.0, 90.0, 90.0)),  # F-centred
         (2, [["1a", "1h"], ["2i", "2i"]], (4.59, 4.61, 2.96, 89.0, 91.0, 92.0)),  # triclinic
     ],
 )

@@ -101,35 +101,45 @@ class TrialScorer:
     def __init__(
         self, samplers: Sequence[WyckoffSampler], groups: PeakGroups, reflections: GroupReflections
     ) -> None:
-        from xrdsolve.refine.physics.scattering import form_factor, species_index
+        from xrdsolve.refine.physics.scattering import form_factor
 
         dtype = torch.float32
         self.samplers = list(samplers)
         maps = [s.atom_maps() for s in self.samplers]
-        n_atoms = max(len(site) for site, _, _ in maps)
         self.n_sites = max(s.n_sites for s in self.samplers)
-        n_j = len(maps)
-        site = np.zeros((n_j, n_atoms), dtype=np.int64)
-        rot = np.zeros((n_j, n_atoms, 3, 3))
-        shift = np.zeros((n_j, n_atoms, 3))
-        limit = np.zeros((n_j, n_atoms, n_atoms))
-        species = np.zeros((n_j, n_atoms), dtype=np.int64)
-        real = np.zeros((n_j, n_atoms), dtype=bool)
-        for j, ((st, r, t), sampler) in enumerate(zip(maps, self.samplers, strict=True)):
-            a = len(st)
-            site[j, :a], rot[j, :a], shift[j, :a], real[j, :a] = st, r, t, True
-            limit[j, :a, :a] = sampler.distance_limits
-            species[j, :a] = [species_index(x) for x in sampler.labels]
-        s2 = torch.as_tensor(reflections.s2, dtype=torch.float64)[None]
+        # structure factors from one atom per lattice-centring coset (× the coset size), on the reflections
+        # the centring allows: the others are zero for every trial
+        centring = centring_vectors(self.samplers[0].spacegroup)
+        allowed = np.abs(np.exp(2j * np.pi * reflections.hkl @ centring.T).sum(1)) > 0.5 * len(centring)
+        cosets = [coset_representatives(st, r, t, centring) for st, r, t in maps]
+        full = _padded_maps(maps, [np.arange(len(st)) for st, _, _ in maps], self.samplers)
+        reduced = _padded_maps(
+            maps,
+            [np.arange(len(m[0])) if c is None else c for m, c in zip(maps, cosets, strict=True)],
+            self.samplers,
+        )
+        weight = np.array([1.0 if c is None else float(len(centring)) for c in cosets])
+        site, rot, shift, species, real = reduced
+        n_j, n_atoms = site.shape
+        s2 = torch.as_tensor(reflections.s2[allowed], dtype=torch.float64)[None]
         f = form_factor(torch.as_tensor(species.reshape(1, -1)), s2)[0]  # (H, J·A)
-        f = f.T.reshape(n_j, n_atoms, -1) * torch.as_tensor(real)[..., None]
+        f = f.T.reshape(n_j, n_atoms, -1) * torch.as_tensor(real * weight[:, None])[..., None]
         self._f = f.to(dtype).contiguous()  # (J, A, H)
         self._site = torch.as_tensor(site)
         self._rot = torch.as_tensor(rot, dtype=dtype)
         self._shift = torch.as_tensor(shift, dtype=dtype)
+        site, rot, shift, _, _ = full
+        limit = np.zeros(site.shape + site.shape[1:])
+        for j, sampler in enumerate(self.samplers):
+            a = len(sampler.labels)
+            limit[j, :a, :a] = sampler.distance_limits
+        self._all_site = torch.as_tensor(site)
+        self._all_rot = torch.as_tensor(rot, dtype=dtype)
+        self._all_shift = torch.as_tensor(shift, dtype=dtype)
         self._limit = torch.as_tensor(limit, dtype=dtype)
-        self._hkl = torch.as_tensor(2 * np.pi * reflections.hkl.astype(float), dtype=dtype)  # 2π h (H, 3)
-        self._weights = torch.as_tensor(reflections.weights, dtype=dtype)  # (nB, H, G)
+        hkl = reflections.hkl[allowed].astype(float)
+        self._hkl = torch.as_tensor(2 * np.pi * hkl, dtype=dtype)  # 2π h (H, 3)
+        self._weights = torch.as_tensor(reflections.weights[:, allowed], dtype=dtype)  # (nB, H, G)
         obs = groups.observed
         w = misfit_weights(groups)
         self._obs = torch.as_tensor(obs, dtype=dtype)
@@ -140,13 +150,17 @@ class TrialScorer:
     def n_reflections(self) -> int:
         return int(self._f.shape[2])
 
-    def _frac(self, points: Tensor, which: Tensor) -> Tensor:
-        """(T, A, 3) fractional coordinates (not wrapped) of each trial's atoms."""
-        site = self._site.index_select(0, which)  # (T, A)
-        p = torch.gather(points, 1, site[..., None].expand(-1, -1, 3))
-        return torch.einsum("taij,taj->tai", self._rot.index_select(0, which), p) + self._shift.index_select(
-            0, which
+    def _frac(self, points: Tensor, which: Tensor, every_atom: bool = False) -> Tensor:
+        """(T, A, 3) fractional coordinates (not wrapped) of each trial's atoms: one per centring coset, or
+        with ``every_atom`` all of them."""
+        site, rot, shift = (
+            (self._all_site, self._all_rot, self._all_shift)
+            if every_atom
+            else (self._site, self._rot, self._shift)
         )
+        index = site.index_select(0, which)  # (T, A)
+        p = torch.gather(points, 1, index[..., None].expand(-1, -1, 3))
+        return torch.einsum("taij,taj->tai", rot.index_select(0, which), p) + shift.index_select(0, which)
 
     def group_intensities(self, points: Tensor, which: Tensor) -> Tensor:
         """(nB, T, G) calculated group intensities of trials: general points (T, sites_max, 3) of the
@@ -169,7 +183,7 @@ class TrialScorer:
     def overlap(self, points: Tensor, which: Tensor) -> Tensor:
         """(T,) Σ over atom pairs of (1 − d/d_min)² where the nearest image (rounded fractional difference)
         is closer than the pair's limit d_min."""
-        frac = self._frac(points.to(torch.float32), which)
+        frac = self._frac(points.to(torch.float32), which, every_atom=True)
         diff = frac[:, :, None, :] - frac[:, None, :, :]
         diff = diff - torch.round(diff)
         dist = torch.linalg.norm(diff @ self._matrix, dim=-1)
@@ -223,4 +237,61 @@ class TrialScorer:
         return moved, self.score(moved, which, penalised=True)
 
 
-__all__ = ["GroupReflections", "TrialScorer", "reflections_for"]
+def centring_vectors(spacegroup: int) -> np.ndarray:
+    """(n, 3) lattice-centring translations (fractional, in [0, 1); the zero vector first) of a space
+    group in its standard setting: 1 for P, 2 for C, A, I, 3 for R (hexagonal axes), 4 for F."""
+    vectors = [np.zeros(3)]
+    for op in _group(spacegroup)[0].ops:
+        t = np.mod(op.translation_vector, 1.0)
+        t[np.isclose(t, 1.0)] = 0.0
+        if np.allclose(op.rotation_matrix, np.eye(3)) and not any(np.allclose(t, v) for v in vectors):
+            vectors.append(t)
+    return np.array(vectors)
+
+
+def coset_representatives(
+    site: np.ndarray, rotation: np.ndarray, shift: np.ndarray, centring: np.ndarray
+) -> np.ndarray | None:
+    """Indices of one atom per centring coset of an assignment's atoms (``site``, ``rotation``, ``shift`` of
+    :meth:`~xrdsolve.random_candidates.WyckoffSampler.atom_maps`): the atoms whose maps differ only by a
+    vector of ``centring`` (modulo 1). None when the atoms do not fall into cosets of ``len(centring)``."""
+    n_c = len(centring)
+    covered = np.zeros(len(site), dtype=bool)
+    kept = []
+    for a in range(len(site)):
+        if covered[a]:
+            continue
+        same = (site == site[a]) & np.all(np.isclose(rotation, rotation[a]), axis=(1, 2))
+        diff = (shift[:, None, :] - shift[a]) - centring[None]  # (A, n_c, 3)
+        by = same[:, None] & np.all(np.abs(diff - np.round(diff)) < 1e-6, axis=2)
+        members = np.flatnonzero(by.any(axis=1))
+        if len(members) != n_c or not by.any(axis=0).all() or covered[members].any():
+            return None
+        covered[members] = True
+        kept.append(a)
+    return np.array(kept, dtype=np.int64)
+
+
+def _padded_maps(
+    maps: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    chosen: Sequence[np.ndarray],
+    samplers: Sequence[WyckoffSampler],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Site (J, A), rotation (J, A, 3, 3), shift (J, A, 3), species index (J, A) and a real-atom mask (J, A)
+    of the atoms ``chosen[j]`` of each assignment j, padded to the most atoms (zero scattering)."""
+    from xrdsolve.refine.physics.scattering import species_index
+
+    n_j, n_atoms = len(maps), max(len(c) for c in chosen)
+    site = np.zeros((n_j, n_atoms), dtype=np.int64)
+    rot = np.zeros((n_j, n_atoms, 3, 3))
+    shift = np.zeros((n_j, n_atoms, 3))
+    species = np.zeros((n_j, n_atoms), dtype=np.int64)
+    real = np.zeros((n_j, n_atoms), dtype=bool)
+    for j, ((st, r, t), c, sampler) in enumerate(zip(maps, chosen, samplers, strict=True)):
+        a = len(c)
+        site[j, :a], rot[j, :a], shift[j, :a], real[j, :a] = st[c], r[c], t[c], True
+        species[j, :a] = [species_index(sampler.labels[i]) for i in c]
+    return site, rot, shift, species, real
+
+
+__all__ = ["GroupReflections", "TrialScorer", "centring_vectors", "coset_representatives", "reflections_for"]
