@@ -270,13 +270,16 @@ def prescreened_structures(
     assignments of :func:`~xrdsolve.random_candidates.wyckoff_plan` (``max_draws`` in all at most); then,
     assignments with free coordinates taken best first, local descents from their
     :data:`MINIMISE_STARTS` best draws (:meth:`~xrdsolve.trial_scorer.TrialScorer.minimise`), for up to
-    :data:`DESCENT_ASSIGNMENTS` assignments. Only trials whose atoms keep apart
+    :data:`DESCENT_ASSIGNMENTS` assignments; then deep searches of the :data:`DEEP_ASSIGNMENTS` best
+    (:func:`_deep_round`). Only trials whose atoms keep apart
     (:meth:`~xrdsolve.random_candidates.WyckoffSampler.apart`) become candidates: the best distinct one of
-    each assignment first (best assignments first), then the second best of each, and so on — so that
+    each assignment first (the :data:`DEEP_DISTINCT` best of a deeply searched one; best assignments first),
+    then the next best of each, and so on — so that
     ``n`` candidates cover ``n`` assignments when there are that many. Each spec records
     ``prescreen_misfit`` and ``drawn`` (how many trials were scored). With ``stop_at`` (a
-    ``time.perf_counter()`` value) the draws stop at :data:`DRAW_SHARE` of the time left and the descents
-    at ``stop_at`` (the first assignment is always drawn).
+    ``time.perf_counter()`` value) the draws stop at :data:`DRAW_SHARE` of the time left, the descents at
+    :data:`DESCENT_SHARE` and the deep searches at ``stop_at`` (the first assignment is always drawn; one
+    deep round without ``stop_at``).
     """
     from xrdsolve.trial_scorer import TrialScorer, reflections_for
 
