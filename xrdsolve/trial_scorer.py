@@ -26,6 +26,7 @@ from torch import Tensor
 
 from xrdsolve.prescreen import OVERALL_B, PeakGroups, group_shares, misfit_weights
 from xrdsolve.random_candidates import WyckoffSampler, _group
+from xrdsolve.refine.indexing.solution import CENTRING_TRANSLATIONS, centring_allows
 
 #: Adam steps and learning-rate range (general-point coordinates, fractions of the cell) of :meth:`minimise`.
 MINIMISE_STEPS = 60
@@ -110,7 +111,7 @@ class TrialScorer:
         # structure factors from one atom per lattice-centring coset (× the coset size), on the reflections
         # the centring allows: the others are zero for every trial
         centring = centring_vectors(self.samplers[0].spacegroup)
-        allowed = np.abs(np.exp(2j * np.pi * reflections.hkl @ centring.T).sum(1)) > 0.5 * len(centring)
+        allowed = centring_allows(_lattice_letter(self.samplers[0].spacegroup), reflections.hkl)
         cosets = [coset_representatives(st, r, t, centring) for st, r, t in maps]
         full = _padded_maps(maps, [np.arange(len(st)) for st, _, _ in maps], self.samplers)
         reduced = _padded_maps(
@@ -238,15 +239,16 @@ class TrialScorer:
 
 
 def centring_vectors(spacegroup: int) -> np.ndarray:
-    """(n, 3) lattice-centring translations (fractional, in [0, 1); the zero vector first) of a space
-    group in its standard setting: 1 for P, 2 for C, A, I, 3 for R (hexagonal axes), 4 for F."""
-    vectors = [np.zeros(3)]
-    for op in _group(spacegroup)[0].ops:
-        t = np.mod(op.translation_vector, 1.0)
-        t[np.isclose(t, 1.0)] = 0.0
-        if np.allclose(op.rotation_matrix, np.eye(3)) and not any(np.allclose(t, v) for v in vectors):
-            vectors.append(t)
-    return np.array(vectors)
+    """(n, 3) lattice-centring translations (fractional; the zero vector first) of a space group in its
+    standard setting (pyxtal's, whose operations the samplers use): 1 for P, 2 for C, A, I, 3 for R
+    (hexagonal axes), 4 for F — the project's table for the group's lattice letter (the same translations as
+    its operations with identity rotation, for all 230 groups)."""
+    return np.array([(0.0, 0.0, 0.0), *CENTRING_TRANSLATIONS[_lattice_letter(spacegroup)]])
+
+
+def _lattice_letter(spacegroup: int) -> str:
+    """The lattice letter (P, A, B, C, I, F or R) of the group's Hermann–Mauguin symbol."""
+    return str(_group(spacegroup).symbol[0])
 
 
 def coset_representatives(
