@@ -54,6 +54,30 @@ def test_scorer_reproduces_the_structure_path(rutile_groups, spacegroup, combo, 
     )
 
 
+@pytest.mark.parametrize(
+    ("spacegroup", "combo", "cell"),
+    [(136, [["2a"], ["4f"]], RUTILE_CELL), (12, [["2a"], ["4i"]], (5.0, 4.0, 3.0, 90.0, 100.0, 90.0))],
+)
+def test_scorer_uses_neutron_scattering_lengths(spacegroup, combo, cell) -> None:
+    """With a constant-wavelength neutron instrument the scorer scatters with the coherent lengths (Ti's is
+    negative, O's positive: X-ray form factors give other intensities) and reproduces the structure path."""
+    from xrdsolve.refine.radiation import Radiation
+
+    instrument = Instrument(Radiation.monochromatic(1.594, probe="neutron"))
+    pattern = _measured(rutile(), instrument, 3)
+    positions = _lattice_positions(rutile().lattice, instrument.radiation.wavelengths, float(GRID[-1]))
+    groups = peak_groups(pattern, positions, fwhm_model(pattern))
+    sampler = WyckoffSampler(spacegroup, ["Ti", "O"], combo, cell)
+    points, structures = sampler.draw(np.random.default_rng(0), 16)
+    reflections = reflections_for(sampler, groups, instrument, 0.0)
+    assert reflections.neutron
+    scorer = TrialScorer([sampler], groups, reflections)
+    reference = group_intensities(structures, groups, instrument, 0.0)
+    with torch.no_grad():
+        ours = scorer.group_intensities(torch.as_tensor(points), torch.zeros(len(points), dtype=torch.long))
+    assert np.abs(ours.double().numpy() - reference).max() <= 1e-4 * reference.max()
+
+
 def test_local_descent_finds_rutile_oxygen(rutile_groups) -> None:
     """From 16 random O 4f positions the descent ends at (or below) the misfit of the true coordinates
     with the scorer's overall B, O x within 0.005 of 0.3048 (x or its image 1 − x); the random draws

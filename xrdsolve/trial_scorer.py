@@ -43,6 +43,7 @@ class GroupReflections:
     hkl: np.ndarray  # (H, 3)
     s2: np.ndarray  # (H,) (sinθ/λ)², Å⁻²
     weights: np.ndarray  # (nB, H, G) multiplicity · LP · wavelength weight · group share · Debye–Waller
+    neutron: bool = False  # scattering lengths (constant in s) instead of X-ray form factors
 
 
 def reflections_for(
@@ -87,6 +88,7 @@ def reflections_for(
         hkl=fr.hkl.numpy()[keep],
         s2=(0.25 / (d * d))[keep],
         weights=damping[:, keep, None] * share[None, keep, :],
+        neutron=bool(instrument.is_neutron),
     )
 
 
@@ -102,7 +104,7 @@ class TrialScorer:
     def __init__(
         self, samplers: Sequence[WyckoffSampler], groups: PeakGroups, reflections: GroupReflections
     ) -> None:
-        from xrdsolve.refine.physics.scattering import form_factor
+        from xrdsolve.refine.physics.scattering import form_factor, neutron_lengths
 
         dtype = torch.float32
         self.samplers = list(samplers)
@@ -123,7 +125,11 @@ class TrialScorer:
         site, rot, shift, species, real = reduced
         n_j, n_atoms = site.shape
         s2 = torch.as_tensor(reflections.s2[allowed], dtype=torch.float64)[None]
-        f = form_factor(torch.as_tensor(species.reshape(1, -1)), s2)[0]  # (H, J·A)
+        flat_species = torch.as_tensor(species.reshape(1, -1))
+        if reflections.neutron:  # coherent scattering lengths (fm), the same at every s
+            f = neutron_lengths(flat_species, torch.float64).expand(s2.shape[1], -1)  # (H, J·A)
+        else:
+            f = form_factor(flat_species, s2)[0]  # (H, J·A)
         f = f.T.reshape(n_j, n_atoms, -1) * torch.as_tensor(real * weight[:, None])[..., None]
         self._f = f.to(dtype).contiguous()  # (J, A, H)
         self._site = torch.as_tensor(site)
