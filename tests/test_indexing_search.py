@@ -179,3 +179,55 @@ def test_the_solve_searches_again_around_a_zero_shift_outside_the_box() -> None:
     kept = _with_zero_recentred(peaks, [dataclasses.replace(wrong, zero_shift=0.08)], 10.0, inside)
     assert len(kept) == 1 and kept[0].a == wrong.a
     assert not inside
+
+
+def test_wide_zero_scan_finds_a_cubic_cell_beyond_the_zero_box() -> None:
+    """Lines of a 4.1 Å primitive cubic cell shifted by +0.62° (beyond the ±0.1° box): the default search finds
+    no cubic cell; the wide zero scan finds it with its zero shift, and is skipped when the best cell is good."""
+    import dataclasses
+
+    from xrdsolve.pipeline import _with_wide_zero_cubic
+
+    measured = orthorhombic_lines(4.1, 4.1, 4.1, lambda h: True, 14) + 0.62
+    peaks = Peaks.from_two_theta(measured, CU)
+    try:
+        default = index_peaks(peaks, systems=("cubic",), time_limit=5.0)
+    except IndexingError:
+        default = []
+    assert not any(abs(c.a - 4.1) < 0.01 for c in default)
+    tried: dict[str, object] = {}
+    cells = _with_wide_zero_cubic(peaks, [], 2.0, tried, fwhm=0.1)
+    assert cells and cells[0].crystal_system == "cubic"
+    assert cells[0].a == pytest.approx(4.1, abs=2e-3) and cells[0].zero_shift == pytest.approx(0.62, abs=0.01)
+    assert tried["indexing_wide_zero"]["tolerance"] == pytest.approx(0.03)  # type: ignore[index]
+    good = dataclasses.replace(cells[0], crystal_system="tetragonal", m20=25.0)
+    skipped: dict[str, object] = {}
+    assert _with_wide_zero_cubic(peaks, [good], 2.0, skipped, fwhm=0.1) == [good] and not skipped
+
+
+def test_wide_zero_scan_indexes_lbco_neutron_pattern(real_data) -> None:
+    """La0.5Ba0.5CoO3 on HRPT (shared real data): lines 0.61° above those of the 3.89 Å cubic cell, FWHM
+    ≈ 0.4°; the scan with its width-scaled tolerance finds the cell (a within 0.01 Å of GSAS-II's 3.8908)."""
+    import warnings
+
+    from xrdsolve.bench_real import real_cases
+    from xrdsolve.conditioning.io import read_pattern
+    from xrdsolve.conditioning.peakfit import indexing_lines
+    from xrdsolve.conditioning.peaks import find_peaks
+    from xrdsolve.conditioning.readers.gsas_instprm import read_instrument
+    from xrdsolve.pipeline import _with_wide_zero_cubic
+
+    case = next(c for c in real_cases(real_data) if c.name == "lbco_neutron_hrpt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        inst = read_instrument(case.instrument)
+        pattern = read_pattern(case.pattern, radiation=inst.radiation).cropped(*case.limits)  # type: ignore[misc]
+    found = find_peaks(pattern, max_peaks=40)
+    lines = indexing_lines(pattern, found, fit=False)
+    peaks = Peaks.from_two_theta(lines.two_theta, 1.494, lines.height)
+    tried: dict[str, object] = {}
+    cells = _with_wide_zero_cubic(peaks, [], 2.0, tried, fwhm=float(np.median(found.fwhm)))
+    assert cells and cells[0].a == pytest.approx(3.8908, abs=0.01)
+    assert cells[0].zero_shift == pytest.approx(0.61, abs=0.05)
+    narrow: dict[str, object] = {}
+    assert not _with_wide_zero_cubic(peaks, [], 2.0, narrow, fwhm=0.0)  # the default tolerance misses it
