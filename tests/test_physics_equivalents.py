@@ -117,3 +117,26 @@ def test_preferred_orientation_refuses_a_merged_list() -> None:
         simulate(crystals, GRID, inst, profile, merged)
     profile.po_ratio = torch.ones(1, dtype=torch.float64)  # no texture: fine
     assert isinstance(simulate(crystals, GRID, inst, profile, merged), torch.Tensor)
+
+
+@pytest.mark.parametrize("number", [1, 2, 14, 62, 136, 148, 167, 191, 225, 230])
+def test_orbit_keys_are_the_largest_image_keys(number: int) -> None:
+    """The orbit key of each h is the largest encoding ((g₀+s)·W + g₁+s)·W + g₂+s over every image g = ±h R,
+    written out image by image here (triclinic to cubic, hexagonal axes included)."""
+    from pymatgen.symmetry.groups import SpaceGroup
+
+    from xrdsolve.refine.physics.equivalents import _orbit_keys, laue_rotations
+
+    rotations = laue_rotations(
+        np.array([op.rotation_matrix for op in SpaceGroup.from_int_number(number).symmetry_ops])
+    )
+    hkl = np.random.default_rng(number).integers(-12, 13, size=(500, 3)).astype(np.int64)
+    span = int(np.abs(hkl).max()) * 3 + 1
+    width = 2 * span + 1
+    images = np.concatenate(
+        [np.einsum("rj,kji->kri", hkl, rotations), -np.einsum("rj,kji->kri", hkl, rotations)]
+    )
+    expected = (
+        ((images[..., 0] + span) * width + images[..., 1] + span) * width + images[..., 2] + span
+    ).max(0)
+    np.testing.assert_array_equal(_orbit_keys(hkl, rotations), expected)

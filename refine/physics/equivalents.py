@@ -28,13 +28,15 @@ def laue_rotations(rotations: np.ndarray) -> np.ndarray:
 
 
 def _orbit_keys(hkl: np.ndarray, rotations: np.ndarray) -> np.ndarray:
-    """(R,) integer key of each reflection's orbit under ±rotations: the largest key over its images."""
-    images = np.einsum("rj,kji->kri", hkl, rotations)  # h·R for every rotation, (K,R,3)
-    images = np.concatenate([images, -images], axis=0)
+    """(R,) integer key of each reflection's orbit under ±rotations: the largest key over its images.
+
+    key(g) = g·w + span·(w₀ + w₁ + w₂) with w = (W², W, 1), W = 2·span + 1, encodes every g with |gᵢ| ≤ span
+    one to one; over the images ±h R its largest value is span·Σw + max |h R w|, one (R,3)·(3,K) product."""
     span = int(np.abs(hkl).max(initial=0)) * 3 + 1  # |h R| ≤ 3 max|h| for the integer rotations of a lattice
     width = 2 * span + 1
-    keys = ((images[..., 0] + span) * width + (images[..., 1] + span)) * width + (images[..., 2] + span)
-    return keys.max(axis=0)
+    weights = np.array([width * width, width, 1], dtype=np.int64)
+    projections = np.asarray(rotations, dtype=np.int64) @ weights  # (K,3): R w
+    return np.abs(np.asarray(hkl, dtype=np.int64) @ projections.T).max(axis=1) + span * int(weights.sum())
 
 
 def merge_equivalent_reflections(
