@@ -46,6 +46,7 @@ COMMAND_MODULES = (
     "xrdsolve.cli.bench_forward",
     "xrdsolve.cli.bench_refine",
     "xrdsolve.cli.bench_solve",
+    "xrdsolve.cli.bench_real",
 )
 
 
