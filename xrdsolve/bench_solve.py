@@ -157,14 +157,9 @@ def bench_solve(
 
 def _read_records(path: Path, settings: BenchSolveSettings) -> dict[tuple[int, str], dict[str, Any]]:
     """Records of an earlier run with the same settings (a torn last line is ignored)."""
-    done: dict[tuple[int, str], dict[str, Any]] = {}
-    if not path.is_file():
-        return done
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if rec.get("settings") == settings.key():
-            done[(int(rec["index"]), str(rec["arm"]))] = rec
+    from xrdsolve.jsonio import read_records
+
+    done = {}
+    for rec in read_records(path, settings.key()):
+        done[(int(rec["index"]), str(rec["arm"]))] = rec
     return done

@@ -17,3 +17,21 @@ def json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     return str(obj)
+
+
+def read_records(path: Path, settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file written with ``settings`` (their ``"settings"`` entry), in file order;
+    lines that do not parse (a torn last line of an interrupted run) are skipped."""
+    import json
+
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and rec.get("settings") == settings:
+            out.append(rec)
+    return out
