@@ -406,14 +406,16 @@ def _with_wide_zero_cubic(
     peaks: Any, cells: list[Any], time_limit: float, tried: dict[str, Any], fwhm: float = 0.0
 ) -> list[Any]:
     """``cells`` with the cubic cells of cubic-only searches whose zero-shift box (± the default largest zero
-    shift) is centred ever further from 0 (alternating signs, up to WIDE_ZERO_MAX scaled with the wavelength),
-    when the best cell is not cubic and its M20 is below WIDE_ZERO_M20 (or there is none); the scan stops at the first centre that gives a
-    cubic cell of M20 ≥ WIDE_ZERO_M20, or after ``time_limit`` s. Lines are indexed within the default tolerance
-    or WIDE_ZERO_FWHM_TOLERANCE × ``fwhm`` (the lines' median FWHM, degrees 2θ), whichever is larger. A zero shift beyond the box keeps every
-    true cell out and can leave a low-symmetry cell that absorbs it on top: the HRPT neutron pattern of
-    La0.5Ba0.5CoO3 (shared real data) has its lines 0.62° above those of its 3.89 Å cubic cell, and the
-    searches within ±0.1° found only a monoclinic cell of M16 9.0; with its broad lines (FWHM 0.35–0.5°) the cubic
-    cell indexes them within 0.06°, not 0.03°."""
+    shift) is centred ever further from 0 (alternating signs, up to WIDE_ZERO_MAX scaled with the
+    wavelength), when the best cell is not cubic and its M20 is below WIDE_ZERO_M20 (or there is none). The
+    scan stops at the first centre that gives a cubic cell of M20 ≥ WIDE_ZERO_M20, or after ``time_limit`` s.
+    Lines are indexed within the default tolerance or WIDE_ZERO_FWHM_TOLERANCE × ``fwhm`` (the lines' median
+    FWHM, degrees 2θ), whichever is larger.
+
+    A zero shift beyond the box keeps every true cell out and can leave a low-symmetry cell that absorbs it
+    on top: the HRPT neutron pattern of La0.5Ba0.5CoO3 (shared real data) has its lines 0.61° above those of
+    its 3.89 Å cubic cell, and the searches within ±0.1° found only a monoclinic cell of M16 9.0; with its
+    broad lines (FWHM 0.35–0.5°) the cubic cell indexes them within 0.06°, not 0.03°."""
     from xrdsolve.refine.indexing.indexer import (
         DEFAULT_MAX_ZERO_SHIFT,
         IndexingOptions,
