@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 import warnings
 from collections.abc import Iterable, Sequence
@@ -62,15 +61,11 @@ class BenchRealSettings:
 
 
 def real_data_dir() -> Path:
-    """``$XRDSOLVE_SHARED_DATA/real``, else ``shared/data/real`` beside a parent of this package."""
-    env = os.environ.get("XRDSOLVE_SHARED_DATA")
-    if env:
-        return Path(env) / "real"
-    for parent in Path(__file__).resolve().parents:
-        cand = parent.parent / "shared" / "data" / "real"
-        if cand.is_dir():
-            return cand
-    return Path("/work/shared/data/real")
+    """``$XRDSOLVE_SHARED_DATA/real``: the shared data's ``real`` folder, beside its structure sets
+    (:func:`xrdsolve.generate.data.shared_structure_dir`)."""
+    from xrdsolve.generate.data import shared_structure_dir
+
+    return shared_structure_dir().parent / "real"
 
 
 def real_cases(root: Path | None = None) -> list[RealCase]:
