@@ -78,6 +78,45 @@ def test_scorer_uses_neutron_scattering_lengths(spacegroup, combo, cell) -> None
     assert np.abs(ours.double().numpy() - reference).max() <= 1e-4 * reference.max()
 
 
+def test_groups_without_misfit_weight_cost_no_reflections(rutile_groups) -> None:
+    """Merged into one group wider than MAX_GROUP_WIDTH_DEG (as a synchrotron pattern of a large cell merges
+    its high-angle lines), the groups past 60° get no weight in the misfit: the scorer leaves out the
+    reflections reaching the counted groups only with their tails and gets the misfits of the structure
+    path over every reflection to 1e-3."""
+    from dataclasses import replace
+
+    from xrdsolve.prescreen import MAX_GROUP_WIDTH_DEG, misfit_weights
+
+    groups, instrument = rutile_groups
+    low = groups.upper < 60.0
+    n = int(low.sum())
+    tail = ~low
+    merged = replace(
+        groups,
+        lower=np.r_[groups.lower[low], groups.lower[tail][0]],
+        upper=np.r_[groups.upper[low], groups.upper[tail][-1]],
+        observed=np.r_[groups.observed[low], groups.observed[tail].sum()],
+        variance=np.r_[groups.variance[low], groups.variance[tail].sum()],
+    )
+    assert merged.upper[-1] - merged.lower[-1] > MAX_GROUP_WIDTH_DEG and misfit_weights(merged)[-1] == 0
+    sampler = WyckoffSampler(136, ["Ti", "O"], [["2a"], ["4f"]], RUTILE_CELL)
+    everything = reflections_for(sampler, groups, instrument, 0.0)
+    reflections = reflections_for(sampler, merged, instrument, 0.0)
+    assert len(reflections.hkl) < 0.6 * len(everything.hkl)
+    points, structures = sampler.draw(np.random.default_rng(1), 16)
+    scorer = TrialScorer([sampler], merged, reflections)
+    reference = group_intensities(structures, merged, instrument, 0.0)
+    with torch.no_grad():
+        ours = scorer.group_intensities(torch.as_tensor(points), torch.zeros(len(points), dtype=torch.long))
+    assert np.abs(ours.double().numpy()[..., :n] - reference[..., :n]).max() <= 1e-4 * reference.max()
+    np.testing.assert_allclose(
+        scorer.score(points, np.zeros(len(points), int)),
+        misfit(reference, merged).min(axis=0),
+        rtol=1e-3,  # the left-out reflections' profile tails in the counted groups
+        atol=1e-7,
+    )
+
+
 def test_local_descent_finds_rutile_oxygen(rutile_groups) -> None:
     """From 16 random O 4f positions the descent ends at (or below) the misfit of the true coordinates
     with the scorer's overall B, O x within 0.005 of 0.3048 (x or its image 1 − x); the random draws

@@ -28,6 +28,10 @@ from xrdsolve.prescreen import OVERALL_B, PeakGroups, group_shares, misfit_weigh
 from xrdsolve.random_candidates import WyckoffSampler, _group
 from xrdsolve.refine.indexing.solution import CENTRING_TRANSLATIONS, centring_allows
 
+#: A reflection whose share in the groups the misfit counts is at most this times its share in the groups
+#: it ignores is left out (:func:`reflections_for`): only profile tails reach the counted groups.
+OUTSIDE_SHARE_FLOOR = 1e-3
+
 #: Adam steps and learning-rate range (general-point coordinates, fractions of the cell) of :meth:`minimise`.
 MINIMISE_STEPS = 60
 MINIMISE_LR = (0.02, 0.002)
@@ -54,7 +58,10 @@ def reflections_for(
     overall_b: Sequence[float] = OVERALL_B,
 ) -> GroupReflections:
     """The reflections of ``sampler``'s space group and cell reaching ``groups`` (peaks at Bragg 2θ +
-    ``zero_shift``, degrees), with the weights of :class:`GroupReflections` for each overall B (Å²)."""
+    ``zero_shift``, degrees), with the weights of :class:`GroupReflections` for each overall B (Å²). Groups
+    without weight in the misfit (:func:`~xrdsolve.prescreen.misfit_weights`) get no intensity, and the
+    reflections inside them that reach the other groups only with profile tails (at most
+    :data:`OUTSIDE_SHARE_FLOOR` of their share in them) are left out."""
     from xrdsolve.refine.physics.batch import CrystalBatch
     from xrdsolve.refine.physics.equivalents import merge_equivalent_reflections
     from xrdsolve.refine.physics.forward import default_hkl, flat_reflections
@@ -81,9 +88,15 @@ def reflections_for(
     share = np.zeros((n_h, g))
     for ok, jj, frac in group_shares(tt, groups):
         np.add.at(share, (rows[ok], jj[ok]), (per_line * frac)[ok])
+    # groups the misfit ignores (too wide: misfit_weights 0) get no intensity, and a reflection with at most
+    # OUTSIDE_SHARE_FLOOR of its share in such groups in counted ones is left out: a synchrotron pattern of
+    # a large cell merges its high-angle lines into one such group of ten thousand reflections
+    ignored = misfit_weights(groups) == 0
+    in_ignored = share[:, ignored].sum(axis=1)
+    share[:, ignored] = 0.0
     d = fr.d.numpy()
     damping = np.exp(-np.asarray(overall_b, dtype=float)[:, None] / (4.0 * d * d)[None, :])  # (nB, H)
-    keep = share.any(axis=1)
+    keep = share.any(axis=1) & (share.sum(axis=1) > OUTSIDE_SHARE_FLOOR * in_ignored)
     return GroupReflections(
         hkl=fr.hkl.numpy()[keep],
         s2=(0.25 / (d * d))[keep],
@@ -125,12 +138,15 @@ class TrialScorer:
         site, rot, shift, species, real = reduced
         n_j, n_atoms = site.shape
         s2 = torch.as_tensor(reflections.s2[allowed], dtype=torch.float64)[None]
-        flat_species = torch.as_tensor(species.reshape(1, -1))
+        # one scattering factor per element, then gathered per atom (a large cell has thousands of atoms)
+        elements, which = np.unique(species.reshape(-1), return_inverse=True)
+        unique = torch.as_tensor(elements.reshape(1, -1))
         if reflections.neutron:  # coherent scattering lengths (fm), the same at every s
-            f = neutron_lengths(flat_species, torch.float64).expand(s2.shape[1], -1)  # (H, J·A)
+            per_element = neutron_lengths(unique, torch.float64).expand(s2.shape[1], -1)  # (H, E)
         else:
-            f = form_factor(flat_species, s2)[0]  # (H, J·A)
-        f = f.T.reshape(n_j, n_atoms, -1) * torch.as_tensor(real * weight[:, None])[..., None]
+            per_element = form_factor(unique, s2)[0]  # (H, E)
+        f = per_element.T[torch.as_tensor(which)].reshape(n_j, n_atoms, -1)  # (J, A, H)
+        f = f * torch.as_tensor(real * weight[:, None])[..., None]
         self._f = f.to(dtype).contiguous()  # (J, A, H)
         self._site = torch.as_tensor(site)
         self._rot = torch.as_tensor(rot, dtype=dtype)
