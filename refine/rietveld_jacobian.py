@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse
@@ -42,6 +43,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _LN2 = math.log(2.0)
 _GNORM = math.sqrt(_LN2 / math.pi)
+#: Most window values per block of the shape-derivative matrix (:func:`_shape_columns`): 2²³ values take
+#: 256 MiB with their four derivatives, whatever the number of peaks × window points of the batch.
+MAX_SHAPE_VALUES = 2**23
 
 
 def reflection_peaks(
@@ -131,14 +135,15 @@ def _shape_values(
 
 def _shape_columns(
     grid: Tensor, n_batch: int, peaks: tuple[Tensor, Tensor, Tensor, Tensor, Tensor], window: float
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Compressed-sparse-column data of the shape-derivative matrix (B·M × 4·N'): values (4, nnz), row
-    indices (nnz,) and points per column (N',) of one quantity's block (the four blocks share them), and the
-    peak behind each column (N',) — peaks outside the grid are left out.
+) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
+    """Compressed-sparse-column data of the shape-derivative matrix (B·M × 4·N'), in blocks of about
+    :data:`MAX_SHAPE_VALUES` values each: per block, values (4, nnz), row indices (nnz,) and points per
+    column (N_b,) of one quantity's block (the four blocks share them), and the peak behind each column
+    (N_b,) — peaks outside the grid are left out.
 
-    Column q·N' + j holds ∂y/∂(A, c, Γ, η)_q of peak ``peak[j]`` over its window (a contiguous run of grid
+    Column q·N_b + j holds ∂y/∂(A, c, Γ, η)_q of peak ``peak[j]`` over its window (a contiguous run of grid
     points). On a uniform grid the renderer's own bucketed windows are used (dense (P_b, K) blocks, no
-    per-point gathers; points past the grid's ends get value 0), else ±window·Γ/2."""
+    per-point gathers; points past the grid's ends get value 0), else ±window·Γ/2 (one block)."""
     bidx, centre, area, fwhm, eta = peaks
     m = grid.shape[0]
     layout = window_layout(grid, bidx, centre, fwhm, n_batch, window)
@@ -147,41 +152,52 @@ def _shape_columns(
         hg = 2.0 / fwhm[pk]
         values = grid.new_empty(4, pk.shape[0])
         _shape_values((grid[gi] - centre[pk]) * hg, hg, area[pk], eta[pk], values)
-        return values, bidx[pk] * m + gi, counts, torch.arange(centre.shape[0])
+        yield values, bidx[pk] * m + gi, counts, torch.arange(centre.shape[0])
+        return
     kept = torch.arange(centre.shape[0]) if layout.inside is None else layout.inside
-    if not layout.plan.buckets:  # no window reaches the grid
-        empty = torch.zeros(0, dtype=torch.int64)
-        return grid.new_zeros(4, 0), empty, empty, empty
     bidx, centre, area, fwhm, eta = (t.index_select(0, kept) for t in (bidx, centre, area, fwhm, eta))
     step = layout.plan.step
     x0 = (grid[0] + layout.start.to(grid.dtype) * step) - centre
     hg_all = 2.0 / fwhm
-    buckets = layout.plan.buckets
-    n_vals = [b.index.shape[0] * b.size for b in buckets]
-    values = grid.new_empty(4, sum(n_vals))
-    rows = torch.empty(sum(n_vals), dtype=torch.int64)
-    order, sizes, at = [], [], 0
-    for b, n in zip(buckets, n_vals, strict=True):
-        i, size = b.index, b.size
-        block = values[:, at : at + n].view(4, i.shape[0], size)
-        hg = hg_all.index_select(0, i)[:, None]
-        u = (torch.arange(size, dtype=grid.dtype) * step + x0.index_select(0, i)[:, None]).mul_(hg)
-        _shape_values(
-            u, hg, area.index_select(0, i)[:, None], eta.index_select(0, i)[:, None], block, b.gauss
-        )
-        start = layout.start.index_select(0, i)
-        gi = start[:, None] + torch.arange(size)
-        edge = torch.nonzero((start < 0) | (start + size > m)).squeeze(1)
-        if edge.numel():  # windows running past the grid's ends: zero those points, keep the rows in range
-            ge = gi.index_select(0, edge)
-            outside = (ge < 0) | (ge >= m)
-            block[:, edge] = block[:, edge].masked_fill(outside, 0.0)
-            gi[edge] = ge.clamp(0, m - 1)
-        torch.add(gi, bidx.index_select(0, i)[:, None] * m, out=rows[at : at + n].view(i.shape[0], size))
-        order.append(i)
-        sizes.append(torch.full((i.shape[0],), size, dtype=torch.int64))
-        at += n
-    return values, rows, torch.cat(sizes), kept[torch.cat(order)]
+    groups: list[list[Any]] = [[]]
+    total = 0
+    for b in layout.plan.buckets:  # consecutive buckets, at most MAX_SHAPE_VALUES values per block
+        n = b.index.shape[0] * b.size
+        if groups[-1] and total + n > MAX_SHAPE_VALUES:
+            groups.append([])
+            total = 0
+        groups[-1].append(b)
+        total += n
+    for buckets in groups:
+        if not buckets:
+            continue
+        n_vals = [b.index.shape[0] * b.size for b in buckets]
+        values = grid.new_empty(4, sum(n_vals))
+        rows = torch.empty(sum(n_vals), dtype=torch.int64)
+        order, sizes, at = [], [], 0
+        for b, n in zip(buckets, n_vals, strict=True):
+            i, size = b.index, b.size
+            block = values[:, at : at + n].view(4, i.shape[0], size)
+            hg = hg_all.index_select(0, i)[:, None]
+            u = (torch.arange(size, dtype=grid.dtype) * step + x0.index_select(0, i)[:, None]).mul_(hg)
+            _shape_values(
+                u, hg, area.index_select(0, i)[:, None], eta.index_select(0, i)[:, None], block, b.gauss
+            )
+            start = layout.start.index_select(0, i)
+            gi = start[:, None] + torch.arange(size)
+            edge = torch.nonzero((start < 0) | (start + size > m)).squeeze(1)
+            if (
+                edge.numel()
+            ):  # windows running past the grid's ends: zero those points, keep the rows in range
+                ge = gi.index_select(0, edge)
+                outside = (ge < 0) | (ge >= m)
+                block[:, edge] = block[:, edge].masked_fill(outside, 0.0)
+                gi[edge] = ge.clamp(0, m - 1)
+            torch.add(gi, bidx.index_select(0, i)[:, None] * m, out=rows[at : at + n].view(i.shape[0], size))
+            order.append(i)
+            sizes.append(torch.full((i.shape[0],), size, dtype=torch.int64))
+            at += n
+        yield values, rows, torch.cat(sizes), kept[torch.cat(order)]
 
 
 def _shape_product(
@@ -191,27 +207,33 @@ def _shape_product(
     window: float,
     tangents: Tensor,
 ) -> Tensor:
-    """(B·M, P) = Σ_j ∂y/∂(A, c, Γ, η)_j · tangents (4·N, P) (rows q·N + j), as one sparse product.
+    """(B·M, P) = Σ_j ∂y/∂(A, c, Γ, η)_j · tangents (4·N, P) (rows q·N + j), as sparse products.
 
-    The shape-derivative matrix (B·M × 4·N) is assembled in compressed-sparse-column form (each peak's window
-    is a contiguous run of grid points; see :func:`_shape_columns`) and multiplied by scipy (≈ 4× faster than
-    torch's CPU sparse CSR product here). Values are detached: this is a Jacobian, not differentiated."""
+    The shape-derivative matrix (B·M × 4·N) is assembled in compressed-sparse-column form, a block of
+    columns at a time (each peak's window is a contiguous run of grid points; see :func:`_shape_columns`),
+    and multiplied by scipy (≈ 4× faster than torch's CPU sparse CSR product here); the blocks' products
+    add up. Values are detached: this is a Jacobian, not differentiated."""
     peaks = tuple(t.detach() for t in peaks)  # type: ignore[assignment]
     n_pk = peaks[1].shape[0]
-    values, rows, counts, peak = _shape_columns(grid, n_batch, peaks, window)
     n_rows = n_batch * grid.shape[0]
-    if peak.shape[0] == 0:
-        return grid.new_zeros(n_rows, tangents.shape[1])
-    n_cols = peak.shape[0]
-    tan = tangents.detach().view(4, n_pk, -1).index_select(1, peak).view(4 * n_cols, -1)
-    index_dtype = np.int32 if max(n_rows, 4 * values.shape[1]) < 2**31 else np.int64
-    rows_np = np.tile(rows.numpy().astype(index_dtype), 4)  # the four column blocks share their rows
-    per_column = np.tile(counts.numpy().astype(index_dtype), 4)
-    indptr_np = np.concatenate([np.zeros(1, index_dtype), np.cumsum(per_column, dtype=index_dtype)])
-    shape_matrix = scipy.sparse.csc_matrix(
-        (values.view(-1).numpy(), rows_np, indptr_np), shape=(n_rows, 4 * n_cols)
-    )
-    product = shape_matrix @ tan.numpy()
+    tangents = tangents.detach().view(4, n_pk, -1)
+    product: np.ndarray | None = None
+    for values, rows, counts, peak in _shape_columns(grid, n_batch, peaks, window):
+        n_cols = peak.shape[0]
+        if n_cols == 0:
+            continue
+        tan = tangents.index_select(1, peak).reshape(4 * n_cols, -1)
+        index_dtype = np.int32 if max(n_rows, 4 * values.shape[1]) < 2**31 else np.int64
+        rows_np = np.tile(rows.numpy().astype(index_dtype), 4)  # the four column blocks share their rows
+        per_column = np.tile(counts.numpy().astype(index_dtype), 4)
+        indptr_np = np.concatenate([np.zeros(1, index_dtype), np.cumsum(per_column, dtype=index_dtype)])
+        shape_matrix = scipy.sparse.csc_matrix(
+            (values.reshape(-1).numpy(), rows_np, indptr_np), shape=(n_rows, 4 * n_cols)
+        )
+        part = shape_matrix @ tan.numpy()
+        product = part if product is None else product + part
+    if product is None:
+        return grid.new_zeros(n_rows, tangents.shape[2])
     return torch.from_numpy(np.ascontiguousarray(product, dtype=np.float64)).to(grid.dtype)
 
 

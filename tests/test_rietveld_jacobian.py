@@ -101,12 +101,20 @@ def _random_peaks(grid: torch.Tensor, n_batch: int, n_peaks: int, seed: int):
     return bidx, u(lo - 3.0, hi + 3.0), u(10.0, 100.0), u(0.05, 0.6), u(0.0, 1.0)
 
 
-@pytest.mark.parametrize("uniform", [True, False])
-def test_shape_product_equals_autograd_of_the_renderer(uniform: bool) -> None:
+@pytest.mark.parametrize(("uniform", "blocks"), [(True, False), (False, False), (True, True)])
+def test_shape_product_equals_autograd_of_the_renderer(uniform: bool, blocks: bool, monkeypatch) -> None:
     """Σ_j ∂y/∂(A, c, Γ, η)_j · T equals the renderer's own derivatives (same windows, same Gaussian cut),
-    including windows running past the grid's ends, on the bucketed (uniform) and ragged (non-uniform) paths."""
+    including windows running past the grid's ends, on the bucketed (uniform) and ragged (non-uniform) paths;
+    also with the renderer's buckets and the derivative matrix split into blocks of a few hundred values (as
+    the memory caps split a synchrotron pattern's)."""
+    import xrdsolve.refine.physics.profile as profile
+    import xrdsolve.refine.rietveld_jacobian as jacobian
     from xrdsolve.refine.physics.profile import render_peaks
     from xrdsolve.refine.rietveld_jacobian import _shape_product
+
+    if blocks:
+        monkeypatch.setattr(profile, "MAX_BLOCK_VALUES", 500)
+        monkeypatch.setattr(jacobian, "MAX_SHAPE_VALUES", 900)
 
     grid = torch.arange(10.0, 30.0, 0.02, dtype=torch.float64)
     if not uniform:
@@ -136,6 +144,12 @@ def test_shape_product_equals_autograd_of_the_renderer(uniform: bool) -> None:
     assert torch.allclose(ours, expected, rtol=1e-10, atol=1e-10 * float(expected.abs().max()))
     edge = (centre < grid[0]) | (centre > grid[-1])
     assert bool(edge.any())  # some peaks centred outside the grid still reach into it
+    if blocks:
+        layout = profile.window_layout(grid, bidx, centre, fwhm, n_batch, window)
+        assert layout is not None and len(layout.plan.buckets) > 5
+        assert all(b.index.shape[0] == 1 or b.index.shape[0] * b.size <= 500 for b in layout.plan.buckets)
+        pieces = list(jacobian._shape_columns(grid, n_batch, (bidx, centre, area, fwhm, eta), window))
+        assert len(pieces) > 3
 
 
 def test_shape_product_of_peaks_outside_the_grid_is_zero() -> None:

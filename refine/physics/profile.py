@@ -276,6 +276,9 @@ def _node_table(rule: str, device: torch.device) -> tuple[Tensor, Tensor, Tensor
 #: Window sizes (grid points) of the dense rendering buckets: a peak is evaluated over the smallest size that
 #: covers its window (so over at most ~20 % more than window_fwhm·FWHM).
 _BUCKETS = tuple(sorted({round(8 * 1.2**i) for i in range(60)}))
+#: Most values (peaks × window points) in one rendering block: larger buckets are split, bounding the
+#: renderer's transient memory (2²⁴ float64 values = 128 MiB) however many peaks a batch holds.
+MAX_BLOCK_VALUES = 2**24
 
 
 def _is_uniform(grid: Tensor) -> bool:
@@ -385,7 +388,12 @@ def window_layout(
         hw = math.ceil(GAUSS_CUT_FWHM * float(fw_max[b])) + 1
         cc = size // 2 - 1
         gauss = (max(0, cc - hw), min(size, cc + hw + 2))
-        buckets.append(Bucket(idx, batch_index.index_select(0, idx), st + pad, size, gauss))
+        per_block = max(1, MAX_BLOCK_VALUES // size)
+        for at in range(0, idx.shape[0], per_block):
+            part = slice(at, at + per_block)
+            buckets.append(
+                Bucket(idx[part], batch_index.index_select(0, idx[part]), st[part] + pad, size, gauss)
+            )
     return WindowLayout(kept, RenderPlan(step_f, n_batch, m + 2 * pad, tuple(buckets)), start, pad)
 
 
