@@ -54,6 +54,10 @@ PHASE_PROFILE_NAMES = ("scale", "X", "Y", "po_ratio")
 HKL_MARGIN_DEG = 3.0
 #: Start of the asymmetry SH/L when it is first refined (GSAS-II's default).
 ASYM_START = 0.002
+#: Peak FWHM (degrees 2θ) below which the lattice annealing schedules shrink in proportion: they were written
+#: for lab patterns (GSAS-II's lab defaults, U 2, V −2, W 5 centideg², give 0.050° at every 2θ). A 0.8°
+#: broadening of 0.01° synchrotron peaks merges every line and costs a 5,000-point window per reflection.
+ANNEALING_REFERENCE_FWHM = 0.04
 
 
 @dataclass(frozen=True)
@@ -749,6 +753,17 @@ def _merge_lm(a: LMResult, b: LMResult, take: Tensor) -> LMResult:
     return LMResult(**merged)
 
 
+def annealing_scale(model: RietveldModel, theta: Tensor) -> float:
+    """Factor (≤ 1) on the lattice annealing schedule: the candidates' median peak FWHM at the pattern's
+    middle 2θ over :data:`ANNEALING_REFERENCE_FWHM`, capped at 1 (broader patterns keep the schedule)."""
+    from .physics.profile import tch_widths
+
+    prof = model.profile(theta, 0)
+    middle = torch.deg2rad(model.two_theta[model.two_theta.shape[0] // 2] / 2.0)
+    fwhm, _ = tch_widths(middle, prof.U, prof.V, prof.W, prof.X, prof.Y)
+    return min(1.0, float(fwhm.median()) / ANNEALING_REFERENCE_FWHM)
+
+
 def _staged(
     model: RietveldModel,
     options: RefineOptions,
@@ -842,8 +857,9 @@ def _staged(
             inst_full = model.instrument
             # broadened peaks need only a short window (the Gaussian dominates); keeps the cost down
             model.instrument = dataclasses.replace(inst_full, window_fwhm=min(inst_full.window_fwhm, 6.0))
+            sharpness = annealing_scale(model, theta)
             for extra in annealing:
-                model.extra_w = (extra * 100.0) ** 2 / (8.0 * math.log(2.0))
+                model.extra_w = (extra * sharpness * 100.0) ** 2 / (8.0 * math.log(2.0))
                 model.update_hkl(theta)
                 pre = timed_lm(model.residuals, theta, free=free, max_iter=10, ftol=1e-3, covariance=False)
                 theta = torch.where((dead | pre.diverged)[:, None], theta, pre.theta)
