@@ -212,45 +212,53 @@ def _cell_mass(structure: Structure) -> float:
     return float(structure.composition.weight)
 
 
-def _r_bragg(
-    model: Any, theta: Any, k: int, b: int, calc: np.ndarray, bg: np.ndarray, chunk: int = 256
-) -> float:
-    """R_Bragg of phase k of candidate b: Σ|I_obs − I_calc| / Σ I_obs with I_obs from Rietveld partitioning."""
+def _r_bragg(model: Any, theta: Any, k: int, b: int, calc: np.ndarray, bg: np.ndarray) -> float:
+    """R_Bragg of phase k of candidate b: Σ|I_obs − I_calc| / Σ I_obs over its reflections, with I_obs from
+    Rietveld partitioning (each point's net observed intensity shared in proportion to the reflections'
+    calculated profiles there). Each reflection's lines and sub-peaks are evaluated over their own windows
+    only (the renderer's, :func:`~refine.rietveld_jacobian._shape_columns`), as sparse sums."""
     import torch
 
-    from .physics import simulate
+    from .physics.forward import flat_reflections
+    from .rietveld_jacobian import _shape_columns, profile_peaks
 
     hkl, hmask = model.hkl[k]
-    idx = torch.nonzero(hmask[b]).flatten()
-    if idx.numel() == 0:
+    if not bool(hmask[b].any()):
         return float("nan")
     th = theta[b : b + 1]
-    crystals = model.crystals(th, k, torch.tensor([b]))
-    prof = model.profile(th, k)
     y, _, ws = model.observed_row(b)
     w = ws > 0
     denom = calc - bg
     ratio = np.where(w & (np.abs(denom) > 1e-12), (y - bg) / np.where(np.abs(denom) > 1e-12, denom, 1.0), 0.0)
-    i_obs_total = 0.0
-    diff_total = 0.0
     with torch.no_grad():
-        for start in range(0, idx.numel(), chunk):
-            sel = idx[start : start + chunk]
-            n = sel.numel()
-            sub_mask = torch.zeros(n, hkl.shape[1], dtype=hmask.dtype)  # one reflection (and its count) each
-            sub_mask[torch.arange(n), sel] = hmask[b, sel]
-            cb = crystals.select([0] * n)
-            pr = prof.select(torch.zeros(n, dtype=torch.long))
-            pats = simulate(
-                cb, model.two_theta, model.instrument, pr, (hkl[b : b + 1].expand(n, -1, -1), sub_mask)
-            )
-            p = pats.numpy()  # type: ignore[union-attr]
-            i_calc = (p * w).sum(axis=1)
-            i_obs = (p * ratio).sum(axis=1)
-            keep = i_calc > 0
-            i_obs_total += float(np.abs(i_obs[keep]).sum())
-            diff_total += float(np.abs(i_obs[keep] - i_calc[keep]).sum())
-    return diff_total / i_obs_total if i_obs_total > 0 else float("nan")
+        crystals = model.crystals(th, k, torch.tensor([b]))
+        fr = flat_reflections(
+            crystals, model.instrument, model.profile(th, k), (hkl[b : b + 1], hmask[b : b + 1])
+        )
+        row, line = torch.nonzero(fr.valid, as_tuple=True)  # every line of every reflection
+        if row.numel() == 0:
+            return float("nan")
+        peaks = profile_peaks(
+            model, th, k, torch.zeros_like(row), fr.two_theta[row, line], fr.intensity[row, line]
+        )
+        reflection = row[peaks[5]]  # the reflection behind each rendered (sub-)peak
+        n = int(fr.valid.shape[0])
+        i_calc = torch.zeros(n, dtype=torch.float64)
+        i_obs = torch.zeros(n, dtype=torch.float64)
+        weight = torch.as_tensor(w, dtype=torch.float64)
+        share = torch.as_tensor(ratio, dtype=torch.float64)
+        area = peaks[2].to(torch.float64)
+        for values, rows, counts, peak in _shape_columns(
+            model.two_theta, 1, peaks[:5], model.instrument.window_fwhm
+        ):
+            column = torch.repeat_interleave(peak, counts)  # the peak of each stored value
+            profile = values[0].to(torch.float64) * area[column]  # ∂y/∂A · A: the peak's calculated counts
+            owner = reflection[column]
+            i_calc.index_add_(0, owner, profile * weight[rows])
+            i_obs.index_add_(0, owner, profile * share[rows])
+    keep = i_calc > 0
+    total = float(i_obs[keep].abs().sum())
+    return float((i_obs[keep] - i_calc[keep]).abs().sum()) / total if total > 0 else float("nan")
 
 
 def build_result(
