@@ -16,6 +16,9 @@ from xrdsolve.errors import UsageError
         ("Fe0.9O", "FeO", {"Fe": 0.1}, {}),
         ("Li0.5Mn2O4", "LiMn2O4", {"Li": 0.5}, {}),
         ("(Mn,Fe)3O4", "Mn3O4", {}, {"Mn": ["Mn", "Fe"]}),
+        ("La0.7Sr0.3MnO3", "LaMnO3", {}, {"La": ["La", "Sr"]}),
+        ("Ba0.5La0.5CoO3", "BaCoO3", {}, {"Ba": ["Ba", "La"]}),
+        ("Ca0.25Sr0.25Ba0.5TiO3", "BaTiO3", {}, {"Ba": ["Ba", "Ca", "Sr"]}),
         ("TiO2", "TiO2", {}, {}),
     ],
 )
@@ -25,6 +28,16 @@ def test_parent_and_deviations(text: str, parent: str, vacancies: dict, mixed: d
     assert plan.vacancies == pytest.approx(vacancies)
     assert plan.mixed == mixed
     assert plan.trivial == (not vacancies and not mixed)
+
+
+def test_a_shared_site_is_restrained_to_the_given_fractions() -> None:
+    """Fractions adding up to one site (La0.7Sr0.3) keep the composition as the occupancy restraint's target;
+    an explicit mixed group gives no ratio, so none; a shared site beside another deviation stays an error."""
+    assert disorder_plan("La0.7Sr0.3MnO3").target == Composition("La0.7Sr0.3MnO3")
+    assert disorder_plan("(Mn,Fe)3O4").target is None
+    assert disorder_plan("Li0.6CoO2").target == Composition("Li0.6CoO2")
+    with pytest.raises(UsageError, match="one deficient element"):
+        disorder_plan("La0.7Sr0.3MnO2.5")
 
 
 def test_bad_compositions_and_modes() -> None:
@@ -90,14 +103,14 @@ def fe09o_ranked():
 
 @pytest.mark.parametrize("mode", ["auto", "only"])
 def test_solve_stage_adds_a_refined_vacancy_model(fe09o_ranked, mode: str) -> None:
-    from xrdsolve.pipeline import SolveOptions, _Clock, _with_disorder
+    from xrdsolve.pipeline import SolveOptions, _with_disorder
 
     pat, ordered = fe09o_ranked
     tried: dict = {}
     messages: list[str] = []
     opts = SolveOptions(disorder=mode, supercells=2)
     ranked, decisions = _with_disorder(
-        pat, [ordered], disorder_plan("Fe0.9O"), opts, None, _Clock(None), tried, messages
+        pat, [ordered], disorder_plan("Fe0.9O"), opts, None, None, tried, messages
     )
     best = ranked[0]
     assert best.provenance["source"] == "disordered" and best.rank == 1
@@ -212,3 +225,24 @@ def test_indexing_adds_the_average_sub_cell_of_a_vacancy_ordered_pattern() -> No
     cells_dis = _index(_la_nbo3_pattern(False), tried_dis, _Clock(None), opts, subcells_for=parent)
     assert cells_dis[0][0].abc == pytest.approx((3.91, 3.91, 3.91), abs=0.01)
     assert "subcells" not in tried_dis["indexing"]
+
+
+def test_disordered_models_keep_to_the_deadline(fe09o_ranked, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a time budget the disordered models' refinements stop at the solve's deadline (passed on as
+    RefineOptions.deadline), and none are tried once it has passed — the ordered candidates stay."""
+    import time
+
+    import xrdsolve.disorder as disorder
+    from xrdsolve.pipeline import SolveOptions, _with_disorder
+
+    pat, ordered = fe09o_ranked
+    seen: list[float | None] = []
+    monkeypatch.setattr(disorder, "disorder_models", lambda *a, **k: seen.append(k["options"].deadline) or [])
+    disorder.disorder_candidates(pat, [ordered], disorder_plan("Fe0.9O"), "auto", 0, deadline=1234.5)
+    assert seen == [1234.5]
+    messages: list[str] = []
+    ranked, _ = _with_disorder(
+        pat, [ordered], disorder_plan("Fe0.9O"), SolveOptions(), None, time.perf_counter() - 1.0, {}, messages
+    )
+    assert ranked == [ordered] and seen == [1234.5]
+    assert messages == ["time budget: no time left for the disordered models"]

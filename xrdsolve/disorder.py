@@ -5,7 +5,9 @@ Hook for :mod:`xrdsolve.pipeline` (two calls):
 1. ``plan = disorder_plan(composition_text)`` *before* generating candidates: the stoichiometric parent to solve
    for (``plan.parent``, a pymatgen Composition) and what differs from it (vacancies or mixed species per element).
    ``Li0.6CoO2`` → parent LiCoO2, Li 40 % vacant; ``Fe0.9O`` → FeO, Fe 10 % vacant; ``(Mn,Fe)3O4`` → Mn3O4 with the
-   Mn sites mixed Mn/Fe (equal fractions to start). A stoichiometric composition gives ``plan.trivial``.
+   Mn sites mixed Mn/Fe (equal fractions to start); ``La0.7Sr0.3MnO3`` (fractions adding up to a whole number,
+   all else whole) → LaMnO3 with the La sites mixed La/Sr, restrained to 0.7/0.3. A stoichiometric composition
+   gives ``plan.trivial``.
 2. ``models = disorder_models(pattern, ranked_structures, plan, mode, max_mult)`` *after* ranking the ordered
    candidates: for the best parents it refines the disordered average (occupancies of the affected sites refined
    under a composition restraint) and, when ``max_mult`` ≥ 2 and the defect is a vacancy/substitution at a
@@ -72,6 +74,11 @@ def disorder_plan(text: str, tolerance: float = 0.02) -> DisorderPlan:
     if unknown:
         raise UsageError(f"cannot read composition {text!r}: unknown element(s) {', '.join(unknown)}")
     amounts = {el.symbol: float(a) for el, a in comp.items()}
+    inferred = _shared_site(amounts, tolerance) if not mixed else None
+    if inferred is not None:  # La0.7Sr0.3MnO3: La and Sr share one site, nothing else deviates
+        mixed[inferred[0]] = inferred
+        total = float(round(sum(amounts[el] for el in inferred)))
+        amounts = {el: a for el, a in amounts.items() if el not in inferred[1:]} | {inferred[0]: total}
     # smallest integer scale at which every element but at most one is integral; that one is deficient
     for scale in range(1, 9):
         rounded = {el: max(1, math.ceil(a * scale - tolerance)) for el, a in amounts.items()}
@@ -81,8 +88,19 @@ def disorder_plan(text: str, tolerance: float = 0.02) -> DisorderPlan:
     else:
         raise UsageError(f"{text}: no stoichiometric parent with one deficient element found (scales 1–8)")
     vacancies = {el: round(1.0 - amounts[el] * scale / rounded[el], 4) for el in off}
-    target = None if mixed else comp
+    target = None if mixed and inferred is None else comp
     return DisorderPlan(text, Composition(rounded), vacancies, mixed, target)
+
+
+def _shared_site(amounts: dict[str, float], tolerance: float) -> list[str] | None:
+    """The elements with non-integral amounts, largest first, when there are at least two, they add up to a
+    whole number and every other amount is whole: species sharing one set of sites (La0.7Sr0.3MnO3,
+    Ba0.5La0.5CoO3); else None."""
+    fractional = [el for el, a in amounts.items() if abs(a - round(a)) > tolerance * max(1, round(a))]
+    total = sum(amounts[el] for el in fractional)
+    if len(fractional) < 2 or round(total) < 1 or abs(total - round(total)) > tolerance * round(total):
+        return None
+    return sorted(fractional, key=lambda el: -amounts[el])
 
 
 def disorder_models(
@@ -182,9 +200,11 @@ def disorder_candidates(
     max_mult: int,
     instrument: Any | None = None,
     top: int = 2,
+    deadline: float | None = None,
 ) -> tuple[list[Any], list[dict[str, Any]], list[str]]:
     """The solve's disorder stage: disordered (and, when the data demand it, ordered-supercell) candidates
-    derived from the best ``top`` ordered candidates (:class:`~xrdsolve.solution.Candidate`, rank order).
+    derived from the best ``top`` ordered candidates (:class:`~xrdsolve.solution.Candidate`, rank order);
+    their refinements stop iterating at ``deadline`` (``time.perf_counter()`` value, RefineOptions.deadline).
 
     Returns (new candidates, unranked; the JSON-ready record per parent with the order/disorder decision and its
     statistics; messages). The records keep the OrderDecision under ``"_decision"`` for writing supercell CIFs.
@@ -209,7 +229,10 @@ def disorder_candidates(
         supercell_parent=None if sub is None else parents.index(sub),
         # one staged pass each and the same background as the ordered candidates, whose fits they are ranked with
         options=RefineOptions(
-            annealing_restarts=(), rescue_gof=None, n_background=background_terms(pattern.two_theta)
+            annealing_restarts=(),
+            rescue_gof=None,
+            n_background=background_terms(pattern.two_theta),
+            deadline=deadline,
         ),
     )
     new: list[Any] = []
