@@ -11,6 +11,7 @@ from xrdsolve.bench_real import (
     _read_records,
     real_cases,
     reference_lattice_found,
+    reference_rms,
     summarise,
 )
 
@@ -67,3 +68,21 @@ def test_records_resume_and_summary(tmp_path) -> None:
     assert sorted(done) == ["a", "b"]
     summary = summarise(list(done.values()), 5)
     assert (summary["rank1"], summary["within5"], summary["cell_found"]) == (1, 1, 2)
+
+
+def test_disordered_reference_matches_refined_occupancies() -> None:
+    """A mixed-site perovskite (Ba0.5La0.5)CoO3 matches a candidate refined to Ba0.45La0.55 at the same sites
+    (and an ordered structure is still matched exactly); not one with Ba0.3La0.7, nor (Ba0.5Sr0.5)CoO3."""
+    from pymatgen.core import Lattice, Structure
+
+    def perovskite(ba: float, other: str = "La") -> Structure:
+        sites = [{"Ba": ba, other: 1.0 - ba}, "Co", "O", "O", "O"]
+        coords = [(0, 0, 0), (0.5, 0.5, 0.5), (0.5, 0.5, 0), (0.5, 0, 0.5), (0, 0.5, 0.5)]
+        return Structure(Lattice.cubic(3.89), sites, coords)
+
+    reference = perovskite(0.5)
+    assert reference_rms(reference, perovskite(0.45)) == pytest.approx(0.0, abs=1e-6)
+    assert reference_rms(reference, perovskite(0.3)) is None
+    assert reference_rms(reference, perovskite(0.5, other="Sr")) is None
+    ordered = Structure(Lattice.cubic(3.9), ["Sr", "Ti", "O", "O", "O"], perovskite(0.5).frac_coords)
+    assert reference_rms(ordered, ordered.copy()) == pytest.approx(0.0, abs=1e-6)

@@ -6,15 +6,16 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
-from pymatgen.analysis.structure_matcher import StructureMatcher
+from pymatgen.analysis.structure_matcher import AbstractComparator, StructureMatcher
 from pymatgen.core import Structure
 
 MATCHER_KW: dict[str, float] = {"stol": 0.5, "angle_tol": 10, "ltol": 0.3}
 
 
-def matcher() -> StructureMatcher:
-    """The benchmark matcher (stol=0.5, angle_tol=10, ltol=0.3)."""
-    return StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3)
+def matcher(comparator: AbstractComparator | None = None) -> StructureMatcher:
+    """The benchmark matcher (stol=0.5, angle_tol=10, ltol=0.3); ``comparator`` a pymatgen site comparator
+    (default: species)."""
+    return StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3, comparator=comparator)
 
 
 def rms_if_match(
