@@ -186,9 +186,8 @@ def _shape_columns(
             start = layout.start.index_select(0, i)
             gi = start[:, None] + torch.arange(size)
             edge = torch.nonzero((start < 0) | (start + size > m)).squeeze(1)
-            if (
-                edge.numel()
-            ):  # windows running past the grid's ends: zero those points, keep the rows in range
+            # windows running past the grid's ends: zero those points, keep the rows in range
+            if edge.numel():
                 ge = gi.index_select(0, edge)
                 outside = (ge < 0) | (ge >= m)
                 block[:, edge] = block[:, edge].masked_fill(outside, 0.0)
