@@ -126,7 +126,7 @@ def reference_rms(reference: Any, candidate: Any) -> float | None:
     must agree to :data:`OCCUPANCY_TOLERANCE` in every element's atomic fraction instead of exactly."""
     from pymatgen.analysis.structure_matcher import OrderDisorderElementComparator
 
-    from xrdsolve.generate.metrics import matcher, rms_if_match
+    from xrdsolve.generate.metrics import matched_rms, matcher, rms_if_match
 
     if reference.is_ordered and candidate.is_ordered:
         return rms_if_match(reference, candidate, matcher())
@@ -136,14 +136,7 @@ def reference_rms(reference: Any, candidate: Any) -> float | None:
         return None
     if any(abs(ref[el] - cand[el]) > OCCUPANCY_TOLERANCE for el in ref):
         return None
-    sm = matcher(OrderDisorderElementComparator())
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            res = sm.get_rms_dist(reference, candidate)
-    except Exception:  # StructureMatcher raises on degenerate lattices
-        return None
-    return None if res is None else float(res[0])
+    return matched_rms(matcher(OrderDisorderElementComparator()), reference, candidate)
 
 
 def solve_case(case: RealCase, settings: BenchRealSettings) -> dict[str, Any]:

@@ -1331,9 +1331,8 @@ def solve(
     disorder_runs = plan is not None and opts.disorder != "off"
     # under a budget, the disordered models get the last DISORDER_SHARE of it (they are the answer for a
     # non-stoichiometric composition): the stages before them see the rest as their budget
-    clock = _Clock(opts.time_budget)
-    if disorder_runs and clock.budget is not None:
-        clock.budget *= 1.0 - DISORDER_SHARE
+    kept_for_disorder = DISORDER_SHARE if disorder_runs else 0.0
+    clock = _Clock(None if opts.time_budget is None else opts.time_budget * (1.0 - kept_for_disorder))
     pattern = _load_pattern(pattern_or_path, radiation)
     inst = _load_instrument(instrument)
     tried: dict[str, Any] = {}
@@ -1404,7 +1403,7 @@ def solve(
         for n, (r, prov) in enumerate(unique)
     ]
     decisions: list[tuple[str, Any]] = []
-    if plan is not None and opts.disorder != "off" and candidates:
+    if disorder_runs and candidates:
         deadline = None if opts.time_budget is None else clock.start + opts.time_budget
         candidates, decisions = _with_disorder(
             pattern, candidates, plan, opts, inst, deadline, tried, messages

@@ -22,9 +22,14 @@ def rms_if_match(
     truth: Structure, candidate: Structure, sm_in: StructureMatcher | None = None
 ) -> float | None:
     """Normalised RMS displacement when ``candidate`` matches ``truth``, else None."""
-    sm = sm_in or matcher()
     if candidate.composition.reduced_composition != truth.composition.reduced_composition:
         return None
+    return matched_rms(sm_in or matcher(), truth, candidate)
+
+
+def matched_rms(sm: StructureMatcher, truth: Structure, candidate: Structure) -> float | None:
+    """``sm``'s normalised RMS displacement between ``truth`` and ``candidate``, None when they do not match
+    or the candidate's lattice is degenerate (no composition check of its own)."""
     if not np.isfinite(candidate.lattice.volume) or candidate.lattice.volume <= 0:
         return None
     try:
