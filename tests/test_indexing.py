@@ -93,6 +93,22 @@ def test_cubic_f_ceo2_with_zero_shift() -> None:
     assert 225 in [h.number for h in hints[:3]]
 
 
+def test_three_lines_index_a_cubic_cell_only_when_asked() -> None:
+    """Three lines (100, 200, 210 of a 4.08 Å P cell) test a cubic cell, one parameter: a cubic-only search
+    with ``min_lines=3`` finds it; by default, or for systems with more parameters, three lines are refused."""
+    a = 4.08
+    d = a / np.sqrt([1.0, 4.0, 5.0])
+    tt = 2.0 * np.degrees(np.arcsin(CU / (2.0 * d)))
+    peaks = Peaks.from_two_theta(tt, CU)
+    best = index_peaks(peaks, systems=("cubic",), min_lines=3)[0]
+    assert (best.crystal_system, best.centring) == ("cubic", "P")
+    assert best.a == pytest.approx(a, abs=0.002) and best.n_unindexed == 0
+    with pytest.raises(IndexingError, match="at least 4 peaks"):
+        index_peaks(peaks, systems=("cubic",))
+    with pytest.raises(IndexingError, match="min_lines must be at least 4"):
+        index_peaks(peaks, min_lines=3)
+
+
 def test_large_cubic_cell_beats_a_smaller_orthorhombic_one_indexing_the_same_lines() -> None:
     """The 22 lines measured on a simulated Cs2KBiI6 pattern (double perovskite, Fm-3m, a 12.94 Å, zero shift
     and sample displacement about −0.07°): an orthorhombic I cell of 359 Å³ indexes them all (M20 110) in

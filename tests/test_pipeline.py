@@ -202,6 +202,28 @@ def test_indexing_orthorhombic_cell_with_two_impurity_lines(shared_data: Path) -
     assert two["allowed"] == 2 and two["volume"] == [0.0, 400.0] and two["kept"] >= 1
 
 
+def test_a_three_line_pattern_is_indexed_cubic(shared_data: Path) -> None:
+    """ScF3 (ReO3 type, R32 by a hair), validation pattern 33 of ``xrdsolve bench solve``: a few tens of counts
+    above the background leave three lines, 100, 200 and 210 of the pseudo-cubic 4.08 Å cell, each 0.03–0.05°
+    from where the cell puts them. Before, no cell was searched below four lines; now a cubic-only search
+    with a tolerance of 0.3 of the lines' FWHM finds the P cell, which holds one formula unit, with Pm-3m
+    among its groups (its ReO3-type ScF3 matches the reference)."""
+    from xrdsolve.generate.bench import simulate_patterns
+    from xrdsolve.generate.data import load_split
+    from xrdsolve.pipeline import SolveOptions, _Clock, _index
+
+    truth = load_split("mp20", "val")[33].structure
+    assert truth.composition.reduced_formula == "ScF3"
+    pattern = simulate_patterns([truth] * 34, seed=0)[33]
+    tried: dict = {}
+    cells = _index(pattern, tried, _Clock(60.0), SolveOptions(), composition=truth.composition)
+    assert tried["peaks"]["after_kalpha2_removal"] == 3
+    best, groups = cells[0]
+    assert (best.crystal_system, best.centring) == ("cubic", "P")
+    assert best.a == pytest.approx(4.07, abs=0.02) and 221 in groups
+    assert tried["indexing"]["lines"] == 3 and tried["indexing"]["tolerance"] > 0.03
+
+
 def test_impurity_subcell_groups_hold_the_composition(shared_data: Path) -> None:
     """Sr3Nb2ZnO9 (P-3m1, one formula unit in 201 Å³), validation pattern 82 of ``xrdsolve bench solve``: the
     impurity retry indexes it on a cell with c tripled, whose c/3 sub-cell is the true cell. The sub-cell's

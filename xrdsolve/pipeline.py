@@ -94,6 +94,9 @@ PRESCREEN_SHARE = 0.18
 PRESCREEN_SECONDS_WITHOUT_BUDGET = 30.0
 #: Smallest M20 of an indexing solution the pipeline trusts.
 MIN_M20 = 8.0
+#: 2θ tolerance of the cubic search of a three-line pattern, as a fraction of the lines' median FWHM
+#: (:func:`_index_three_lines`; used when above the indexer's default).
+THREE_LINE_TOLERANCE_FWHM = 0.3
 #: Below this M20 of the best cell, indexing is repeated allowing a few unindexed (impurity) lines
 #: (spurious low-symmetry cells reach M20 of 20–40 on a dozen lines).
 IMPURITY_RETRY_M20 = 100.0
@@ -279,6 +282,9 @@ def _index(
     tt, height = lines.two_theta, lines.height
     wavelengths = list(pattern.radiation.wavelengths)
     tried["peaks"] = {"found": len(found), "after_kalpha2_removal": int(tt.size)}
+    if tt.size == 3 and options.use_indexing:
+        fwhm = float(statistics.median(found.fwhm)) if len(found.fwhm) else 0.0
+        return _index_three_lines(pattern, tt, height, fwhm, options, tried, composition)
     if tt.size < 4 or not options.use_indexing:
         return []
     t0 = time.perf_counter()
@@ -375,6 +381,64 @@ def _index(
         tried["indexing"]["subcells"] = subcells
     if supercells:
         tried["indexing"]["supercells"] = supercells
+    return planned
+
+
+def _index_three_lines(
+    pattern: Any,
+    two_theta: Any,
+    height: Any,
+    fwhm: float,
+    options: SolveOptions,
+    tried: dict[str, Any],
+    composition: Composition | None,
+) -> list[Any]:
+    """Cubic cells of a pattern that shows only three lines, with their hinted space groups (as :func:`_index`).
+
+    Three lines test a cubic cell (one parameter, two ratios to match) but no other. The lines of so weak a
+    pattern are weak or broad, and their fitted positions are off by a fair part of their width: the search's
+    2θ tolerance is THREE_LINE_TOLERANCE_FWHM × the median FWHM (degrees) when that is above the default.
+    With a ``composition`` only cells that hold a whole number of its formula units are kept. ScF3 (ReO3
+    type, counts of a few tens above the background) shows 100, 200 and 210 only, 0.03–0.05° from where the
+    4.08 Å cell puts them: the default 0.03° tolerance found no cell, and no cell was searched at all."""
+    from xrdsolve.refine.indexing.indexer import IndexingOptions, index_peaks
+    from xrdsolve.refine.indexing.observations import NOTIONAL_WAVELENGTH, IndexingError, Peaks
+
+    wavelength = float(pattern.radiation.wavelengths[0])
+    default = IndexingOptions().tol * wavelength / NOTIONAL_WAVELENGTH
+    tolerance = max(default, THREE_LINE_TOLERANCE_FWHM * fwhm)
+    record: dict[str, Any] = {"lines": 3, "systems": ["cubic"], "tolerance": round(tolerance, 4)}
+    t0 = time.perf_counter()
+    try:
+        peaks = Peaks.from_two_theta(two_theta, wavelength, height)
+        cells = index_peaks(
+            peaks,
+            IndexingOptions(
+                systems=("cubic",), min_lines=3, tolerance=tolerance, time_limit=3.0, max_solutions=10
+            ),
+        )
+    except IndexingError as exc:
+        tried["indexing"] = record | {"error": str(exc)}
+        return []
+    cells = [c for c in cells if c.m20 >= MIN_M20]
+    if composition is not None:
+        cells = [c for c in cells if _holds_formula_units(composition, float(c.volume))]
+    planned = [
+        (cell, _hinted_groups(cell, peaks, options, composition, limit=_groups_kept(options)))
+        for cell in cells[: options.max_cells]
+    ]
+    tried["indexing"] = record | {
+        "solutions": [c.summary() for c in cells[:5]],
+        "used": [
+            {k: v for k, v in c.as_dict().items() if k != "hkl"} | {"spacegroups": groups}
+            for c, groups in planned
+        ],
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    if not planned:
+        tried["indexing"]["error"] = "no cubic cell indexes the three lines" + (
+            " and holds whole formula units" if composition is not None else ""
+        )
     return planned
 
 

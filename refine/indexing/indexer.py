@@ -68,6 +68,9 @@ class IndexingOptions:
     monoclinic shell is given the TREOR-style trial cells of :mod:`.trials` (every edge up to ``a_max``) that
     fall in it, and the monoclinic dichotomy, which outgrows its box limit on many patterns, runs over the
     shells after every shell's cheaper searches, while no solution reaches ``stop_m20``.
+
+    At least ``min_lines`` lines are needed (4, the default, or 3 for a cubic-only search: a cubic cell has
+    one parameter, so three lines, two ratios to match, already test it).
     """
 
     systems: tuple[CrystalSystem, ...] = SYSTEMS
@@ -90,6 +93,7 @@ class IndexingOptions:
     max_candidates: int = 40
     max_trials: int = 2000
     monoclinic_trials: bool = True
+    min_lines: int = 4
 
     @property
     def tol(self) -> float:
@@ -128,8 +132,11 @@ def index_peaks(
         if opts.max_zero_shift is not None
         else default_max_zero_shift(lines.wavelength),
     )
-    if len(lines) < 4:
-        raise IndexingError(f"at least 4 peaks are needed to index, got {len(lines)}")
+    fewest = 3 if set(opts.systems) == {"cubic"} else 4
+    if opts.min_lines < fewest:
+        raise IndexingError(f"min_lines must be at least {fewest} for systems {list(opts.systems)}")
+    if len(lines) < opts.min_lines:
+        raise IndexingError(f"at least {opts.min_lines} peaks are needed to index, got {len(lines)}")
     zero_max = opts.zero_max if lines.zero_allowed else 0.0
     tt, lam = lines.two_theta, lines.wavelength
     q_obs = inv_d2(tt, lam)
