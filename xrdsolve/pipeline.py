@@ -414,7 +414,11 @@ def _index_three_lines(
         cells = index_peaks(
             peaks,
             IndexingOptions(
-                systems=("cubic",), min_lines=3, tolerance=tolerance, time_limit=3.0, max_solutions=10
+                systems=("cubic",),
+                min_lines=3,
+                tolerance=tolerance,
+                time_limit=CUBIC_SEAT_SECONDS,
+                max_solutions=10,
             ),
         )
     except IndexingError as exc:
