@@ -282,8 +282,8 @@ def _index(
     tt, height = lines.two_theta, lines.height
     wavelengths = list(pattern.radiation.wavelengths)
     tried["peaks"] = {"found": len(found), "after_kalpha2_removal": int(tt.size)}
+    fwhm = float(statistics.median(found.fwhm)) if len(found.fwhm) else 0.0
     if tt.size == 3 and options.use_indexing:
-        fwhm = float(statistics.median(found.fwhm)) if len(found.fwhm) else 0.0
         return _index_three_lines(pattern, tt, height, fwhm, options, tried, composition)
     if tt.size < 4 or not options.use_indexing:
         return []
@@ -335,7 +335,6 @@ def _index(
             new_cells = [c for c in cells if not any(c is b for b in before)]
             weak_peaks = (weak_peaks[0], [*weak_peaks[1], *new_cells])  # judged on the peaks they index
     cells = _with_zero_recentred(peaks, cells, min(ZERO_RECENTRE_SECONDS, 0.3 * time_limit), tried)
-    fwhm = float(statistics.median(found.fwhm)) if len(found.fwhm) else 0.0
     cells = _with_wide_zero_cubic(peaks, cells, min(WIDE_ZERO_SECONDS, 0.3 * time_limit), tried, fwhm)
     if not cells:
         tried["indexing"] = {"error": error or "no cell found"}
@@ -371,10 +370,7 @@ def _index(
         planned = _with_supercells(planned, peaks, composition, options, supercells)
     tried["indexing"] = {
         "solutions": [c.summary() for c in cells[:5]],
-        "used": [
-            {k: v for k, v in c.as_dict().items() if k != "hkl"} | {"spacegroups": groups}
-            for c, groups in planned
-        ],
+        "used": _used_cells(planned),
         "seconds": round(time.perf_counter() - t0, 2),
     }
     if subcells:
@@ -382,6 +378,19 @@ def _index(
     if supercells:
         tried["indexing"]["supercells"] = supercells
     return planned
+
+
+def _line_tolerance(wavelength: float, fwhm: float, per_fwhm: float) -> float:
+    """2θ tolerance (degrees) of a search on broad or faint lines: ``per_fwhm`` × their median ``fwhm``
+    (degrees), or the indexer's default at ``wavelength`` (Å) when that is larger."""
+    from xrdsolve.refine.indexing.indexer import default_tolerance
+
+    return max(default_tolerance(wavelength), per_fwhm * fwhm)
+
+
+def _used_cells(planned: Sequence[tuple[Any, list[int]]]) -> list[dict[str, Any]]:
+    """The record of each cell used (without its hkl list) with its hinted space groups."""
+    return [{k: v for k, v in c.as_dict().items() if k != "hkl"} | {"spacegroups": g} for c, g in planned]
 
 
 def _index_three_lines(
@@ -402,11 +411,10 @@ def _index_three_lines(
     type, counts of a few tens above the background) shows 100, 200 and 210 only, 0.03–0.05° from where the
     4.08 Å cell puts them: the default 0.03° tolerance found no cell, and no cell was searched at all."""
     from xrdsolve.refine.indexing.indexer import IndexingOptions, index_peaks
-    from xrdsolve.refine.indexing.observations import NOTIONAL_WAVELENGTH, IndexingError, Peaks
+    from xrdsolve.refine.indexing.observations import IndexingError, Peaks
 
     wavelength = float(pattern.radiation.wavelengths[0])
-    default = IndexingOptions().tol * wavelength / NOTIONAL_WAVELENGTH
-    tolerance = max(default, THREE_LINE_TOLERANCE_FWHM * fwhm)
+    tolerance = _line_tolerance(wavelength, fwhm, THREE_LINE_TOLERANCE_FWHM)
     record: dict[str, Any] = {"lines": 3, "systems": ["cubic"], "tolerance": round(tolerance, 4)}
     t0 = time.perf_counter()
     try:
@@ -433,10 +441,7 @@ def _index_three_lines(
     ]
     tried["indexing"] = record | {
         "solutions": [c.summary() for c in cells[:5]],
-        "used": [
-            {k: v for k, v in c.as_dict().items() if k != "hkl"} | {"spacegroups": groups}
-            for c, groups in planned
-        ],
+        "used": _used_cells(planned),
         "seconds": round(time.perf_counter() - t0, 2),
     }
     if not planned:
@@ -510,7 +515,7 @@ def _with_wide_zero_cubic(
     box = default_max_zero_shift(peaks.wavelength)
     scale = box / DEFAULT_MAX_ZERO_SHIFT  # the wavelength's over Cu Kα1's
     widest = WIDE_ZERO_MAX * scale
-    tolerance = max(IndexingOptions().tol * scale, WIDE_ZERO_FWHM_TOLERANCE * fwhm)
+    tolerance = _line_tolerance(peaks.wavelength, fwhm, WIDE_ZERO_FWHM_TOLERANCE)
     steps = int(widest / (2 * box))
     centres = [sign * 2 * box * k for k in range(1, steps + 1) for sign in (1.0, -1.0)]
     t0 = time.perf_counter()

@@ -43,6 +43,17 @@ WHOLE_RANGE_SYSTEMS = ("cubic",)
 DEFAULT_MAX_ZERO_SHIFT = 0.1
 
 
+#: The 2θ tolerance (degrees) within which a reflection indexes a line by default, at Cu Kα1 (scaled with
+#: the wavelength).
+DEFAULT_TOLERANCE = 0.03
+
+
+def default_tolerance(wavelength: float) -> float:
+    """The 2θ tolerance (degrees) used by default at ``wavelength`` (Å): DEFAULT_TOLERANCE at Cu Kα1, scaled
+    so that it means the same d resolution."""
+    return DEFAULT_TOLERANCE * wavelength / NOTIONAL_WAVELENGTH
+
+
 def default_max_zero_shift(wavelength: float) -> float:
     """The largest zero shift (degrees 2θ) searched by default at ``wavelength`` (Å): DEFAULT_MAX_ZERO_SHIFT
     at Cu Kα1, scaled so that it means the same d resolution."""
@@ -98,7 +109,7 @@ class IndexingOptions:
     @property
     def tol(self) -> float:
         """The 2θ tolerance (degrees) once resolved (Cu Kα1 default when unset)."""
-        return 0.03 if self.tolerance is None else self.tolerance
+        return DEFAULT_TOLERANCE if self.tolerance is None else self.tolerance
 
     @property
     def zero_max(self) -> float:
@@ -124,10 +135,9 @@ def index_peaks(
     centre = opts.zero_centre if lines.zero_allowed else 0.0
     if centre:
         lines = dataclasses.replace(lines, two_theta=lines.two_theta - centre)
-    scale = lines.wavelength / NOTIONAL_WAVELENGTH
     opts = dataclasses.replace(
         opts,
-        tolerance=opts.tolerance if opts.tolerance is not None else 0.03 * scale,
+        tolerance=opts.tolerance if opts.tolerance is not None else default_tolerance(lines.wavelength),
         max_zero_shift=opts.max_zero_shift
         if opts.max_zero_shift is not None
         else default_max_zero_shift(lines.wavelength),
