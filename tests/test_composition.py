@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pymatgen.core import Composition
 
 from xrdsolve.composition import (
+    ANION_CONTACT_FRACTION,
+    anion_radii,
     estimated_volume_per_formula,
     parse_composition,
     parse_elements,
@@ -260,3 +264,53 @@ def test_axis_orders_on_a_centred_cell_keep_its_centring(spacegroup: int, centri
         assert s is not None
         # the structure's axes are the cell's edges perm[0], perm[1], perm[2]
         assert _centred_by(s, tuple(translation[p] for p in perm)) == (perm in kept)
+
+
+def test_anion_radii_are_the_full_charge_anions() -> None:
+    assert anion_radii(Composition("Rb3LuO3")) == {"O": pytest.approx(1.26)}
+    assert set(anion_radii(Composition("V3O5F"))) == {"O", "F"}
+    assert set(anion_radii(Composition("KCeGeSe4"))) == {"Se"}
+    assert anion_radii(Composition("LiS4")) == {}  # a polysulfide: S–S bonds, no S²⁻
+    assert anion_radii(Composition("HoGeRh")) == {}  # an intermetallic
+    assert anion_radii(Composition("SiC")) == {}  # C⁴⁻ has no tabulated radius
+
+
+def test_full_charge_anions_of_real_crystals_keep_their_contact_distance(shared_data: Path) -> None:
+    """The anion–anion limit the prescreen imposes holds in at least 99 % of the MP-20 training rows that
+    have full-charge anions (the one rule of crystal chemistry the Wyckoff search leans on)."""
+    import numpy as np
+
+    from xrdsolve.generate.data import load_split
+
+    checked, broken = 0, []
+    for record in load_split("mp20", "train"):
+        structure = record.structure
+        radii = anion_radii(structure.composition)
+        if not radii:
+            continue
+        checked += 1
+        symbols = [site.specie.symbol for site in structure]
+        r = np.array([radii.get(s, np.nan) for s in symbols])
+        limit = ANION_CONTACT_FRACTION * (r[:, None] + r[None, :])
+        dist = structure.distance_matrix + np.diag(np.full(len(structure), np.inf))
+        if np.any(dist < np.nan_to_num(limit, nan=0.0)):
+            broken.append(structure.composition.reduced_formula)
+    assert checked > 300
+    assert len(broken) <= 0.01 * checked, broken
+
+
+def test_wyckoff_sampler_keeps_full_charge_anions_apart() -> None:
+    import numpy as np
+
+    from xrdsolve.random_candidates import WyckoffSampler
+
+    cell = (5.0, 5.0, 5.0, 90.0, 90.0, 90.0)
+    frac = np.array([[[0.5, 0.5, 0.5], [0.0, 0.0, 0.0], [0.3, 0.0, 0.0]]])  # O–O 1.5 Å, Mg–O ≥ 3.3 Å
+    covalent = WyckoffSampler(1, ["Mg", "O"], [["1a"], ["1a", "1a"]], cell)
+    ionic = WyckoffSampler(1, ["Mg", "O"], [["1a"], ["1a", "1a"]], cell, {"O": 1.26})
+    assert covalent.apart(frac)[0]
+    assert not ionic.apart(frac)[0]
+    assert ionic.distance_limits[1, 2] == pytest.approx(ANION_CONTACT_FRACTION * 2 * 1.26)
+    assert ionic.distance_limits[0, 1] == pytest.approx(
+        covalent.distance_limits[0, 1]
+    )  # cation–anion as before

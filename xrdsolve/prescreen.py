@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from pymatgen.core import Composition, Structure
 
+from xrdsolve.composition import anion_radii
 from xrdsolve.conditioning.peaks import find_peaks
 from xrdsolve.random_candidates import CandidateSpec, WyckoffSampler, permuted_cell, wyckoff_plan
 
@@ -294,7 +295,10 @@ def prescreened_structures(
     if not plan or n <= 0:
         return []
     rng = np.random.default_rng(seed)
-    samplers = [WyckoffSampler(sg, species, combo, permuted_cell(lattice, perm)) for sg, combo, perm in plan]
+    anions = anion_radii(composition)
+    samplers = [
+        WyckoffSampler(sg, species, combo, permuted_cell(lattice, perm), anions) for sg, combo, perm in plan
+    ]
     lam = instrument.radiation.wavelengths
     positions = _lattice_positions(samplers[0].lattice, lam, float(pattern.two_theta[-1])) + zero_shift
     groups = peak_groups(pattern, positions, fwhm or fwhm_model(pattern))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +18,7 @@ import numpy as np
 import spglib
 from pymatgen.core import Composition, Structure
 
+from xrdsolve.composition import ANION_CONTACT_FRACTION
 from xrdsolve.refine.indexing.extinctions import (
     hall_operations,
     operation_set,
@@ -246,7 +247,10 @@ class WyckoffSampler:
     an (n, sites, 3) array in [0, 1) that each site's first operation moves onto the site — so a random
     array is a random structure and a small change of it a small move of the free coordinates.
 
-    ``lattice`` a, b, c (Å), α, β, γ (degrees); ``combo`` the site labels per species.
+    ``lattice`` a, b, c (Å), α, β, γ (degrees); ``combo`` the site labels per species; ``anion_radii``
+    (element → ionic radius, Å; :func:`~xrdsolve.composition.anion_radii`) the full-charge anions, two of
+    which keep at least :data:`~xrdsolve.composition.ANION_CONTACT_FRACTION` × the sum of their ionic radii
+    apart.
     """
 
     def __init__(
@@ -255,6 +259,7 @@ class WyckoffSampler:
         species: Sequence[str],
         combo: Sequence[Sequence[str]],
         lattice: Sequence[float],
+        anion_radii: Mapping[str, float] | None = None,
     ) -> None:
         from pymatgen.core import Lattice
 
@@ -269,6 +274,10 @@ class WyckoffSampler:
         owner = np.concatenate([np.full(len(ops), k) for k, ops in enumerate(self._orbit_ops)])
         self._labels = [site_species[k] for k in owner]
         limit = MIN_DISTANCE_FACTOR * (radii[owner][:, None] + radii[owner][None, :])
+        if anion_radii:
+            ionic = np.array([anion_radii.get(sp, np.nan) for sp in site_species])[owner]
+            anion_pair = ANION_CONTACT_FRACTION * (ionic[:, None] + ionic[None, :])
+            limit = np.where(np.isnan(anion_pair), limit, np.maximum(limit, anion_pair))
         np.fill_diagonal(limit, 0.0)
         self._limit = limit
         self._lattice = Lattice.from_parameters(*lattice)
