@@ -311,6 +311,5 @@ def test_wyckoff_sampler_keeps_full_charge_anions_apart() -> None:
     assert covalent.apart(frac)[0]
     assert not ionic.apart(frac)[0]
     assert ionic.distance_limits[1, 2] == pytest.approx(ANION_CONTACT_FRACTION * 2 * 1.26)
-    assert ionic.distance_limits[0, 1] == pytest.approx(
-        covalent.distance_limits[0, 1]
-    )  # cation–anion as before
+    # cation–anion pairs keep their covalent limit
+    assert ionic.distance_limits[0, 1] == pytest.approx(covalent.distance_limits[0, 1])

@@ -276,7 +276,8 @@ def prescreened_structures(
     :data:`MINIMISE_STARTS` best draws (:meth:`~xrdsolve.trial_scorer.TrialScorer.minimise`), for up to
     :data:`DESCENT_ASSIGNMENTS` assignments; then deep searches of the :data:`DEEP_ASSIGNMENTS` best
     (:func:`_deep_round`). Only trials whose atoms keep apart
-    (:meth:`~xrdsolve.random_candidates.WyckoffSampler.apart`) become candidates: the best distinct one of
+    (:meth:`~xrdsolve.random_candidates.WyckoffSampler.apart`; full-charge anions of ``composition``, from
+    :func:`~xrdsolve.composition.anion_radii`, by their ionic radii) become candidates: the best distinct one of
     each assignment first (the :data:`DEEP_DISTINCT` best of a deeply searched one; best assignments first),
     then the next best of each, and so on — so that
     ``n`` candidates cover ``n`` assignments when there are that many. Each spec records
