@@ -172,16 +172,23 @@ def anion_radii(composition: Composition) -> dict[str, float]:
     """Ionic radius (Å) of each element of ``composition`` that its likeliest oxidation-state assignment
     (pymatgen's ``oxi_state_guesses``) makes a full-charge anion: charge equal to the element's most
     negative common oxidation state (O²⁻, F⁻, Se²⁻; not S⁻ in a polysulfide, not Si⁴⁻ in an intermetallic,
-    which has no tabulated radius). Empty when no assignment balances."""
+    which has no tabulated radius). Empty when no assignment balances. Cached per reduced formula (the
+    prescreen asks once per cell and Z; the guess takes up to 30 ms)."""
+    return dict(_full_charge_anions(composition.reduced_formula))
+
+
+@functools.lru_cache(maxsize=256)
+def _full_charge_anions(reduced_formula: str) -> tuple[tuple[str, float], ...]:
+    """(element, ionic radius Å) of the full-charge anions of a reduced formula (:func:`anion_radii`)."""
     from pymatgen.core import Species
 
     try:
-        guesses = composition.reduced_composition.oxi_state_guesses(max_sites=-50)
+        guesses = Composition(reduced_formula).oxi_state_guesses(max_sites=-50)
     except ValueError:
-        return {}
+        return ()
     if not guesses:
-        return {}
-    out: dict[str, float] = {}
+        return ()
+    out: list[tuple[str, float]] = []
     for symbol, charge in guesses[0].items():
         negative = [q for q in Element(symbol).common_oxidation_states if q < 0]
         if charge >= 0 or not negative or abs(charge - min(negative)) > 1e-6:
@@ -193,8 +200,8 @@ def anion_radii(composition: Composition) -> dict[str, float]:
         except (ValueError, KeyError):
             radius = None
         if radius:
-            out[symbol] = float(radius)
-    return out
+            out.append((symbol, float(radius)))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
