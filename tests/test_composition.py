@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from pymatgen.core import Composition
 
 from xrdsolve.composition import (
     ANION_CONTACT_FRACTION,
+    MIN_VOLUME_FRACTION,
     anion_radii,
     estimated_volume_per_formula,
     parse_composition,
@@ -57,6 +59,19 @@ def test_z_candidates_follow_cell_volume() -> None:
     assert all(z * 3 <= 64 for z in z_candidates(tio2))
     with pytest.raises(UsageError, match="atoms"):
         z_candidates(Composition("C61H40"))
+
+
+def test_z_candidates_never_overfill_a_cell() -> None:
+    """Mg3MnTe4 (P-4m2, 271 Å³ for one formula unit, 228 Å³ estimated) indexes on a 136 Å³ I-centred sub-cell.
+    When no Z fitted, the two nearest its volume were offered, and Z 2 (16 atoms at 8.5 Å³ each, which only
+    an I-centred group can hold) was refined and ranked first. Only Z 1 is offered now, even with no volume
+    tolerance; a cell of half that volume gets none."""
+    comp = Composition("Mg3MnTe4")
+    assert z_candidates(comp, 136.0) == [1]
+    assert z_candidates(comp, 136.0, tolerance=math.inf) == [1]
+    assert z_candidates(comp, 68.0) == []
+    assert z_candidates(comp, 8 * 228.0, tolerance=math.inf)[0] == 8
+    assert MIN_VOLUME_FRACTION * estimated_volume_per_formula(comp) < 136.0
 
 
 def test_volume_estimate_is_within_a_factor_of_two_of_real_cells() -> None:

@@ -29,6 +29,30 @@ def test_periodic_images_and_composition_count() -> None:
     assert why == "composition ErPt3, not ErPt6"
 
 
+def test_a_cell_far_denser_than_crystals_is_implausible() -> None:
+    """Two Mg3MnTe4 formula units in its 136 Å³ I-centred sub-cell: no pair is short enough to tell, but 16
+    atoms take 0.30 of the volume they take in crystals. The real cell (one unit in 271 Å³) passes."""
+    from xrdsolve.composition import MIN_VOLUME_FRACTION
+
+    packed = Structure(
+        Lattice.tetragonal(4.588, 6.487),
+        ["Mg"] * 6 + ["Mn"] * 2 + ["Te"] * 8,
+        [[0, 0.5, 0], [0.5, 0, 0], [0.5, 0, 0.5], [0, 0.5, 0.5], [0, 0, 0.5], [0.5, 0.5, 0], [0, 0, 0],
+         [0.5, 0.5, 0.5], [0.385, 0.885, 0.25], [0.115, 0.385, 0.25], [0.615, 0.115, 0.25],
+         [0.885, 0.615, 0.25], [0.385, 0.115, 0.75], [0.115, 0.615, 0.75], [0.615, 0.885, 0.75],
+         [0.885, 0.385, 0.75]],
+    )  # fmt: skip
+    why = implausibility(packed, Composition("Mg3MnTe4"))
+    assert why is not None and f"at least {MIN_VOLUME_FRACTION} expected" in why, why
+    real = Structure(
+        Lattice.tetragonal(4.5836, 12.9022),
+        ["Mg", "Mg", "Mg", "Mn", "Te", "Te", "Te", "Te"],
+        [[0, 0, 0.7512], [0.5, 0.5, 0.5], [0, 0, 0.2488], [0.5, 0.5, 0], [0, 0.5, 0.3748], [0.5, 0, 0.1202],
+         [0, 0.5, 0.8798], [0.5, 0, 0.6252]],
+    )  # fmt: skip
+    assert implausibility(real, Composition("Mg3MnTe4")) is None
+
+
 def test_no_mp20_structure_is_called_implausible(shared_data) -> None:
     """Every MP-20 train and validation structure (970, H-bearing hydroxides included) passes."""
     n = 0

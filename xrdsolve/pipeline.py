@@ -133,6 +133,10 @@ ZERO_RECENTRE_SECONDS = 6.0
 #: precisely (La0.5Ba0.5CoO3 on HRPT: FWHM 0.35–0.5°, lines up to 0.056° off the fitted cubic cell).
 WIDE_ZERO_M20 = 20.0
 WIDE_ZERO_FWHM_TOLERANCE = 0.15
+#: Line tolerance of the main searches (significant peaks, strong-line list, impurity retry, zero recentred),
+#: as a fraction of the lines' median FWHM, when above the indexer's default (0.03° at Cu Kα1, scaled).
+#: Broad lines blend neighbouring reflections and their fitted positions sit off either one.
+INDEXING_FWHM_TOLERANCE = 0.25
 WIDE_ZERO_MAX = 1.0
 WIDE_ZERO_SECONDS = 2.0
 #: Index on profile-fitted line positions (:func:`xrdsolve.conditioning.peakfit.fit_peak_positions`) instead
@@ -263,6 +267,8 @@ def _index(
     ``xrdsolve bench solve`` the significant peaks found the cell first as often as the strong-line list with
     its retries (18 against 19) in 158 s of searching against 421 s (GdMgPd 0.1 s against 18.8 s, MnF2 0.8
     against 32.1 s, Ti4GaC3 0.5 against 31.1 s: noise maxima on an amorphous hump defeat the strict search).
+    These searches index within INDEXING_FWHM_TOLERANCE × the lines' median FWHM when that exceeds the
+    indexer's default tolerance (``tried["indexing"]["tolerance"]``).
 
     With ``subcells_for`` (the stoichiometric parent of a vacancy composition) each cell is followed by its
     sub-cells (axes divided, index ≤ ``options.supercells``) that index the strong lines and hold at least
@@ -297,13 +303,16 @@ def _index(
         return []
     # the significant peaks first (weak lines kept, noise maxima of a hump left out): when they index with a
     # cell that can hold the composition, the search of the strong-line list only adds cells, in a few seconds
-    weak_cells, weak_peaks = _index_weak_lines(pattern, [], min(0.3 * time_limit, 10.0), tried)
+    tolerance = _line_tolerance(peaks.wavelength, fwhm, INDEXING_FWHM_TOLERANCE)
+    weak_cells, weak_peaks = _index_weak_lines(pattern, [], min(0.3 * time_limit, 10.0), tried, tolerance)
     v_min = _min_cell_volume(composition) if composition is not None else 0.0
     confident = bool(weak_cells) and weak_cells[0].m20 >= WEAK_LINES_CONFIDENT_M20
     confident = confident and weak_cells[0].volume >= v_min
     strict_limit = min(time_limit, CONFIDENT_STRICT_SECONDS) if confident else time_limit
     try:
-        cells = index_peaks(peaks, IndexingOptions(time_limit=strict_limit, max_solutions=10))
+        cells = index_peaks(
+            peaks, IndexingOptions(time_limit=strict_limit, max_solutions=10, tolerance=tolerance)
+        )
     except IndexingError as exc:
         cells = []
         error = str(exc)
@@ -329,12 +338,13 @@ def _index(
             cells,
             min(IMPURITY_RETRY_SHARE * time_limit, IMPURITY_RETRY_SECONDS),
             tried,
+            tolerance,
         )
         tried["indexing_unindexed_lines"]["lines"] = "significant" if on_weak else "strong"
         if on_weak and weak_peaks is not None:
             new_cells = [c for c in cells if not any(c is b for b in before)]
             weak_peaks = (weak_peaks[0], [*weak_peaks[1], *new_cells])  # judged on the peaks they index
-    cells = _with_zero_recentred(peaks, cells, min(ZERO_RECENTRE_SECONDS, 0.3 * time_limit), tried)
+    cells = _with_zero_recentred(peaks, cells, min(ZERO_RECENTRE_SECONDS, 0.3 * time_limit), tried, tolerance)
     cells = _with_wide_zero_cubic(peaks, cells, min(WIDE_ZERO_SECONDS, 0.3 * time_limit), tried, fwhm)
     if not cells:
         tried["indexing"] = {"error": error or "no cell found"}
@@ -371,6 +381,7 @@ def _index(
     tried["indexing"] = {
         "solutions": [c.summary() for c in cells[:5]],
         "used": _used_cells(planned),
+        "tolerance": round(tolerance, 4),
         "seconds": round(time.perf_counter() - t0, 2),
     }
     if subcells:
@@ -451,7 +462,9 @@ def _index_three_lines(
     return planned
 
 
-def _with_zero_recentred(peaks: Any, cells: list[Any], time_limit: float, tried: dict[str, Any]) -> list[Any]:
+def _with_zero_recentred(
+    peaks: Any, cells: list[Any], time_limit: float, tried: dict[str, Any], tolerance: float | None = None
+) -> list[Any]:
     """``cells`` with those of a search (every system, every line indexed, ``time_limit`` s) whose zero-shift
     box is centred on the best cell's zero shift, when that lies outside the box searched (± the default
     largest zero shift): a wrong cell with more lines to choose from can absorb a zero shift beyond the box
@@ -472,7 +485,8 @@ def _with_zero_recentred(peaks: Any, cells: list[Any], time_limit: float, tried:
     t0 = time.perf_counter()
     try:
         found = index_peaks(
-            peaks, IndexingOptions(zero_centre=centre, time_limit=time_limit, max_solutions=10)
+            peaks,
+            IndexingOptions(zero_centre=centre, time_limit=time_limit, max_solutions=10, tolerance=tolerance),
         )
     except IndexingError:
         found = []
@@ -672,7 +686,7 @@ def index_pattern(
 
 
 def _index_weak_lines(
-    pattern: Any, cells: list[Any], time_limit: float, tried: dict[str, Any]
+    pattern: Any, cells: list[Any], time_limit: float, tried: dict[str, Any], tolerance: float | None = None
 ) -> tuple[list[Any], tuple[Any, list[Any]] | None]:
     """``cells`` merged with the cells that index the pattern's *significant* peaks, weak lines included
     (:func:`xrdsolve.conditioning.peaks.significant_peaks`), re-ranked by M20; and those peaks with the cells
@@ -697,7 +711,9 @@ def _index_weak_lines(
     t0 = time.perf_counter()
     try:
         peaks = Peaks.from_two_theta(tt, float(wavelengths[0]), height)
-        weak = index_peaks(peaks, IndexingOptions(time_limit=time_limit, max_solutions=10))
+        weak = index_peaks(
+            peaks, IndexingOptions(time_limit=time_limit, max_solutions=10, tolerance=tolerance)
+        )
     except IndexingError as exc:
         record["error"] = str(exc)
         return cells, None
@@ -711,7 +727,7 @@ def _index_weak_lines(
 
 
 def _index_with_unindexed(
-    peaks: Any, cells: list[Any], time_limit: float, tried: dict[str, Any]
+    peaks: Any, cells: list[Any], time_limit: float, tried: dict[str, Any], tolerance: float | None = None
 ) -> list[Any]:
     """``cells`` merged with solutions that leave a few lines unindexed, re-ranked
     (:func:`xrdsolve.refine.indexing.indexer.rank_solutions`): cubic/tetragonal/hexagonal with up to 3 (≤ 1 in
@@ -794,6 +810,7 @@ def _index_with_unindexed(
                     max_solutions=10,
                     min_volume=v_lo,
                     max_volume=v_hi,
+                    tolerance=tolerance,
                 ),
             )
         except IndexingError:
@@ -888,7 +905,7 @@ def _cell_zs(comp: Composition, volume: float, groups: Sequence[int], max_z: int
     """Up to ``max_z`` formula units Z to try in a cell of ``volume`` (Å³) with hinted space ``groups``:
     of the Z the volume allows (:func:`xrdsolve.composition.z_candidates`, best volume first), those whose
     atoms fill the Wyckoff sites of more of the groups first, and none that fits no group (unless no Z
-    fits one).
+    fits one and the cell is not too small for a formula unit: then its supercells hold the candidates).
 
     The volume per formula unit is an estimate (±0.3 in ln V): on the 100 benchmark patterns, ranking Z by
     volume alone left the true Z out of the first two for NaCO3 (Z 6 of R-3c after 7 and 8, which no
@@ -896,7 +913,7 @@ def _cell_zs(comp: Composition, volume: float, groups: Sequence[int], max_z: int
     Z 3 that none of its orthorhombic groups holds."""
     zs = z_candidates(comp, volume)
     fitted = {z: sum(fits_spacegroup(comp, z, g) for g in groups) for z in zs}
-    holding = [z for z in zs if fitted[z]] or zs
+    holding = [z for z in zs if fitted[z]] or ([] if volume < _min_cell_volume(comp) else zs)
     return sorted(holding, key=lambda z: -fitted[z])[:max_z]
 
 
