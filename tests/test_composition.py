@@ -74,6 +74,17 @@ def test_z_candidates_never_overfill_a_cell() -> None:
     assert MIN_VOLUME_FRACTION * estimated_volume_per_formula(comp) < 136.0
 
 
+def test_a_cell_too_small_for_a_formula_unit_gets_no_z_its_groups_cannot_hold() -> None:
+    """The solve's Z for a cell (pipeline._cell_zs): Mg3MnTe4's 136 Å³ I-centred sub-cell gets none (its one
+    possible Z, 1, fits no I group: every I orbit is even, Mn is one atom), and its supercells are tried
+    instead; the 271 Å³ P cell gets Z 1 in P-4m2."""
+    from xrdsolve.pipeline import _cell_zs
+
+    comp = Composition("Mg3MnTe4")
+    assert _cell_zs(comp, 136.0, [139, 97, 119], 4) == []
+    assert _cell_zs(comp, 271.0, [123, 115], 4) == [1]
+
+
 def test_volume_estimate_is_within_a_factor_of_two_of_real_cells() -> None:
     for formula, volume_per_fu in [("TiO2", 31.2), ("NaCl", 44.9), ("Al2O3", 42.5), ("LaB6", 71.9)]:
         est = estimated_volume_per_formula(Composition(formula))
