@@ -171,3 +171,43 @@ def test_deep_search_finds_ho2ge2os_where_the_ordinary_descents_miss(shared_data
     deep_scores = np.concatenate([s for _, s in rounds])
     assert any(lowest_distinct(deep_points, deep_scores, DEEP_DISTINCT))
     assert deep_scores.min() < moved_scores.min()
+
+
+def test_the_plan_takes_each_hinted_group_in_turn() -> None:
+    """Assignments of several groups: one of each group in turn, groups in hint order, each group's own
+    order kept (simplest first), and a group with few assignments leaves the rest to the others."""
+    from xrdsolve.prescreen import interleaved_by_group
+
+    axes = (0, 1, 2)
+    plan = [(139, [["2a"]], axes), (139, [["2b"]], axes), (139, [["4c"]], axes), (82, [["2a"]], axes)]
+    plan += [(82, [["2b"]], axes), (121, [["2a"]], axes)]
+    order = [(sg, combo[0][0]) for sg, combo, _ in interleaved_by_group(plan)]
+    assert order == [(139, "2a"), (82, "2a"), (121, "2a"), (139, "2b"), (82, "2b"), (139, "4c")]
+    assert interleaved_by_group([]) == []
+
+
+def test_a_first_group_without_room_for_the_atoms_leaves_the_others_prescreened(shared_data: Path) -> None:
+    """Ho4Cu5P7 (val row 18 of the solve benchmark, I-42m) in its I cell (a 5.259, c 19.113 Å), Z = 2: the
+    first hinted group I4/mmm alone has MAX_ASSIGNMENTS assignments, none of which keeps its atoms apart.
+    Taken group after group, they filled the plan and no candidate came out; taken in turn, I-4 and I-42m
+    (the true group) are prescreened too and candidates come out."""
+    from xrdsolve.generate.bench import simulate_patterns
+    from xrdsolve.generate.data import load_split
+    from xrdsolve.prescreen import MAX_ASSIGNMENTS
+    from xrdsolve.random_candidates import wyckoff_plan
+    from xrdsolve.refine.rietveld import _instrument_for
+
+    row = 18
+    truth = load_split("mp20", "val")[row].structure
+    comp = truth.composition
+    assert comp.reduced_formula == "Ho4Cu5P7"
+    pattern = simulate_patterns([truth] * (row + 1), seed=0)[row]
+    lattice = (5.25908, 5.25908, 19.11304, 90.0, 90.0, 90.0)
+    _, plan = wyckoff_plan(comp, 2, [139], lattice, limit=MAX_ASSIGNMENTS, centring="I")
+    assert len(plan) == MAX_ASSIGNMENTS
+    instrument, _ = _instrument_for(pattern, None, None, anomalous=False)
+    kwargs = {"lattice": lattice, "zero_shift": -0.04, "instrument": instrument, "seed": 0, "centring": "I"}
+    assert prescreened_structures(pattern, comp, 2, [139], 4, max_draws=2000, **kwargs) == []
+    drawn = prescreened_structures(pattern, comp, 2, [139, 82, 121], 4, max_draws=2000, **kwargs)
+    assert len(drawn) == 4
+    assert {spec.spacegroup for _, spec in drawn} <= {82, 121}
