@@ -311,6 +311,7 @@ def _index(
     confident = bool(weak_cells) and weak_cells[0].m20 >= WEAK_LINES_CONFIDENT_M20
     confident = confident and weak_cells[0].volume >= v_min
     strict_limit = min(time_limit, CONFIDENT_STRICT_SECONDS) if confident else time_limit
+    t_strict = time.perf_counter()
     try:
         cells = index_peaks(
             peaks, IndexingOptions(time_limit=strict_limit, max_solutions=10, tolerance=tolerance)
@@ -320,7 +321,11 @@ def _index(
         error = str(exc)
     else:
         error = ""
-    tried["indexing_strict"] = {"seconds_allowed": round(strict_limit, 1), "found": len(cells)}
+    tried["indexing_strict"] = {
+        "seconds_allowed": round(strict_limit, 1),
+        "found": len(cells),
+        "seconds": round(time.perf_counter() - t_strict, 2),
+    }
     cells = rank_solutions([*cells, *weak_cells], 10) if weak_cells else cells
     # a best cell too small for one formula unit of a known composition is as suspect as a low M20: an
     # impurity line can make a wrong small cell the only one that indexes every line

@@ -47,6 +47,7 @@ COMMAND_MODULES = (
     "xrdsolve.cli.bench_refine",
     "xrdsolve.cli.bench_solve",
     "xrdsolve.cli.bench_real",
+    "xrdsolve.cli.bench_index",
 )
 
 
