@@ -24,13 +24,7 @@ from pymatgen.core import Composition, Structure
 
 from xrdsolve.composition import anion_radii
 from xrdsolve.conditioning.peaks import find_peaks
-from xrdsolve.random_candidates import (
-    CandidateSpec,
-    WyckoffSampler,
-    WyckoffStep,
-    permuted_cell,
-    wyckoff_plan,
-)
+from xrdsolve.random_candidates import CandidateSpec, WyckoffSampler, permuted_cell, wyckoff_plan
 
 #: Half-width of the window kept around each reflection, in FWHM.
 GROUP_HALF_WIDTH_FWHM = 2.5
@@ -87,8 +81,7 @@ DEEP_DISTINCT = 3
 DEEP_MAX_ROUNDS = 4
 #: Relative score difference below which two trials of one assignment count as one minimum.
 DISTINCT_MISFIT = 1e-3
-#: Assignments considered per cell and Z (one of each hinted group in turn, each's simplest first:
-#: :func:`interleaved_by_group`).
+#: Assignments considered per cell and Z (groups in hint order, each's assignments simplest first).
 MAX_ASSIGNMENTS = 400
 
 
@@ -278,8 +271,7 @@ def prescreened_structures(
     ``lattice`` a, b, c (Å), α, β, γ (degrees) and ``zero_shift`` (degrees 2θ) from indexing. Trials are
     judged by :func:`misfit` plus the overlap penalty of :class:`~xrdsolve.trial_scorer.TrialScorer`, in
     two steps: :data:`DRAWS_PER_ASSIGNMENT` random draws of each of the first :data:`MAX_ASSIGNMENTS`
-    assignments of :func:`~xrdsolve.random_candidates.wyckoff_plan`, one of each group in turn
-    (:func:`interleaved_by_group`; ``max_draws`` in all at most); then,
+    assignments of :func:`~xrdsolve.random_candidates.wyckoff_plan` (``max_draws`` in all at most); then,
     assignments with free coordinates taken best first, local descents from their
     :data:`MINIMISE_STARTS` best draws (:meth:`~xrdsolve.trial_scorer.TrialScorer.minimise`), for up to
     :data:`DESCENT_ASSIGNMENTS` assignments; then deep searches of the :data:`DEEP_ASSIGNMENTS` best
@@ -300,7 +292,7 @@ def prescreened_structures(
     species, plan = wyckoff_plan(
         composition, z, spacegroups, lattice, limit=MAX_ASSIGNMENTS, centring=centring
     )
-    plan = interleaved_by_group(plan)[:MAX_ASSIGNMENTS]
+    plan = plan[:MAX_ASSIGNMENTS]
     if not plan or n <= 0:
         return []
     rng = np.random.default_rng(seed)
@@ -376,26 +368,6 @@ def prescreened_structures(
         structure = samplers[j].structures(frac)[0]
         out.append((structure, CandidateSpec(sg, z, seed, True, source="enumerated", extra=extra)))
     return out
-
-
-def interleaved_by_group(plan: Sequence[WyckoffStep]) -> list[WyckoffStep]:
-    """``plan`` (Wyckoff assignments, each group's simplest first) taken one assignment of each space group in
-    turn, groups in their given (hint) order, each group's own order kept: the draws, made in plan order until
-    their time is up, and the MAX_ASSIGNMENTS cap then reach every hinted group's simplest assignments before
-    any group's later ones.
-
-    Measured on the 100 benchmark patterns: taken group after group, Ho4Cu5P7 (pattern 18, I-42m) in its I cell
-    had 400 assignments in I4/mmm, its first hinted group, none keeping its atoms apart; they filled the cap
-    and no other group was prescreened. Taken in turn, GdWC2, Sr2CaWO6, Sr3Nb2ZnO9 (P-3m1 after P6/mmm),
-    Mg3MnTe4 and Li3P2WO8 are found, while HoWClO4, Rb3LuO3, Li2Mn4N3, Ho2Ge2Os and Ho2Cr2C3 (C2/m or P2_1/c
-    structures, all but Rb3LuO3's the first hinted group) are lost: their subgroups' extra freedom fits the
-    peak groups better. A share by the groups' priors (frequencies among real crystals) lost more than it
-    found."""
-    by_group: dict[int, list[WyckoffStep]] = {}
-    for step in plan:
-        by_group.setdefault(step[0], []).append(step)
-    rows = list(by_group.values())
-    return [row[i] for i in range(max((len(r) for r in rows), default=0)) for row in rows if i < len(row)]
 
 
 def _deep_round(scorer: Any, which: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
