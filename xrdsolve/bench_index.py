@@ -22,8 +22,8 @@ import numpy as np
 
 #: Relative volume difference within which an indexed cell can be the true one.
 VOLUME_TOLERANCE = 0.03
-#: Relative length tolerance of ``Lattice.find_mapping`` (indexed cells carry the zero-shift's and the
-#: fitted lines' errors: 0.01–0.3 % in lengths on the benchmark patterns).
+#: Relative length tolerance of ``Lattice.find_mapping`` (indexed cells carry the errors of the zero shift
+#: and of the fitted line positions; the tolerance of the one-off script behind the figures of 2026-11-29).
 LENGTH_TOLERANCE = 0.02
 #: Angle tolerance (degrees) of ``Lattice.find_mapping``.
 ANGLE_TOLERANCE = 1.0
