@@ -127,15 +127,10 @@ def bench_index(
     (e.g. one share of the rows per process); records go to ``records_path`` (JSON lines)."""
     from tqdm.auto import tqdm
 
-    from xrdsolve.generate.bench import simulate_patterns
-    from xrdsolve.generate.data import load_split
+    from xrdsolve.bench_solve import benchmark_patterns
     from xrdsolve.jsonio import read_records
 
-    if settings.split not in ("val", "test"):
-        raise ValueError(f"split must be 'val' or 'test', got {settings.split!r}")
-    recs = load_split("mp20", settings.split)[: settings.n]
-    truth = [r.structure for r in recs]
-    patterns = simulate_patterns(truth, seed=settings.seed)
+    recs, truth, patterns = benchmark_patterns(settings.split, settings.n, settings.seed)
     wanted = list(range(len(truth))) if indices is None else [i for i in indices if 0 <= i < len(truth)]
     done = {int(r["index"]): r for r in read_records(records_path, settings.key())}
     records_path.parent.mkdir(parents=True, exist_ok=True)

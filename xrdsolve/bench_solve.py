@@ -120,6 +120,20 @@ def summarise(records: Iterable[dict[str, Any]], k: int) -> dict[str, Any]:
     }
 
 
+def benchmark_patterns(split: str, n: int, seed: int) -> tuple[list[Any], list[Any], list[Any]]:
+    """The benchmark's rows (the first ``n`` of MP-20 ``split``, val or test), their structures and their
+    patterns simulated with randomised instrument effects (pattern i depends only on ``seed``, i and its
+    structure)."""
+    from xrdsolve.generate.bench import simulate_patterns
+    from xrdsolve.generate.data import load_split
+
+    if split not in ("val", "test"):
+        raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+    recs = load_split("mp20", split)[:n]
+    truth = [r.structure for r in recs]
+    return recs, truth, simulate_patterns(truth, seed=seed)
+
+
 def bench_solve(
     settings: BenchSolveSettings,
     records_path: Path,
@@ -129,14 +143,7 @@ def bench_solve(
     """Run (or resume) the benchmark; per-pattern records go to ``records_path`` (JSON lines)."""
     from tqdm.auto import tqdm
 
-    from xrdsolve.generate.bench import simulate_patterns
-    from xrdsolve.generate.data import load_split
-
-    if settings.split not in ("val", "test"):
-        raise ValueError(f"split must be 'val' or 'test', got {settings.split!r}")
-    recs = load_split("mp20", settings.split)[: settings.n]
-    truth = [r.structure for r in recs]
-    patterns = simulate_patterns(truth, seed=settings.seed)
+    recs, truth, patterns = benchmark_patterns(settings.split, settings.n, settings.seed)
     done = _read_records(records_path, settings)
     records_path.parent.mkdir(parents=True, exist_ok=True)
     todo = [(i, arm) for i in range(len(truth)) for arm in arms if (i, arm) not in done]
